@@ -1,0 +1,64 @@
+package lock
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+var (
+	// ErrNotObtained is returned by Obtain when a live lock is held by
+	// someone else. The error is a *HeldError with the holder's details.
+	ErrNotObtained = errors.New("lock: not obtained, key is held")
+
+	// ErrNotHeld is returned by Refresh and Release when the caller is no
+	// longer the holder: the lease expired and was taken over, was released,
+	// or never existed.
+	ErrNotHeld = errors.New("lock: lease not held")
+
+	// ErrInvalidKey is returned for an empty key, a key longer than
+	// MaxKeyLen, a key that is not valid UTF-8 or holds control characters.
+	ErrInvalidKey = errors.New("lock: invalid key")
+
+	// ErrInvalidTTL is returned for a TTL under one millisecond.
+	ErrInvalidTTL = errors.New("lock: invalid ttl")
+
+	// ErrLost is the cause of a context cancelled because the lock that
+	// guarded the work could not be renewed and may now belong to someone
+	// else.
+	ErrLost = errors.New("lock: lock lost")
+)
+
+// HeldError describes a key held by someone else. It matches ErrNotObtained
+// with errors.Is.
+type HeldError struct {
+	Key string
+	// Holder is the holder's owner token (the spec's lock_id).
+	Holder string
+	// TTL is how long the holder's lease still runs, as the engine sees it.
+	TTL time.Duration
+}
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("lock: key %q is held by %s for another %s", e.Key, e.Holder, e.TTL.Round(time.Millisecond))
+}
+
+// Is makes a *HeldError match ErrNotObtained.
+func (e *HeldError) Is(target error) bool { return target == ErrNotObtained }
+
+// LostError is the cause of a context cancelled by KeepAlive. It matches
+// ErrLost and unwraps to the renewal error that revealed the loss.
+type LostError struct {
+	Key string
+	Err error
+}
+
+func (e *LostError) Error() string {
+	return fmt.Sprintf("lock: lock on %q lost: %v", e.Key, e.Err)
+}
+
+// Is makes a *LostError match ErrLost.
+func (e *LostError) Is(target error) bool { return target == ErrLost }
+
+// Unwrap returns the renewal error.
+func (e *LostError) Unwrap() error { return e.Err }

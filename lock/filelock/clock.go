@@ -1,0 +1,39 @@
+package filelock
+
+import "time"
+
+// Clock tells the engine the time. The engine judges a record written on
+// this host since its last boot by Boot, which wall-clock steps do not
+// move, and any other record by Now.
+type Clock interface {
+	// Now returns the wall-clock time.
+	Now() time.Time
+	// Boot returns an identifier of the current boot of this host and the
+	// time elapsed since it, counting suspended time. An empty id means the
+	// platform has no such clock and Now alone is used.
+	Boot() (id string, elapsed time.Duration)
+}
+
+// instant is one reading of a Clock.
+type instant struct {
+	wall   time.Time
+	bootID string
+	boot   time.Duration
+}
+
+func readClock(c Clock) instant {
+	id, d := c.Boot()
+	return instant{wall: c.Now(), bootID: id, boot: d}
+}
+
+// systemClock reads the host's clocks.
+type systemClock struct{ bootID string }
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+func (c systemClock) Boot() (string, time.Duration) {
+	if c.bootID == "" {
+		return "", 0
+	}
+	return c.bootID, bootElapsed()
+}

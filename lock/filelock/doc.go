@@ -1,0 +1,45 @@
+// Package filelock is joblock's engine for one host: a directory of lock
+// files, with no server to run. It is the embedded default.
+//
+// # Files
+//
+// A key's lock lives in md5(key).lock, JSON with the LockManager spec's
+// fields (lock_id, key, expires_at, acquired_at, pid) and this engine's
+// (host, fence, state, millisecond times, boot clock), so
+// `cat *.lock | jq .` shows who holds what. The full key is stored and
+// compared: two keys whose md5 collide contend, and never share a lock.
+//
+// # How it stays correct
+//
+// Every read-check-write of a lock file happens under an exclusive flock(2)
+// on that file, so taking over an expired lock, refreshing and releasing
+// are compare-and-swap operations on the owner token. Releasing marks the
+// record released instead of deleting the file; only Cleanup deletes files,
+// under the same flock, and an operation that finds its file deleted under
+// it opens the path again. The fencing token is kept in the file and, for
+// removed files, in a floor file (.fence) that is never deleted.
+//
+// Expiry of a record written on this host since its last boot is judged by
+// the boot clock (CLOCK_BOOTTIME on Linux), so stepping the wall clock
+// neither frees a live lock nor holds a dead one. Records from another boot
+// or another implementation are judged by the wall clock.
+//
+// An empty or unparseable lock file may be half written by another process
+// or implementation: it counts as held for a grace period after its last
+// change (WithCorruptGrace), then as expired.
+//
+// # Speed
+//
+// A key used before costs no inode creation or deletion: the file is
+// rewritten in place, and the Locker keeps recently used files open
+// (WithMaxOpenFiles).
+//
+// # Limits
+//
+// Locks exclude processes on one host only. New refuses a directory on
+// NFS, SMB/CIFS or 9p. Linux and macOS are supported; elsewhere New
+// returns ErrUnsupported. Fencing tokens increase across all processes
+// using this engine; a file rewritten or deleted by another implementation
+// (the PHP LockManager deletes expired files) restarts its key from the
+// floor.
+package filelock

@@ -1,0 +1,253 @@
+//go:build linux || darwin
+
+package filelock
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/joblock/joblock/lock"
+	"golang.org/x/sys/unix"
+)
+
+// Locker is the file engine. It implements lock.Locker and is safe for
+// concurrent use by goroutines and by processes sharing the directory.
+type Locker struct {
+	dir  string
+	cfg  config
+	host string
+	pid  int
+
+	mu   sync.Mutex
+	open map[string]*entry
+}
+
+var _ lock.Locker = (*Locker)(nil)
+
+// New returns a Locker keeping its lock files in dir, creating dir (but not
+// its parents) if it is missing. It returns an error naming the path when
+// dir cannot be used safely: its parent is missing, it is not a directory,
+// it is not writable, or it is on a network filesystem where flock does not
+// exclude other hosts.
+func New(dir string, opts ...Option) (*Locker, error) {
+	if dir == "" {
+		return nil, errors.New("filelock: lock directory is empty")
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.clock == nil {
+		cfg.clock = systemClock{bootID: bootID()}
+	}
+	dir = filepath.Clean(dir)
+	if err := prepareDir(dir); err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	l := &Locker{dir: dir, cfg: cfg, host: host, pid: os.Getpid(), open: make(map[string]*entry)}
+	// Creating the floor file proves the directory takes new files.
+	if _, err := l.readFloor(context.Background()); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func prepareDir(dir string) error {
+	st, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("filelock: create lock directory: %w", err)
+		}
+		st, err = os.Stat(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("filelock: lock directory: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("filelock: lock directory %s is not a directory", dir)
+	}
+	if fs, err := networkFS(dir); err != nil {
+		return pathError("statfs", dir, err)
+	} else if fs != "" {
+		return fmt.Errorf("filelock: lock directory %s is on %s; flock there does not exclude other hosts, use the Redis engine", dir, fs)
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return pathError("access", dir, err)
+	}
+	return nil
+}
+
+// Dir returns the lock directory.
+func (l *Locker) Dir() string { return l.dir }
+
+// Close closes the lock files the Locker keeps open. It releases no lock.
+// The Locker must not be used afterwards.
+func (l *Locker) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for name, e := range l.open {
+		e.mu.Lock()
+		_ = unix.Close(e.fd)
+		e.fd = -1
+		e.mu.Unlock()
+		delete(l.open, name)
+	}
+	return nil
+}
+
+func newToken() string { return "lock_" + rand.Text() }
+
+// unreadableHolder is the holder named for an empty or corrupt lock file.
+func unreadableHolder(name string) string { return "unknown (unreadable lock file " + name + ")" }
+
+// unreadable judges an empty or corrupt lock file by its modification time.
+func (l *Locker) unreadable(v *view, now instant) (lock.State, time.Duration) {
+	if left := v.info.mtime.Add(l.cfg.corruptGrace).Sub(now.wall); left > 0 {
+		return lock.Held, left
+	}
+	return lock.Expired, 0
+}
+
+// Obtain implements lock.Locker. It creates key's lock file on first use
+// and rewrites it in place after that.
+func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (lock.Lease, error) {
+	if err := lock.ValidateKey(key); err != nil {
+		return lock.Lease{}, err
+	}
+	if err := lock.ValidateTTL(ttl); err != nil {
+		return lock.Lease{}, err
+	}
+	var lease lock.Lease
+	err := l.update(ctx, key, true, func(v *view) (*record, error) {
+		now := readClock(l.cfg.clock)
+		old, ok := parseRecord(v.content)
+		var fence uint64
+		switch {
+		case ok:
+			if st, left := old.judge(now); st == lock.Held {
+				return nil, &lock.HeldError{Key: key, Holder: old.LockID, TTL: left}
+			}
+			fence = old.Fence
+		case len(v.content) == 0 && v.created:
+		default:
+			if st, left := l.unreadable(v, now); st == lock.Held {
+				return nil, &lock.HeldError{Key: key, Holder: unreadableHolder(v.name), TTL: left}
+			}
+		}
+		if fence == 0 {
+			floor, err := l.readFloor(ctx)
+			if err != nil {
+				return nil, err
+			}
+			fence = floor
+		}
+		rec := &record{
+			LockID:       newToken(),
+			Key:          key,
+			AcquiredAt:   now.wall.Unix(),
+			AcquiredAtMs: now.wall.UnixMilli(),
+			PID:          l.pid,
+			Host:         l.host,
+			Fence:        fence + 1,
+			State:        "held",
+		}
+		rec.setExpiry(now, ttl)
+		lease = lock.Lease{Key: key, Token: rec.LockID, Fence: rec.Fence, ExpiresAt: time.UnixMilli(rec.ExpiresAtMs)}
+		return rec, nil
+	})
+	return lease, err
+}
+
+// holder checks, under the flock, that lease is the live holder of v.
+func (l *Locker) holder(v *view, lease lock.Lease, now instant) (record, error) {
+	if !v.exists {
+		return record{}, lock.ErrNotHeld
+	}
+	rec, ok := parseRecord(v.content)
+	if !ok || rec.Key != lease.Key || rec.LockID != lease.Token {
+		return record{}, lock.ErrNotHeld
+	}
+	if st, _ := rec.judge(now); st != lock.Held {
+		return record{}, lock.ErrNotHeld
+	}
+	return rec, nil
+}
+
+// Refresh implements lock.Locker.
+func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duration) (lock.Lease, error) {
+	if err := lock.ValidateTTL(ttl); err != nil {
+		return lock.Lease{}, err
+	}
+	if err := lock.ValidateKey(lease.Key); err != nil {
+		return lock.Lease{}, err
+	}
+	err := l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
+		now := readClock(l.cfg.clock)
+		rec, err := l.holder(v, lease, now)
+		if err != nil {
+			return nil, err
+		}
+		rec.setExpiry(now, ttl)
+		lease.Fence = rec.Fence
+		lease.ExpiresAt = time.UnixMilli(rec.ExpiresAtMs)
+		return &rec, nil
+	})
+	if err != nil {
+		return lock.Lease{}, err
+	}
+	return lease, nil
+}
+
+// Release implements lock.Locker. The file stays, marked released, for the
+// next holder to rewrite; Cleanup removes it.
+func (l *Locker) Release(ctx context.Context, lease lock.Lease) error {
+	if err := lock.ValidateKey(lease.Key); err != nil {
+		return err
+	}
+	return l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
+		now := readClock(l.cfg.clock)
+		rec, err := l.holder(v, lease, now)
+		if err != nil {
+			return nil, err
+		}
+		rec.State = stateReleased
+		rec.setExpiry(now, 0)
+		return &rec, nil
+	})
+}
+
+// Inspect implements lock.Locker.
+func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, error) {
+	if err := lock.ValidateKey(key); err != nil {
+		return lock.Record{}, false, err
+	}
+	var out lock.Record
+	var found bool
+	err := l.update(ctx, key, false, func(v *view) (*record, error) {
+		if !v.exists {
+			return nil, nil
+		}
+		out, found = l.toRecord(v, readClock(l.cfg.clock)), true
+		return nil, nil
+	})
+	if err != nil || !found || out.State == lock.Released {
+		return lock.Record{}, false, err
+	}
+	return out, true, nil
+}
+
+// toRecord describes a lock file, readable or not.
+func (l *Locker) toRecord(v *view, now instant) lock.Record {
+	if rec, ok := parseRecord(v.content); ok {
+		return rec.toRecord(now)
+	}
+	st, left := l.unreadable(v, now)
+	return lock.Record{Token: unreadableHolder(v.name), State: st, TTL: left}
+}

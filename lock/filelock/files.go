@@ -1,0 +1,241 @@
+//go:build linux || darwin
+
+package filelock
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	lockSuffix  = ".lock"
+	openFlags   = unix.O_RDWR | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	readBufSize = 2048
+)
+
+// fileName is the spec's lock file name: md5 of the key, in hex, + ".lock".
+func fileName(key string) string {
+	sum := md5.Sum([]byte(key))
+	return hex.EncodeToString(sum[:]) + lockSuffix
+}
+
+func isLockFile(name string) bool {
+	return len(name) == 32+len(lockSuffix) && filepath.Ext(name) == lockSuffix
+}
+
+// entry is an open lock file kept for reuse. mu orders the goroutines of
+// this process; flock orders processes.
+type entry struct {
+	mu  sync.Mutex
+	fd  int // -1 once closed
+	buf []byte
+	out []byte
+}
+
+// view is what an operation sees of a lock file under its flock.
+type view struct {
+	name    string
+	exists  bool
+	created bool // this call created the file, so an empty one is ours
+	content []byte
+	info    fileInfo
+}
+
+func pathError(op, path string, err error) error {
+	return fmt.Errorf("filelock: %w", &os.PathError{Op: op, Path: path, Err: err})
+}
+
+// lookup returns the open entry for name, opening (and with create,
+// creating) the file if needed. It returns a nil entry when create is false
+// and no file exists.
+func (l *Locker) lookup(name string, create bool) (*entry, bool, error) {
+	l.mu.Lock()
+	e := l.open[name]
+	l.mu.Unlock()
+	if e != nil {
+		return e, false, nil
+	}
+	path := filepath.Join(l.dir, name)
+	created := false
+	fd, err := unix.Open(path, openFlags, 0)
+	if err == unix.ENOENT && create {
+		fd, err = unix.Open(path, openFlags|unix.O_CREAT|unix.O_EXCL, 0o644)
+		created = err == nil
+		if err == unix.EEXIST {
+			fd, err = unix.Open(path, openFlags, 0)
+		}
+	}
+	if err == unix.ENOENT && !create {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, pathError("open", path, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if other := l.open[name]; other != nil {
+		_ = unix.Close(fd)
+		return other, created, nil
+	}
+	if len(l.open) >= l.cfg.maxOpen {
+		l.evictLocked()
+	}
+	e = &entry{fd: fd, buf: make([]byte, readBufSize)}
+	l.open[name] = e
+	return e, created, nil
+}
+
+// evictLocked closes one idle entry. l.mu must be held.
+func (l *Locker) evictLocked() {
+	for name, e := range l.open {
+		if !e.mu.TryLock() {
+			continue
+		}
+		_ = unix.Close(e.fd)
+		e.fd = -1
+		delete(l.open, name)
+		e.mu.Unlock()
+		return
+	}
+}
+
+// drop forgets an entry whose file was removed. e.mu must be held.
+func (l *Locker) drop(name string, e *entry) {
+	l.mu.Lock()
+	if l.open[name] == e {
+		delete(l.open, name)
+	}
+	l.mu.Unlock()
+	_ = unix.Close(e.fd)
+	e.fd = -1
+}
+
+// update runs fn on key's lock file under an exclusive flock and writes the
+// record fn returns, if any, in place. Without create a missing file is
+// shown to fn as a view with exists false.
+func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v *view) (*record, error)) error {
+	name := fileName(key)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		e, created, err := l.lookup(name, create)
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			_, err := fn(&view{name: name})
+			return err
+		}
+		done, err := l.updateEntry(ctx, name, e, created, fn)
+		if done {
+			return err
+		}
+	}
+}
+
+// updateEntry is one attempt of update. done is false when the file was
+// removed under us and the caller must open it again.
+func (l *Locker) updateEntry(ctx context.Context, name string, e *entry, created bool, fn func(v *view) (*record, error)) (done bool, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.fd < 0 {
+		return false, nil
+	}
+	path := filepath.Join(l.dir, name)
+	if err := flock(ctx, e.fd, unix.LOCK_EX); err != nil {
+		return true, pathError("flock", path, err)
+	}
+	defer func() { _ = unix.Flock(e.fd, unix.LOCK_UN) }()
+	info, err := fstat(e.fd)
+	if err != nil {
+		return true, pathError("fstat", path, err)
+	}
+	if info.nlink == 0 {
+		l.drop(name, e)
+		return false, nil
+	}
+	content, err := readAll(e.fd, &e.buf)
+	if err != nil {
+		return true, pathError("read", path, err)
+	}
+	rec, err := fn(&view{name: name, exists: true, created: created, content: content, info: info})
+	if rec == nil || err != nil {
+		return true, err
+	}
+	e.out = encodePadded(e.out[:0], rec, info.size)
+	if err := writeAll(e.fd, e.out); err != nil {
+		return true, pathError("write", path, err)
+	}
+	return true, nil
+}
+
+// encodePadded encodes rec and pads it with spaces to at least size bytes,
+// so a shorter record overwrites a longer one without a truncate and the
+// file stays valid JSON.
+func encodePadded(b []byte, rec *record, size int64) []byte {
+	b = rec.appendJSON(b)
+	for int64(len(b)+1) < size {
+		b = append(b, ' ')
+	}
+	return append(b, '\n')
+}
+
+func readAll(fd int, buf *[]byte) ([]byte, error) {
+	for {
+		n, err := unix.Pread(fd, *buf, 0)
+		if err != nil {
+			return nil, err
+		}
+		if n < len(*buf) {
+			return (*buf)[:n], nil
+		}
+		*buf = make([]byte, 2*len(*buf))
+	}
+}
+
+func writeAll(fd int, b []byte) error {
+	var off int64
+	for len(b) > 0 {
+		n, err := unix.Pwrite(fd, b, off)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return unix.EIO
+		}
+		b = b[n:]
+		off += int64(n)
+	}
+	return nil
+}
+
+// flock takes a flock without blocking the thread, polling until ctx ends:
+// other holders keep it for microseconds, and a stuck outside holder must
+// not hang the caller.
+func flock(ctx context.Context, fd, how int) error {
+	pause := 5 * time.Microsecond
+	for {
+		err := unix.Flock(fd, how|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, time.Millisecond)
+	}
+}

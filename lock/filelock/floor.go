@@ -1,0 +1,61 @@
+//go:build linux || darwin
+
+package filelock
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// floorName is the file that keeps fencing tokens increasing when lock
+// files are removed: it holds the highest fencing token of any removed
+// record, and a new lock file starts above it. It is never removed.
+const floorName = ".fence"
+
+func (l *Locker) floorPath() string { return filepath.Join(l.dir, floorName) }
+
+// withFloor runs fn on the floor file's current value under a flock of kind
+// how and writes back what fn returns when it differs.
+func (l *Locker) withFloor(ctx context.Context, how int, fn func(cur uint64) uint64) (uint64, error) {
+	path := l.floorPath()
+	fd, err := unix.Open(path, openFlags|unix.O_CREAT, 0o644)
+	if err != nil {
+		return 0, pathError("open", path, err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	if err := flock(ctx, fd, how); err != nil {
+		return 0, pathError("flock", path, err)
+	}
+	defer func() { _ = unix.Flock(fd, unix.LOCK_UN) }()
+	buf := make([]byte, 32)
+	n, err := unix.Pread(fd, buf, 0)
+	if err != nil {
+		return 0, pathError("read", path, err)
+	}
+	cur, _ := strconv.ParseUint(strings.TrimSpace(string(buf[:n])), 10, 64)
+	next := fn(cur)
+	if next == cur {
+		return cur, nil
+	}
+	out := strconv.AppendUint(nil, next, 10)
+	for len(out) < n-1 {
+		out = append(out, ' ')
+	}
+	if err := writeAll(fd, append(out, '\n')); err != nil {
+		return 0, pathError("write", path, err)
+	}
+	return next, nil
+}
+
+func (l *Locker) readFloor(ctx context.Context) (uint64, error) {
+	return l.withFloor(ctx, unix.LOCK_SH, func(cur uint64) uint64 { return cur })
+}
+
+func (l *Locker) raiseFloor(ctx context.Context, fence uint64) error {
+	_, err := l.withFloor(ctx, unix.LOCK_EX, func(cur uint64) uint64 { return max(cur, fence) })
+	return err
+}

@@ -1,0 +1,93 @@
+package lock
+
+import (
+	"context"
+	"time"
+)
+
+// Locker is what an engine implements. Every method is safe for concurrent
+// use, takes at most one trip to the backend per key, and never waits for a
+// lock to become free: waiting is ObtainWait's job.
+type Locker interface {
+	// Obtain tries once to take key for ttl. It returns a *HeldError
+	// (matching ErrNotObtained) when a live lock is held by someone else,
+	// and takes over an expired lock atomically: of several contenders
+	// exactly one wins.
+	Obtain(ctx context.Context, key string, ttl time.Duration) (Lease, error)
+
+	// Refresh extends a held lease to ttl from now and returns the renewed
+	// lease. It returns ErrNotHeld when lease is not the current holder's.
+	Refresh(ctx context.Context, lease Lease, ttl time.Duration) (Lease, error)
+
+	// Release gives up a held lease. It returns ErrNotHeld, and changes
+	// nothing, when lease is not the current holder's. Only Key and Token
+	// of lease are used, so a lease rebuilt from a lock_id works.
+	Release(ctx context.Context, lease Lease) error
+
+	// Inspect returns the record stored for key. ok is false when no record
+	// exists or the record has been released.
+	Inspect(ctx context.Context, key string) (rec Record, ok bool, err error)
+
+	// Scan calls fn for every record the engine stores, live or not, until
+	// fn returns false. Records may change while Scan runs.
+	Scan(ctx context.Context, fn func(Record) bool) error
+
+	// Cleanup removes records that expired or were released, never a live
+	// one, and returns how many it removed.
+	Cleanup(ctx context.Context) (int, error)
+}
+
+// Lease is a held lock. It is a value: Refresh returns a new one.
+type Lease struct {
+	// Key is the lock's key.
+	Key string
+	// Token is the random owner token, the spec's lock_id.
+	Token string
+	// Fence strictly increases for Key with every successful Obtain, across
+	// all holders and processes.
+	Fence uint64
+	// ExpiresAt is when the lease runs out unless refreshed, by the
+	// obtaining process's wall clock.
+	ExpiresAt time.Time
+}
+
+// State says what a stored record means now.
+type State int
+
+const (
+	// Held means the lock is live.
+	Held State = iota + 1
+	// Expired means the lease ran out without being released.
+	Expired
+	// Released means the holder gave the lock up.
+	Released
+)
+
+func (s State) String() string {
+	switch s {
+	case Held:
+		return "held"
+	case Expired:
+		return "expired"
+	case Released:
+		return "released"
+	}
+	return "unknown"
+}
+
+// MarshalText encodes the state as its name, for JSON output.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Record is what an engine stores for a key, as Inspect and Scan see it.
+type Record struct {
+	Key        string    `json:"key"`
+	Token      string    `json:"lock_id"`
+	Fence      uint64    `json:"fence"`
+	AcquiredAt time.Time `json:"acquired_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	PID        int       `json:"pid,omitempty"`
+	Host       string    `json:"host,omitempty"`
+	State      State     `json:"state"`
+	// TTL is the time left on a held lock, as the engine judges it.
+	TTL time.Duration `json:"ttl"`
+}

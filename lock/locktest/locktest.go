@@ -1,0 +1,413 @@
+// Package locktest is the conformance suite every joblock engine must pass.
+// An engine's tests call Run with a function that returns lockers sharing
+// one store, as separate processes would:
+//
+//	func TestConformance(t *testing.T) {
+//		dir := t.TempDir()
+//		locktest.Run(t, func(t *testing.T) lock.Locker {
+//			l, err := filelock.New(dir)
+//			require.NoError(t, err)
+//			return l
+//		})
+//	}
+//
+// Each subtest uses keys of its own, so the store may be shared with other
+// tests, but Cleanup must be safe to run on it at any time.
+package locktest
+
+import (
+	"context"
+	"crypto/rand"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/joblock/joblock/lock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// NewLocker returns a locker on the store under test. Lockers returned by
+// one Run share that store.
+type NewLocker func(t *testing.T) lock.Locker
+
+// Run runs every conformance test as a subtest of t.
+func Run(t *testing.T, newLocker NewLocker) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, NewLocker)
+	}{
+		{"InvalidInput", testInvalidInput},
+		{"ObtainRelease", testObtainRelease},
+		{"Contention", testContention},
+		{"ExpiryTakeover", testExpiryTakeover},
+		{"Refresh", testRefresh},
+		{"LateOrForeignRelease", testLateOrForeignRelease},
+		{"ContextCancelled", testContextCancelled},
+		{"FencingMonotonic", testFencingMonotonic},
+		{"ManyGoroutines", testManyGoroutines},
+		{"ScanCleanup", testScanCleanup},
+		{"Manager", testManager},
+		{"ManagerProcess", testManagerProcess},
+		{"ManagerDo", testManagerDo},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newLocker) })
+	}
+}
+
+// Key returns a key unique to this test and run.
+func Key(t testing.TB, name string) string {
+	return "locktest:" + t.Name() + ":" + rand.Text()[:8] + ":" + name
+}
+
+func testInvalidInput(t *testing.T, newLocker NewLocker) {
+	l := newLocker(t)
+	ctx := context.Background()
+	keys := []struct {
+		name string
+		give string
+	}{
+		{"empty", ""},
+		{"too long", strings.Repeat("k", lock.MaxKeyLen+1)},
+		{"newline", "a\nb"},
+		{"nul", "a\x00b"},
+		{"invalid utf8", "a\xffb"},
+	}
+	for _, tt := range keys {
+		t.Run("key "+tt.name, func(t *testing.T) {
+			_, err := l.Obtain(ctx, tt.give, time.Second)
+			require.ErrorIs(t, err, lock.ErrInvalidKey)
+			assert.NotErrorIs(t, err, lock.ErrNotObtained)
+		})
+	}
+	ttls := []struct {
+		name string
+		give time.Duration
+	}{
+		{"zero", 0},
+		{"negative", -time.Second},
+		{"under a millisecond", 500 * time.Microsecond},
+	}
+	for _, tt := range ttls {
+		t.Run("ttl "+tt.name, func(t *testing.T) {
+			key := Key(t, "k")
+			_, err := l.Obtain(ctx, key, tt.give)
+			require.ErrorIs(t, err, lock.ErrInvalidTTL)
+			_, ok, err := l.Inspect(ctx, key)
+			require.NoError(t, err)
+			assert.False(t, ok, "a rejected obtain must leave nothing held")
+		})
+	}
+	t.Run("longest key works", func(t *testing.T) {
+		key := Key(t, "")
+		key += strings.Repeat("é", (lock.MaxKeyLen-len(key))/2)
+		lease, err := l.Obtain(ctx, key, time.Second)
+		require.NoError(t, err)
+		rec, ok, err := l.Inspect(ctx, key)
+		require.NoError(t, err)
+		require.True(t, ok)
+		assert.Equal(t, key, rec.Key)
+		require.NoError(t, l.Release(ctx, lease))
+	})
+}
+
+func testObtainRelease(t *testing.T, newLocker NewLocker) {
+	l := newLocker(t)
+	ctx := context.Background()
+	key := Key(t, "special chars: /?&=#%\"'\\ ü 日本")
+	before := time.Now()
+	lease, err := l.Obtain(ctx, key, 10*time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, key, lease.Key)
+	assert.GreaterOrEqual(t, len(lease.Token), 16, "owner token too short to be unguessable")
+	assert.NotZero(t, lease.Fence)
+	assert.WithinDuration(t, before.Add(10*time.Second), lease.ExpiresAt, 2*time.Second)
+
+	rec, ok, err := l.Inspect(ctx, key)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, lock.Held, rec.State)
+	assert.Equal(t, key, rec.Key)
+	assert.Equal(t, lease.Token, rec.Token)
+	assert.Equal(t, lease.Fence, rec.Fence)
+	assert.Greater(t, rec.TTL, 8*time.Second)
+
+	require.NoError(t, l.Release(ctx, lease))
+	if rec, ok, err := l.Inspect(ctx, key); assert.NoError(t, err) && ok {
+		assert.NotEqual(t, lock.Held, rec.State, "released lock still held")
+	}
+
+	again, err := l.Obtain(ctx, key, time.Second)
+	require.NoError(t, err, "a released key must be free")
+	assert.Greater(t, again.Fence, lease.Fence)
+	assert.NotEqual(t, lease.Token, again.Token)
+	require.NoError(t, l.Release(ctx, again))
+}
+
+func testContention(t *testing.T, newLocker NewLocker) {
+	a, b := newLocker(t), newLocker(t)
+	ctx := context.Background()
+	key := Key(t, "k")
+	lease, err := a.Obtain(ctx, key, 5*time.Second)
+	require.NoError(t, err)
+	for _, l := range []lock.Locker{a, b} {
+		_, err = l.Obtain(ctx, key, 5*time.Second)
+		require.ErrorIs(t, err, lock.ErrNotObtained)
+		var held *lock.HeldError
+		require.ErrorAs(t, err, &held)
+		assert.Equal(t, key, held.Key)
+		assert.Equal(t, lease.Token, held.Holder)
+		assert.Greater(t, held.TTL, 3*time.Second)
+		assert.LessOrEqual(t, held.TTL, 5*time.Second)
+	}
+	require.NoError(t, a.Release(ctx, lease))
+}
+
+func testExpiryTakeover(t *testing.T, newLocker NewLocker) {
+	ctx := context.Background()
+	key := Key(t, "k")
+	first := newLocker(t)
+	old, err := first.Obtain(ctx, key, 100*time.Millisecond)
+	require.NoError(t, err)
+	time.Sleep(150 * time.Millisecond)
+
+	if rec, ok, err := first.Inspect(ctx, key); assert.NoError(t, err) && ok {
+		assert.Equal(t, lock.Expired, rec.State)
+	}
+
+	const contenders = 8
+	lockers := make([]lock.Locker, contenders)
+	for i := range lockers {
+		lockers[i] = newLocker(t)
+	}
+	var wg sync.WaitGroup
+	var winners atomic.Int32
+	leases := make(chan lock.Lease, contenders)
+	start := make(chan struct{})
+	for _, l := range lockers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			lease, err := l.Obtain(ctx, key, 10*time.Second)
+			if err == nil {
+				winners.Add(1)
+				leases <- lease
+				return
+			}
+			assert.ErrorIs(t, err, lock.ErrNotObtained)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	require.EqualValues(t, 1, winners.Load(), "exactly one contender must take over an expired lock")
+	winner := <-leases
+	assert.Greater(t, winner.Fence, old.Fence)
+
+	_, err = first.Refresh(ctx, old, time.Second)
+	require.ErrorIs(t, err, lock.ErrNotHeld, "refresh of a taken-over lease")
+	require.ErrorIs(t, first.Release(ctx, old), lock.ErrNotHeld, "late release")
+	rec, ok, err := first.Inspect(ctx, key)
+	require.NoError(t, err)
+	require.True(t, ok, "a late release removed the next holder's lock")
+	assert.Equal(t, winner.Token, rec.Token)
+	assert.Equal(t, lock.Held, rec.State)
+	require.NoError(t, first.Release(ctx, winner))
+}
+
+func testRefresh(t *testing.T, newLocker NewLocker) {
+	l, other := newLocker(t), newLocker(t)
+	ctx := context.Background()
+	key := Key(t, "k")
+	lease, err := l.Obtain(ctx, key, 700*time.Millisecond)
+	require.NoError(t, err)
+	refreshed, err := other.Refresh(ctx, lease, 3*time.Second)
+	require.NoError(t, err, "any locker may refresh with the right lease")
+	assert.Equal(t, lease.Token, refreshed.Token)
+	assert.Equal(t, lease.Fence, refreshed.Fence, "refresh keeps the fencing token")
+	assert.True(t, refreshed.ExpiresAt.After(lease.ExpiresAt))
+
+	time.Sleep(900 * time.Millisecond)
+	_, err = other.Obtain(ctx, key, time.Second)
+	require.ErrorIs(t, err, lock.ErrNotObtained, "refreshed lock expired at its first TTL")
+
+	forged := refreshed
+	forged.Token = "lock_forged"
+	_, err = l.Refresh(ctx, forged, time.Hour)
+	require.ErrorIs(t, err, lock.ErrNotHeld)
+
+	_, err = l.Refresh(ctx, refreshed, 0)
+	require.ErrorIs(t, err, lock.ErrInvalidTTL)
+
+	require.NoError(t, l.Release(ctx, refreshed))
+	_, err = l.Refresh(ctx, refreshed, time.Second)
+	require.ErrorIs(t, err, lock.ErrNotHeld, "refresh after release")
+	_, err = l.Refresh(ctx, lock.Lease{Key: Key(t, "never"), Token: "lock_x"}, time.Second)
+	require.ErrorIs(t, err, lock.ErrNotHeld, "refresh of a key never locked")
+}
+
+func testLateOrForeignRelease(t *testing.T, newLocker NewLocker) {
+	a, b := newLocker(t), newLocker(t)
+	ctx := context.Background()
+	key := Key(t, "k")
+	lease, err := a.Obtain(ctx, key, 5*time.Second)
+	require.NoError(t, err)
+
+	forged := lease
+	forged.Token = "lock_someone_else"
+	require.ErrorIs(t, b.Release(ctx, forged), lock.ErrNotHeld)
+	rec, ok, err := b.Inspect(ctx, key)
+	require.NoError(t, err)
+	require.True(t, ok, "a foreign release removed the lock")
+	assert.Equal(t, lease.Token, rec.Token)
+
+	// A lease rebuilt from key and lock_id alone releases it (lockctl does).
+	require.NoError(t, b.Release(ctx, lock.Lease{Key: key, Token: lease.Token}))
+	require.ErrorIs(t, a.Release(ctx, lease), lock.ErrNotHeld, "double release")
+	require.ErrorIs(t, a.Release(ctx, lock.Lease{Key: Key(t, "never"), Token: "lock_x"}), lock.ErrNotHeld)
+}
+
+func testContextCancelled(t *testing.T, newLocker NewLocker) {
+	l := newLocker(t)
+	key := Key(t, "k")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := l.Obtain(ctx, key, time.Second)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, lock.ErrNotObtained)
+	_, ok, err := l.Inspect(context.Background(), key)
+	require.NoError(t, err)
+	assert.False(t, ok)
+
+	lease, err := l.Obtain(context.Background(), key, time.Second)
+	require.NoError(t, err)
+	_, err = lock.ObtainWait(ctx, l, key, time.Second, lock.Wait{MaxWait: time.Minute})
+	require.ErrorIs(t, err, context.Canceled, "a waiter must stop when its ctx ends")
+	require.NoError(t, l.Release(context.Background(), lease))
+}
+
+func testFencingMonotonic(t *testing.T, newLocker NewLocker) {
+	lockers := []lock.Locker{newLocker(t), newLocker(t), newLocker(t)}
+	ctx := context.Background()
+	key := Key(t, "k")
+	var last uint64
+	for i := range 30 {
+		l := lockers[i%len(lockers)]
+		lease, err := l.Obtain(ctx, key, time.Second)
+		require.NoError(t, err)
+		require.Greater(t, lease.Fence, last, "round %d", i)
+		last = lease.Fence
+		switch i % 3 {
+		case 0:
+			require.NoError(t, l.Release(ctx, lease))
+		case 1:
+			require.NoError(t, l.Release(ctx, lease))
+			_, err := l.Cleanup(ctx)
+			require.NoError(t, err)
+		case 2:
+			// Let it expire, then clean up before the next round.
+			_, err := l.Refresh(ctx, lease, time.Millisecond)
+			require.NoError(t, err)
+			time.Sleep(5 * time.Millisecond)
+			_, err = l.Cleanup(ctx)
+			require.NoError(t, err)
+		}
+	}
+}
+
+func testManyGoroutines(t *testing.T, newLocker NewLocker) {
+	ctx := context.Background()
+	key := Key(t, "k")
+	const workers, rounds = 8, 25
+	var (
+		inside  atomic.Int32
+		mu      sync.Mutex
+		fences  []uint64
+		wg      sync.WaitGroup
+		overlap atomic.Int32
+	)
+	for range workers {
+		l := newLocker(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				lease, err := lock.ObtainWait(ctx, l, key, 5*time.Second, lock.Wait{MaxWait: 30 * time.Second, Interval: time.Millisecond, Jitter: 0.5})
+				if !assert.NoError(t, err) {
+					return
+				}
+				if inside.Add(1) != 1 {
+					overlap.Add(1)
+				}
+				mu.Lock()
+				fences = append(fences, lease.Fence)
+				mu.Unlock()
+				inside.Add(-1)
+				if !assert.NoError(t, l.Release(ctx, lease)) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.Zero(t, overlap.Load(), "two goroutines held the lock at once")
+	require.Len(t, fences, workers*rounds)
+	for i := 1; i < len(fences); i++ {
+		require.Greater(t, fences[i], fences[i-1], "fencing token went backwards at %d", i)
+	}
+}
+
+func testScanCleanup(t *testing.T, newLocker NewLocker) {
+	l := newLocker(t)
+	ctx := context.Background()
+	live, expired, released := Key(t, "live"), Key(t, "expired"), Key(t, "released")
+	liveLease, err := l.Obtain(ctx, live, 10*time.Second)
+	require.NoError(t, err)
+	_, err = l.Obtain(ctx, expired, 20*time.Millisecond)
+	require.NoError(t, err)
+	rel, err := l.Obtain(ctx, released, 10*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx, rel))
+	time.Sleep(60 * time.Millisecond)
+
+	seen := scan(t, l)
+	assert.Equal(t, lock.Held, seen[live].State)
+	assert.Equal(t, liveLease.Token, seen[live].Token)
+	if r, ok := seen[expired]; ok {
+		assert.Equal(t, lock.Expired, r.State)
+	}
+	if r, ok := seen[released]; ok {
+		assert.Equal(t, lock.Released, r.State)
+	}
+
+	_, err = l.Cleanup(ctx)
+	require.NoError(t, err)
+	seen = scan(t, l)
+	assert.Contains(t, seen, live, "cleanup removed a live lock")
+	assert.NotContains(t, seen, expired)
+	assert.NotContains(t, seen, released)
+	rec, ok, err := l.Inspect(ctx, live)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, liveLease.Token, rec.Token)
+	require.NoError(t, l.Release(ctx, liveLease))
+
+	var n int
+	require.NoError(t, l.Scan(ctx, func(lock.Record) bool { n++; return false }))
+	assert.LessOrEqual(t, n, 1, "Scan went on after fn returned false")
+}
+
+func scan(t *testing.T, l lock.Locker) map[string]lock.Record {
+	t.Helper()
+	seen := map[string]lock.Record{}
+	require.NoError(t, l.Scan(context.Background(), func(r lock.Record) bool {
+		if strings.HasPrefix(r.Key, "locktest:"+t.Name()+":") {
+			seen[r.Key] = r
+		}
+		return true
+	}))
+	return seen
+}

@@ -1,0 +1,237 @@
+package locktest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/joblock/joblock/lock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func testManager(t *testing.T, newLocker NewLocker) {
+	ctx := context.Background()
+	m := lock.NewManager(newLocker(t), lock.WithDefaultTTL(5*time.Second))
+	other := lock.NewManager(newLocker(t))
+	key := Key(t, "k")
+
+	first, err := m.Acquire(ctx, key, 0)
+	require.NoError(t, err)
+	assert.WithinDuration(t, time.Now().Add(5*time.Second), first.ExpiresAt, 2*time.Second, "default TTL")
+
+	renewed, err := m.Acquire(ctx, key, 10*time.Second)
+	require.NoError(t, err, "acquire on a key this instance holds renews it")
+	assert.Equal(t, first.Token, renewed.Token)
+	assert.True(t, renewed.ExpiresAt.After(first.ExpiresAt))
+
+	_, err = other.Acquire(ctx, key, time.Second)
+	require.ErrorIs(t, err, lock.ErrNotObtained)
+	require.ErrorIs(t, other.Release(ctx, key), lock.ErrNotHeld, "release by key never frees another instance's lock")
+
+	locked, err := other.IsLocked(ctx, key)
+	require.NoError(t, err)
+	assert.True(t, locked)
+
+	stats, err := m.GetStats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, stats.InstanceLocks)
+	assert.GreaterOrEqual(t, stats.ActiveLocks, 1)
+	assert.Equal(t, stats.ActiveLocks+stats.ExpiredLocks, stats.TotalLocks)
+
+	start := time.Now()
+	_, err = other.AcquireWithWait(ctx, key, time.Second, 150*time.Millisecond, 20*time.Millisecond)
+	require.ErrorIs(t, err, lock.ErrNotObtained)
+	assert.GreaterOrEqual(t, time.Since(start), 150*time.Millisecond, "gave up before maxWait")
+
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		assert.NoError(t, m.Release(ctx, key))
+	}()
+	got, err := other.AcquireWithWait(ctx, key, time.Second, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, err, "waiter must get the lock once it is released")
+	assert.Greater(t, got.Fence, renewed.Fence)
+
+	require.ErrorIs(t, m.Release(ctx, key), lock.ErrNotHeld)
+	stats, err = m.GetStats(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, stats.InstanceLocks)
+
+	// ReleaseID frees a lock by its lock_id from another instance.
+	require.NoError(t, m.ReleaseID(ctx, key, got.Token))
+	locked, err = m.IsLocked(ctx, key)
+	require.NoError(t, err)
+	assert.False(t, locked)
+
+	// ReleaseAll frees what this instance holds and nothing else.
+	mine := []string{Key(t, "a"), Key(t, "b"), Key(t, "c")}
+	for _, k := range mine {
+		_, err := m.Acquire(ctx, k, 10*time.Second)
+		require.NoError(t, err)
+	}
+	theirs := Key(t, "theirs")
+	_, err = other.Acquire(ctx, theirs, 10*time.Second)
+	require.NoError(t, err)
+	n, err := m.ReleaseAll(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, len(mine), n)
+	for _, k := range mine {
+		locked, err := other.IsLocked(ctx, k)
+		require.NoError(t, err)
+		assert.False(t, locked, k)
+	}
+	locked, err = m.IsLocked(ctx, theirs)
+	require.NoError(t, err)
+	assert.True(t, locked, "ReleaseAll freed another instance's lock")
+	n, err = other.ReleaseAll(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+
+	// Expired locks are counted, then cleaned up.
+	short := Key(t, "short")
+	_, err = m.Acquire(ctx, short, 20*time.Millisecond)
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond)
+	locked, err = m.IsLocked(ctx, short)
+	require.NoError(t, err)
+	assert.False(t, locked)
+	_, err = m.CleanupExpiredLocks(ctx)
+	require.NoError(t, err)
+	_, ok, err := m.Locker().Inspect(ctx, short)
+	require.NoError(t, err)
+	assert.False(t, ok)
+}
+
+func testManagerProcess(t *testing.T, newLocker NewLocker) {
+	ctx := context.Background()
+	m := lock.NewManager(newLocker(t))
+	other := lock.NewManager(newLocker(t))
+	key := Key(t, "k")
+
+	do := func(m *lock.Manager, in string) map[string]any {
+		t.Helper()
+		var req lock.Request
+		require.NoError(t, json.Unmarshal([]byte(in), &req))
+		out, err := json.Marshal(m.Process(ctx, req))
+		require.NoError(t, err)
+		var res map[string]any
+		require.NoError(t, json.Unmarshal(out, &res))
+		return res
+	}
+	q, _ := json.Marshal(key)
+
+	acq := do(m, `{"key":`+string(q)+`,"action":"acquire","timeout":30}`)
+	assert.Equal(t, true, acq["locked"])
+	assert.Equal(t, false, acq["already_locked"])
+	id, _ := acq["lock_id"].(string)
+	assert.NotEmpty(t, id)
+	exp, _ := acq["expires_at"].(float64)
+	assert.InDelta(t, time.Now().Add(30*time.Second).Unix(), exp, 2)
+	assert.NotContains(t, acq, "locked_by")
+	assert.NotContains(t, acq, "released")
+
+	held := do(other, `{"key":`+string(q)+`,"action":"acquire"}`)
+	assert.Equal(t, map[string]any{
+		"locked": false, "lock_id": nil, "expires_at": nil,
+		"already_locked": true, "locked_by": id,
+	}, held)
+
+	notMine := do(other, `{"key":`+string(q)+`,"action":"release"}`)
+	assert.Equal(t, false, notMine["released"])
+	assert.NotEmpty(t, notMine["error"])
+
+	rel := do(m, `{"key":`+string(q)+`,"action":"release"}`)
+	assert.Equal(t, map[string]any{
+		"locked": false, "lock_id": id, "expires_at": nil,
+		"already_locked": false, "released": true,
+	}, rel)
+
+	// A lock taken by one instance is released by another with its lock_id.
+	acq = do(m, `{"key":`+string(q)+`,"action":"acquire","timeout":5}`)
+	id, _ = acq["lock_id"].(string)
+	idq, _ := json.Marshal(id)
+	rel = do(other, `{"key":`+string(q)+`,"action":"release","lock_id":`+string(idq)+`}`)
+	assert.Equal(t, true, rel["released"])
+
+	for _, tt := range []struct {
+		name, give, want string
+	}{
+		{"missing key", `{"action":"acquire"}`, "key is required"},
+		{"missing action", `{"key":"x"}`, "action is required"},
+		{"unknown action", `{"key":"x","action":"steal"}`, `unknown action "steal"`},
+		{"zero timeout", `{"key":"x","action":"acquire","timeout":0}`, "timeout must be a positive"},
+		{"bad key", `{"key":"a\nb","action":"acquire"}`, "invalid key"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res := do(m, tt.give)
+			assert.Contains(t, res["error"], tt.want)
+			assert.Equal(t, false, res["locked"])
+		})
+	}
+}
+
+func testManagerDo(t *testing.T, newLocker NewLocker) {
+	ctx := context.Background()
+	l := newLocker(t)
+	m := lock.NewManager(l)
+	key := Key(t, "k")
+
+	t.Run("runs, renews and releases", func(t *testing.T) {
+		err := m.Do(ctx, key, 150*time.Millisecond, func(ctx context.Context) error {
+			time.Sleep(400 * time.Millisecond) // longer than the TTL: renewal keeps it
+			require.NoError(t, ctx.Err(), "lock lost although renewals should succeed")
+			_, err := newLocker(t).Obtain(context.Background(), key, time.Second)
+			assert.ErrorIs(t, err, lock.ErrNotObtained)
+			return nil
+		})
+		require.NoError(t, err)
+		locked, err := m.IsLocked(ctx, key)
+		require.NoError(t, err)
+		assert.False(t, locked, "Do must release")
+	})
+
+	t.Run("held key does not run fn", func(t *testing.T) {
+		lease, err := l.Obtain(ctx, key, 5*time.Second)
+		require.NoError(t, err)
+		ran := false
+		err = m.Do(ctx, key, time.Second, func(context.Context) error { ran = true; return nil })
+		require.ErrorIs(t, err, lock.ErrNotObtained)
+		assert.False(t, ran)
+		require.NoError(t, l.Release(ctx, lease))
+	})
+
+	t.Run("lost lock cancels fn", func(t *testing.T) {
+		boom := errors.New("fn saw its ctx end")
+		err := m.Do(ctx, key, 300*time.Millisecond, func(fctx context.Context) error {
+			rec, ok, err := l.Inspect(ctx, key)
+			require.NoError(t, err)
+			require.True(t, ok)
+			// Someone frees the lock behind the holder's back (an operator,
+			// or an expiry during a pause); the next renewal notices.
+			require.NoError(t, l.Release(ctx, lock.Lease{Key: key, Token: rec.Token}))
+			select {
+			case <-fctx.Done():
+				return boom
+			case <-time.After(5 * time.Second):
+				return nil
+			}
+		})
+		require.ErrorIs(t, err, boom)
+		require.ErrorIs(t, err, lock.ErrLost)
+		var lost *lock.LostError
+		require.ErrorAs(t, err, &lost)
+		assert.Equal(t, key, lost.Key)
+	})
+
+	t.Run("fn error is returned and the lock released", func(t *testing.T) {
+		boom := errors.New("boom")
+		err := m.Do(ctx, key, time.Second, func(context.Context) error { return boom })
+		require.ErrorIs(t, err, boom)
+		assert.NotErrorIs(t, err, lock.ErrLost)
+		locked, err := m.IsLocked(ctx, key)
+		require.NoError(t, err)
+		assert.False(t, locked)
+	})
+}

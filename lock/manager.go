@@ -1,0 +1,269 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// DefaultTTL is the Manager's lock timeout when none is given, the spec's
+// 30 seconds.
+const DefaultTTL = 30 * time.Second
+
+// releaseTimeout bounds a release made after the caller's context ended.
+const releaseTimeout = 5 * time.Second
+
+// Manager is the spec's LockManager on top of any engine. Like a PHP
+// LockManager instance it remembers the leases it obtained, so a second
+// Acquire of the same key renews the lease instead of failing, Release needs
+// only the key, and ReleaseAll frees everything at shutdown. Goroutines that
+// must exclude each other should each call Do or use the engine directly,
+// not share one Manager's Acquire.
+//
+// A Manager is safe for concurrent use.
+type Manager struct {
+	locker Locker
+	ttl    time.Duration
+	jitter float64
+
+	mu   sync.Mutex
+	held map[string]Lease
+}
+
+// ManagerOption configures a Manager.
+type ManagerOption func(*Manager)
+
+// WithDefaultTTL sets the lock timeout used when a call passes zero.
+// Default DefaultTTL.
+func WithDefaultTTL(ttl time.Duration) ManagerOption {
+	return func(m *Manager) { m.ttl = ttl }
+}
+
+// WithJitter spreads AcquireWithWait's retry pauses by up to this fraction
+// of the retry interval (see Wait.Jitter). Default 0.1.
+func WithJitter(fraction float64) ManagerOption {
+	return func(m *Manager) { m.jitter = fraction }
+}
+
+// NewManager returns a Manager over engine l.
+func NewManager(l Locker, opts ...ManagerOption) *Manager {
+	m := &Manager{locker: l, ttl: DefaultTTL, jitter: 0.1, held: make(map[string]Lease)}
+	for _, o := range opts {
+		o(m)
+	}
+	return m
+}
+
+// Locker returns the engine the Manager runs on.
+func (m *Manager) Locker() Locker { return m.locker }
+
+func (m *Manager) ttlOr(ttl time.Duration) time.Duration {
+	if ttl == 0 {
+		return m.ttl
+	}
+	return ttl
+}
+
+func (m *Manager) lease(key string) (Lease, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := m.held[key]
+	return l, ok
+}
+
+func (m *Manager) remember(l Lease) {
+	m.mu.Lock()
+	m.held[l.Key] = l
+	m.mu.Unlock()
+}
+
+func (m *Manager) forget(key, token string) {
+	m.mu.Lock()
+	if l, ok := m.held[key]; ok && l.Token == token {
+		delete(m.held, key)
+	}
+	m.mu.Unlock()
+}
+
+// renew refreshes a lease this instance holds. ok is false when it holds
+// none or has lost it, and the caller should obtain anew.
+func (m *Manager) renew(ctx context.Context, key string, ttl time.Duration) (Lease, bool, error) {
+	old, ok := m.lease(key)
+	if !ok {
+		return Lease{}, false, nil
+	}
+	l, err := m.locker.Refresh(ctx, old, ttl)
+	if errors.Is(err, ErrNotHeld) {
+		m.forget(key, old.Token)
+		return Lease{}, false, nil
+	}
+	if err != nil {
+		return Lease{}, false, err
+	}
+	m.remember(l)
+	return l, true, nil
+}
+
+// Acquire tries once to take key for ttl (zero means the default TTL). If
+// this Manager already holds key it renews the lease instead. It does not
+// block on a held key: it returns a *HeldError matching ErrNotObtained.
+func (m *Manager) Acquire(ctx context.Context, key string, ttl time.Duration) (Lease, error) {
+	return m.acquire(ctx, key, ttl, Wait{})
+}
+
+// AcquireWithWait is Acquire that keeps trying every retryInterval (zero
+// means DefaultRetryInterval) for up to maxWait. It blocks while it waits
+// and returns an error matching ErrNotObtained if the key stayed held, or
+// ctx's cause if ctx ended first.
+func (m *Manager) AcquireWithWait(ctx context.Context, key string, ttl, maxWait, retryInterval time.Duration) (Lease, error) {
+	return m.acquire(ctx, key, ttl, Wait{MaxWait: maxWait, Interval: retryInterval, Jitter: m.jitter})
+}
+
+func (m *Manager) acquire(ctx context.Context, key string, ttl time.Duration, w Wait) (Lease, error) {
+	ttl = m.ttlOr(ttl)
+	if l, ok, err := m.renew(ctx, key, ttl); ok || err != nil {
+		return l, err
+	}
+	l, err := ObtainWait(ctx, m.locker, key, ttl, w)
+	if err != nil {
+		return Lease{}, err
+	}
+	m.remember(l)
+	return l, nil
+}
+
+// Release frees the lock this Manager holds on key. It returns ErrNotHeld
+// when this Manager holds no lease on key or the lease was lost; it never
+// frees another holder's lock.
+func (m *Manager) Release(ctx context.Context, key string) error {
+	l, ok := m.lease(key)
+	if !ok {
+		return fmt.Errorf("%w: this manager holds no lock on %q", ErrNotHeld, key)
+	}
+	return m.release(ctx, l)
+}
+
+// ReleaseID frees the lock on key whose lock_id is lockID, whoever obtained
+// it, so a process can release what an earlier one acquired. It returns
+// ErrNotHeld when lockID is not the current holder's.
+func (m *Manager) ReleaseID(ctx context.Context, key, lockID string) error {
+	return m.release(ctx, Lease{Key: key, Token: lockID})
+}
+
+func (m *Manager) release(ctx context.Context, l Lease) error {
+	err := m.locker.Release(ctx, l)
+	if err == nil || errors.Is(err, ErrNotHeld) {
+		m.forget(l.Key, l.Token)
+	}
+	return err
+}
+
+// IsLocked reports whether a live lock is held on key, by anyone.
+func (m *Manager) IsLocked(ctx context.Context, key string) (bool, error) {
+	rec, ok, err := m.locker.Inspect(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	return ok && rec.State == Held, nil
+}
+
+// CleanupExpiredLocks removes records of expired and released locks and
+// returns how many it removed. Live locks are never touched.
+func (m *Manager) CleanupExpiredLocks(ctx context.Context) (int, error) {
+	return m.locker.Cleanup(ctx)
+}
+
+// Stats are the spec's getStats counts.
+type Stats struct {
+	// TotalLocks counts live and expired locks still on record.
+	TotalLocks int `json:"total_locks"`
+	// ActiveLocks counts live locks.
+	ActiveLocks int `json:"active_locks"`
+	// ExpiredLocks counts locks whose lease ran out without a release and
+	// that cleanup has not removed yet.
+	ExpiredLocks int `json:"expired_locks"`
+	// InstanceLocks counts live leases this Manager holds.
+	InstanceLocks int `json:"instance_locks"`
+}
+
+// GetStats scans the engine's records and counts them.
+func (m *Manager) GetStats(ctx context.Context) (Stats, error) {
+	var s Stats
+	err := m.locker.Scan(ctx, func(r Record) bool {
+		switch r.State {
+		case Held:
+			s.ActiveLocks++
+		case Expired:
+			s.ExpiredLocks++
+		}
+		return true
+	})
+	if err != nil {
+		return Stats{}, err
+	}
+	s.TotalLocks = s.ActiveLocks + s.ExpiredLocks
+	now := time.Now()
+	m.mu.Lock()
+	for _, l := range m.held {
+		if l.ExpiresAt.After(now) {
+			s.InstanceLocks++
+		}
+	}
+	m.mu.Unlock()
+	return s, nil
+}
+
+// ReleaseAll releases every lease this Manager holds, for shutdown
+// handlers, and returns how many it released. Leases already lost are
+// forgotten without error; other failures are joined into the error.
+func (m *Manager) ReleaseAll(ctx context.Context) (int, error) {
+	m.mu.Lock()
+	leases := make([]Lease, 0, len(m.held))
+	for _, l := range m.held {
+		leases = append(leases, l)
+	}
+	m.mu.Unlock()
+	var n int
+	var errs []error
+	for _, l := range leases {
+		err := m.release(ctx, l)
+		switch {
+		case err == nil:
+			n++
+		case !errors.Is(err, ErrNotHeld):
+			errs = append(errs, err)
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// Do obtains key once (it does not wait), runs fn while renewing the lease
+// in the background, and releases the lock when fn returns. fn's context is
+// cancelled with a cause matching ErrLost if a renewal fails; Do then
+// returns fn's error joined with that cause. Do returns a *HeldError without
+// calling fn when the key is held. The release runs even when ctx has ended,
+// bounded by a short timeout.
+func (m *Manager) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error) error {
+	ttl = m.ttlOr(ttl)
+	l, err := m.locker.Obtain(ctx, key, ttl)
+	if err != nil {
+		return err
+	}
+	workCtx, stop := KeepAlive(ctx, m.locker, l, ttl)
+	ferr := fn(workCtx)
+	lost := context.Cause(workCtx)
+	l = stop()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	rerr := m.locker.Release(rctx, l)
+	if errors.Is(rerr, ErrNotHeld) {
+		// Already gone: lost while fn ran, or run out just after it returned.
+		rerr = nil
+	}
+	if !errors.Is(lost, ErrLost) {
+		lost = nil
+	}
+	return errors.Join(ferr, lost, rerr)
+}

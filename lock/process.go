@@ -1,0 +1,103 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Actions a Request can name.
+const (
+	ActionAcquire = "acquire"
+	ActionRelease = "release"
+)
+
+// Request is the spec's process() input. Its JSON form is
+// {"key": "...", "action": "acquire"|"release", "timeout": 30}.
+type Request struct {
+	// Key is the lock's key. Required.
+	Key string `json:"key"`
+	// Action is ActionAcquire or ActionRelease. Required.
+	Action string `json:"action"`
+	// Timeout is the lock's TTL in whole seconds. Nil means the Manager's
+	// default TTL; zero or negative is an error.
+	Timeout *int `json:"timeout,omitempty"`
+	// LockID, on a release, frees the lock with that lock_id even if
+	// another Manager or process acquired it. Without it a release frees
+	// only this Manager's own lock.
+	LockID string `json:"lock_id,omitempty"`
+}
+
+// Result is the spec's process() output, field for field. LockID and
+// ExpiresAt encode as null when absent, as in the spec.
+type Result struct {
+	Locked        bool    `json:"locked"`
+	LockID        *string `json:"lock_id"`
+	ExpiresAt     *int64  `json:"expires_at"`
+	AlreadyLocked bool    `json:"already_locked"`
+	// LockedBy is the holder's lock_id when AlreadyLocked is true.
+	LockedBy string `json:"locked_by,omitempty"`
+	// Released is set on every release result.
+	Released *bool `json:"released,omitempty"`
+	// Error says what was wrong with the request or what failed.
+	Error string `json:"error,omitempty"`
+}
+
+// Process carries out one spec request and reports the outcome, including
+// any failure, in the Result; it never panics on bad input. An acquire
+// neither waits nor fails when this Manager already holds the key: it
+// renews the lease.
+func (m *Manager) Process(ctx context.Context, req Request) Result {
+	if req.Key == "" {
+		return Result{Error: "key is required"}
+	}
+	switch req.Action {
+	case ActionAcquire:
+		return m.processAcquire(ctx, req)
+	case ActionRelease:
+		return m.processRelease(ctx, req)
+	case "":
+		return Result{Error: `action is required: "acquire" or "release"`}
+	}
+	return Result{Error: fmt.Sprintf(`unknown action %q: want "acquire" or "release"`, req.Action)}
+}
+
+func (m *Manager) processAcquire(ctx context.Context, req Request) Result {
+	var ttl time.Duration
+	if req.Timeout != nil {
+		if *req.Timeout <= 0 {
+			return Result{Error: fmt.Sprintf("timeout must be a positive number of seconds, got %d", *req.Timeout)}
+		}
+		ttl = time.Duration(*req.Timeout) * time.Second
+	}
+	l, err := m.Acquire(ctx, req.Key, ttl)
+	var held *HeldError
+	switch {
+	case err == nil:
+		exp := l.ExpiresAt.Unix()
+		return Result{Locked: true, LockID: &l.Token, ExpiresAt: &exp}
+	case errors.As(err, &held):
+		return Result{AlreadyLocked: true, LockedBy: held.Holder}
+	}
+	return Result{Error: err.Error()}
+}
+
+func (m *Manager) processRelease(ctx context.Context, req Request) Result {
+	id := req.LockID
+	if id == "" {
+		l, ok := m.lease(req.Key)
+		if !ok {
+			f := false
+			return Result{Released: &f, Error: fmt.Sprintf("this manager holds no lock on %q; pass its lock_id to release a lock taken elsewhere", req.Key)}
+		}
+		id = l.Token
+	}
+	err := m.ReleaseID(ctx, req.Key, id)
+	ok := err == nil
+	r := Result{LockID: &id, Released: &ok}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r
+}

@@ -1,0 +1,79 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// DefaultRetryInterval is the pause between tries when Wait.Interval is
+// zero, the spec's acquireWithWait default of 100 ms.
+const DefaultRetryInterval = 100 * time.Millisecond
+
+// Wait bounds how ObtainWait waits for a held key. The zero value tries
+// once.
+type Wait struct {
+	// MaxWait is how long to keep trying after the first try. Zero tries
+	// once.
+	MaxWait time.Duration
+	// Interval is the pause between tries. Default DefaultRetryInterval.
+	Interval time.Duration
+	// Jitter spreads each pause by up to this fraction of Interval either
+	// way, so waiters that started together do not retry in lockstep.
+	// Values are clamped to [0, 1]. Default 0.
+	Jitter float64
+}
+
+func (w Wait) pause() time.Duration {
+	d := w.Interval
+	if d <= 0 {
+		d = DefaultRetryInterval
+	}
+	j := min(max(w.Jitter, 0), 1)
+	if j == 0 {
+		return d
+	}
+	spread := float64(d) * j
+	return time.Duration(float64(d) - spread + rand.Float64()*2*spread)
+}
+
+// ObtainWait tries to obtain key until it succeeds, w.MaxWait has passed, or
+// ctx is done. It blocks while it waits. When time runs out it returns an
+// error that still matches ErrNotObtained and carries the last *HeldError;
+// when ctx ends first it returns ctx's cause; any other error from the
+// engine is returned at once. It leaves nothing held on failure.
+func ObtainWait(ctx context.Context, l Locker, key string, ttl time.Duration, w Wait) (Lease, error) {
+	start := time.Now()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		lease, err := l.Obtain(ctx, key, ttl)
+		if err == nil || !errors.Is(err, ErrNotObtained) {
+			return lease, err
+		}
+		left := w.MaxWait - time.Since(start)
+		if left <= 0 {
+			if w.MaxWait <= 0 {
+				return Lease{}, err
+			}
+			return Lease{}, fmt.Errorf("lock: gave up waiting for %q after %s: %w", key, w.MaxWait, err)
+		}
+		d := min(w.pause(), left)
+		if timer == nil {
+			timer = time.NewTimer(d)
+		} else {
+			timer.Reset(d)
+		}
+		select {
+		case <-ctx.Done():
+			return Lease{}, context.Cause(ctx)
+		case <-timer.C:
+		}
+	}
+}
