@@ -1,5 +1,17 @@
 package filelock_test
 
-// runChild runs this test binary as a helper process when asked to through
-// the environment, and reports whether it did.
-func runChild() bool { return false }
+import (
+	"os"
+
+	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/lock/filelock"
+	"github.com/joblock/joblock/lock/locktest"
+)
+
+const envDir = "JOBLOCK_FILELOCK_DIR"
+
+// runChild serves the cross-process tests' child processes.
+func runChild() bool {
+	locktest.ChildMain(func() (lock.Locker, error) { return filelock.New(os.Getenv(envDir)) })
+	return false
+}
