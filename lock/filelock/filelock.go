@@ -108,11 +108,15 @@ func newToken() string { return "lock_" + rand.Text() }
 func unreadableHolder(name string) string { return "unknown (unreadable lock file " + name + ")" }
 
 // unreadable judges an empty or corrupt lock file by its modification time.
-func (l *Locker) unreadable(v *view, now instant) (lock.State, time.Duration) {
-	if left := v.info.mtime.Add(l.cfg.corruptGrace).Sub(now.wall); left > 0 {
-		return lock.Held, left
+func (l *Locker) unreadable(v *view, now instant) (lock.State, time.Duration, error) {
+	info, err := v.stat()
+	if err != nil {
+		return 0, 0, err
 	}
-	return lock.Expired, 0
+	if left := info.mtime.Add(l.cfg.corruptGrace).Sub(now.wall); left > 0 {
+		return lock.Held, left, nil
+	}
+	return lock.Expired, 0, nil
 }
 
 // Obtain implements lock.Locker. It creates key's lock file on first use
@@ -137,9 +141,16 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 			fence = old.Fence
 		case len(v.content) == 0 && v.created:
 		default:
-			if st, left := l.unreadable(v, now); st == lock.Held {
+			st, left, err := l.unreadable(v, now)
+			if err != nil {
+				return nil, err
+			}
+			if st == lock.Held {
 				return nil, &lock.HeldError{Key: key, Holder: unreadableHolder(v.name), TTL: left}
 			}
+		}
+		if err := v.live(); err != nil {
+			return nil, err
 		}
 		if fence == 0 {
 			floor, err := l.readFloor(ctx)
@@ -165,16 +176,15 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 	return lease, err
 }
 
-// holder checks, under the flock, that lease is the live holder of v.
-func (l *Locker) holder(v *view, lease lock.Lease, now instant) (record, error) {
+// owned returns v's record if lease's token owns it and has not released
+// it. Nobody can have taken the lock over from a record that still carries
+// the lease's token.
+func owned(v *view, lease lock.Lease) (record, error) {
 	if !v.exists {
 		return record{}, lock.ErrNotHeld
 	}
 	rec, ok := parseRecord(v.content)
-	if !ok || rec.Key != lease.Key || rec.LockID != lease.Token {
-		return record{}, lock.ErrNotHeld
-	}
-	if st, _ := rec.judge(now); st != lock.Held {
+	if !ok || rec.Key != lease.Key || rec.LockID != lease.Token || rec.State == stateReleased {
 		return record{}, lock.ErrNotHeld
 	}
 	return rec, nil
@@ -189,9 +199,16 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 		return lock.Lease{}, err
 	}
 	err := l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
-		now := readClock(l.cfg.clock)
-		rec, err := l.holder(v, lease, now)
+		rec, err := owned(v, lease)
 		if err != nil {
+			return nil, err
+		}
+		// Only a live lease on the file at the path may be extended.
+		now := readClock(l.cfg.clock)
+		if st, _ := rec.judge(now); st != lock.Held {
+			return nil, lock.ErrNotHeld
+		}
+		if err := v.live(); err != nil {
 			return nil, err
 		}
 		rec.setExpiry(now, ttl)
@@ -206,19 +223,20 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 }
 
 // Release implements lock.Locker. The file stays, marked released, for the
-// next holder to rewrite; Cleanup removes it.
+// next holder to rewrite; Cleanup removes it. A lease that ran out but that
+// nobody took over can still be released.
 func (l *Locker) Release(ctx context.Context, lease lock.Lease) error {
 	if err := lock.ValidateKey(lease.Key); err != nil {
 		return err
 	}
 	return l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
-		now := readClock(l.cfg.clock)
-		rec, err := l.holder(v, lease, now)
+		rec, err := owned(v, lease)
 		if err != nil {
 			return nil, err
 		}
-		rec.State = stateReleased
-		rec.setExpiry(now, 0)
+		// The wall clock is enough here: a released record is never judged
+		// by time.
+		rec.release(instant{wall: l.cfg.clock.Now()})
 		return &rec, nil
 	})
 }
@@ -234,8 +252,13 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 		if !v.exists {
 			return nil, nil
 		}
-		out, found = l.toRecord(v, readClock(l.cfg.clock)), true
-		return nil, nil
+		if err := v.live(); err != nil {
+			return nil, err
+		}
+		var err error
+		out, err = l.toRecord(v, readClock(l.cfg.clock))
+		found = err == nil
+		return nil, err
 	})
 	if err != nil || !found || out.State == lock.Released {
 		return lock.Record{}, false, err
@@ -244,10 +267,10 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 }
 
 // toRecord describes a lock file, readable or not.
-func (l *Locker) toRecord(v *view, now instant) lock.Record {
+func (l *Locker) toRecord(v *view, now instant) (lock.Record, error) {
 	if rec, ok := parseRecord(v.content); ok {
-		return rec.toRecord(now)
+		return rec.toRecord(now), nil
 	}
-	st, left := l.unreadable(v, now)
-	return lock.Record{Token: unreadableHolder(v.name), State: st, TTL: left}
+	st, left, err := l.unreadable(v, now)
+	return lock.Record{Token: unreadableHolder(v.name), State: st, TTL: left}, err
 }

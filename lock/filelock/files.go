@@ -43,11 +43,41 @@ type entry struct {
 
 // view is what an operation sees of a lock file under its flock.
 type view struct {
-	name    string
-	exists  bool
-	created bool // this call created the file, so an empty one is ours
-	content []byte
-	info    fileInfo
+	dir, name string
+	exists    bool
+	created   bool // this call created the file, so an empty one is ours
+	content   []byte
+	fd        int
+	info      fileInfo
+	statted   bool
+}
+
+// errRemoved says the open file was unlinked since it was opened; the
+// operation must open the path again.
+var errRemoved = errors.New("filelock: lock file removed")
+
+// stat returns the file's metadata, reading it at most once. Operations
+// call it only when their outcome depends on it, to keep the hot path short.
+func (v *view) stat() (fileInfo, error) {
+	if !v.statted {
+		info, err := fstat(v.fd)
+		if err != nil {
+			return fileInfo{}, pathError("fstat", filepath.Join(v.dir, v.name), err)
+		}
+		v.info, v.statted = info, true
+	}
+	return v.info, nil
+}
+
+// live returns errRemoved when the file is no longer at its path. Anything
+// that takes over or extends a lock must check, or it could act on a file
+// that cleanup, an operator or another implementation deleted.
+func (v *view) live() error {
+	info, err := v.stat()
+	if err == nil && info.nlink == 0 {
+		return errRemoved
+	}
+	return err
 }
 
 func pathError(op, path string, err error) error {
@@ -151,30 +181,25 @@ func (l *Locker) updateEntry(ctx context.Context, name string, e *entry, created
 	if e.fd < 0 {
 		return false, nil
 	}
-	path := filepath.Join(l.dir, name)
 	if err := flock(ctx, e.fd, unix.LOCK_EX); err != nil {
-		return true, pathError("flock", path, err)
+		return true, pathError("flock", filepath.Join(l.dir, name), err)
 	}
-	defer func() { _ = unix.Flock(e.fd, unix.LOCK_UN) }()
-	info, err := fstat(e.fd)
+	defer func() { _ = tryFlock(e.fd, unix.LOCK_UN) }()
+	content, err := readAll(e.fd, &e.buf)
 	if err != nil {
-		return true, pathError("fstat", path, err)
+		return true, pathError("read", filepath.Join(l.dir, name), err)
 	}
-	if info.nlink == 0 {
+	rec, err := fn(&view{dir: l.dir, name: name, exists: true, created: created, content: content, fd: e.fd})
+	if err == errRemoved {
 		l.drop(name, e)
 		return false, nil
 	}
-	content, err := readAll(e.fd, &e.buf)
-	if err != nil {
-		return true, pathError("read", path, err)
-	}
-	rec, err := fn(&view{name: name, exists: true, created: created, content: content, info: info})
 	if rec == nil || err != nil {
 		return true, err
 	}
-	e.out = encodePadded(e.out[:0], rec, info.size)
+	e.out = encodePadded(e.out[:0], rec, len(content))
 	if err := writeAll(e.fd, e.out); err != nil {
-		return true, pathError("write", path, err)
+		return true, pathError("write", filepath.Join(l.dir, name), err)
 	}
 	return true, nil
 }
@@ -182,9 +207,9 @@ func (l *Locker) updateEntry(ctx context.Context, name string, e *entry, created
 // encodePadded encodes rec and pads it with spaces to at least size bytes,
 // so a shorter record overwrites a longer one without a truncate and the
 // file stays valid JSON.
-func encodePadded(b []byte, rec *record, size int64) []byte {
+func encodePadded(b []byte, rec *record, size int) []byte {
 	b = rec.appendJSON(b)
-	for int64(len(b)+1) < size {
+	for len(b)+1 < size {
 		b = append(b, ' ')
 	}
 	return append(b, '\n')
@@ -225,7 +250,7 @@ func writeAll(fd int, b []byte) error {
 func flock(ctx context.Context, fd, how int) error {
 	pause := 5 * time.Microsecond
 	for {
-		err := unix.Flock(fd, how|unix.LOCK_NB)
+		err := tryFlock(fd, how|unix.LOCK_NB)
 		if err == nil {
 			return nil
 		}

@@ -1,7 +1,6 @@
 package filelock
 
 import (
-	"encoding/json"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -30,16 +29,6 @@ type record struct {
 }
 
 const stateReleased = "released"
-
-// parseRecord decodes a lock file. ok is false for an empty or unreadable
-// file, or one without the fields a lock needs.
-func parseRecord(b []byte) (record, bool) {
-	var r record
-	if err := json.Unmarshal(b, &r); err != nil || r.Key == "" || r.LockID == "" {
-		return record{}, false
-	}
-	return r, true
-}
 
 // expiresMs is the record's expiry in unix milliseconds, from whichever
 // field the writer filled in.
@@ -75,7 +64,18 @@ func (r *record) setExpiry(now instant, ttl time.Duration) {
 	r.ExpiresAtMs = exp.UnixMilli()
 	r.ExpiresAt = (r.ExpiresAtMs + 999) / 1000
 	r.BootID = now.bootID
-	r.BootExpires = int64(now.boot + ttl)
+	r.BootExpires = 0
+	if now.bootID != "" {
+		r.BootExpires = int64(now.boot + ttl)
+	}
+}
+
+// release marks the record released now. expires_at is rounded down so the
+// PHP implementation, which compares whole seconds, sees it expired too.
+func (r *record) release(now instant) {
+	r.State = stateReleased
+	r.setExpiry(now, 0)
+	r.ExpiresAt = r.ExpiresAtMs / 1000
 }
 
 func (r *record) toRecord(now instant) lock.Record {

@@ -64,14 +64,16 @@ func (l *Locker) visit(ctx context.Context, path, name string, how int, buf *[]b
 	if err != nil {
 		return false, pathError("read", path, err)
 	}
-	return fn(&view{name: name, exists: true, content: content, info: info}, path), nil
+	return fn(&view{dir: l.dir, name: name, exists: true, content: content, fd: fd, info: info, statted: true}, path), nil
 }
 
 // Scan implements lock.Locker, reading each lock file under a shared flock.
 // Empty or corrupt files are reported with an empty Key.
 func (l *Locker) Scan(ctx context.Context, fn func(lock.Record) bool) error {
 	return l.eachFile(ctx, unix.LOCK_SH, func(v *view, _ string) bool {
-		return fn(l.toRecord(v, readClock(l.cfg.clock)))
+		// The view is already statted, so toRecord cannot fail.
+		rec, _ := l.toRecord(v, readClock(l.cfg.clock))
+		return fn(rec)
 	})
 }
 
@@ -110,8 +112,7 @@ func (l *Locker) Cleanup(ctx context.Context) (int, error) {
 func (l *Locker) removable(v *view, now instant) (uint64, bool) {
 	rec, ok := parseRecord(v.content)
 	if !ok {
-		st, _ := l.unreadable(v, now)
-		return 0, st != lock.Held && now.wall.Sub(v.info.mtime) >= l.cfg.corruptGrace+l.cfg.cleanupAge
+		return 0, now.wall.Sub(v.info.mtime) >= l.cfg.corruptGrace+l.cfg.cleanupAge
 	}
 	if st, _ := rec.judge(now); st == lock.Held {
 		return 0, false
