@@ -1,13 +1,11 @@
 module github.com/joblock/joblock
 
-go 1.26.8
+go 1.24.0
 
 require (
 	github.com/stretchr/testify v1.12.1
-	golang.org/x/sys v0.50.0
+	go.uber.org/goleak v1.3.0
+	golang.org/x/sys v0.40.0
 )
 
-require (
-	go.uber.org/goleak v1.3.0 // indirect
-	go.yaml.in/yaml/v3 v3.0.5 // indirect
-)
+require go.yaml.in/yaml/v3 v3.0.5 // indirect

@@ -26,6 +26,9 @@ type Locker struct {
 
 	mu   sync.Mutex
 	open map[string]*entry
+
+	floorMu sync.Mutex
+	floorFD int
 }
 
 var _ lock.Locker = (*Locker)(nil)
@@ -51,11 +54,13 @@ func New(dir string, opts ...Option) (*Locker, error) {
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	l := &Locker{dir: dir, cfg: cfg, host: host, pid: os.Getpid(), open: make(map[string]*entry)}
+	l := &Locker{dir: dir, cfg: cfg, host: host, pid: os.Getpid(), open: make(map[string]*entry), floorFD: -1}
 	// Creating the floor file proves the directory takes new files.
-	if _, err := l.readFloor(context.Background()); err != nil {
+	if err := l.openFloor(); err != nil {
 		return nil, err
 	}
+	_ = unix.Close(l.floorFD)
+	l.floorFD = -1
 	return l, nil
 }
 
@@ -98,6 +103,12 @@ func (l *Locker) Close() error {
 		e.fd = -1
 		e.mu.Unlock()
 		delete(l.open, name)
+	}
+	l.floorMu.Lock()
+	defer l.floorMu.Unlock()
+	if l.floorFD >= 0 {
+		_ = unix.Close(l.floorFD)
+		l.floorFD = -1
 	}
 	return nil
 }

@@ -95,15 +95,7 @@ func (l *Locker) lookup(name string, create bool) (*entry, bool, error) {
 		return e, false, nil
 	}
 	path := filepath.Join(l.dir, name)
-	created := false
-	fd, err := unix.Open(path, openFlags, 0)
-	if err == unix.ENOENT && create {
-		fd, err = unix.Open(path, openFlags|unix.O_CREAT|unix.O_EXCL, 0o644)
-		created = err == nil
-		if err == unix.EEXIST {
-			fd, err = unix.Open(path, openFlags, 0)
-		}
-	}
+	fd, created, err := openLockFile(path, create)
 	if err == unix.ENOENT && !create {
 		return nil, false, nil
 	}
@@ -122,6 +114,23 @@ func (l *Locker) lookup(name string, create bool) (*entry, bool, error) {
 	e = &entry{fd: fd, buf: make([]byte, readBufSize)}
 	l.open[name] = e
 	return e, created, nil
+}
+
+// openLockFile opens path, and with create makes it if it is missing.
+// created says this call made the file.
+func openLockFile(path string, create bool) (fd int, created bool, err error) {
+	for {
+		fd, err = unix.Open(path, openFlags, 0)
+		if err != unix.ENOENT || !create {
+			return fd, false, err
+		}
+		fd, err = unix.Open(path, openFlags|unix.O_CREAT|unix.O_EXCL, 0o644)
+		if err != unix.EEXIST {
+			return fd, err == nil, err
+		}
+		// Someone else made it just now; it may even be gone again if a
+		// cleanup removed it meanwhile, so start over.
+	}
 }
 
 // evictLocked closes one idle entry. l.mu must be held.

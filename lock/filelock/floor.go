@@ -18,15 +18,31 @@ const floorName = ".fence"
 
 func (l *Locker) floorPath() string { return filepath.Join(l.dir, floorName) }
 
+// openFloor opens (creating) the floor file. l.floorMu must be held.
+func (l *Locker) openFloor() error {
+	if l.floorFD >= 0 {
+		return nil
+	}
+	fd, err := unix.Open(l.floorPath(), openFlags|unix.O_CREAT, 0o644)
+	if err != nil {
+		return pathError("open", l.floorPath(), err)
+	}
+	l.floorFD = fd
+	return nil
+}
+
 // withFloor runs fn on the floor file's current value under a flock of kind
-// how and writes back what fn returns when it differs.
+// how and writes back what fn returns when it differs. floorMu orders this
+// process's goroutines, which share one descriptor and so one flock.
 func (l *Locker) withFloor(ctx context.Context, how int, fn func(cur uint64) uint64) (uint64, error) {
 	path := l.floorPath()
-	fd, err := unix.Open(path, openFlags|unix.O_CREAT, 0o644)
-	if err != nil {
-		return 0, pathError("open", path, err)
+	l.floorMu.Lock()
+	defer l.floorMu.Unlock()
+	// Opened on first need and kept: only new files and cleanup use it.
+	if err := l.openFloor(); err != nil {
+		return 0, err
 	}
-	defer func() { _ = unix.Close(fd) }()
+	fd := l.floorFD
 	if err := flock(ctx, fd, how); err != nil {
 		return 0, pathError("flock", path, err)
 	}
