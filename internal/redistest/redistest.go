@@ -1,0 +1,192 @@
+// Package redistest gives tests a Redis: the one at REDIS_ADDR when set,
+// else a redis-server found on PATH started on a free port for the test,
+// else an in-process miniredis (logged as such). Set JOBLOCK_TEST_REDIS to
+// "server" to forbid the miniredis fallback, as CI does.
+package redistest
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// Kinds of Redis a Server can be.
+const (
+	KindExternal  = "REDIS_ADDR"
+	KindServer    = "redis-server"
+	KindMiniredis = "miniredis"
+)
+
+// Server is a Redis for one test.
+type Server struct {
+	Addr string
+	Kind string
+	// Prefix is a key prefix unique to this test; use it for every key.
+	Prefix string
+
+	cmd     *exec.Cmd
+	dir     string
+	port    int
+	mini    *miniredis.Miniredis
+	argsFor func(port int, dir string) []string
+}
+
+// New returns a Redis for t as the package comment describes, stopped when
+// t ends.
+func New(t testing.TB) *Server {
+	t.Helper()
+	prefix := "joblocktest:" + rand.Text()[:10] + ":"
+	if addr := os.Getenv("REDIS_ADDR"); addr != "" {
+		return &Server{Addr: addr, Kind: KindExternal, Prefix: prefix}
+	}
+	if _, err := exec.LookPath("redis-server"); err == nil {
+		s := Start(t)
+		s.Prefix = prefix
+		return s
+	}
+	if os.Getenv("JOBLOCK_TEST_REDIS") == "server" {
+		t.Fatal("redistest: JOBLOCK_TEST_REDIS=server but no redis-server on PATH and no REDIS_ADDR")
+	}
+	m := miniredis.RunT(t)
+	realTime(t, m)
+	t.Logf("redistest: no REDIS_ADDR and no redis-server on PATH: using in-process miniredis at %s", m.Addr())
+	return &Server{Addr: m.Addr(), Kind: KindMiniredis, Prefix: prefix, mini: m}
+}
+
+// realTime makes miniredis expire keys as time passes, as Redis does; by
+// itself it only expires them when told to fast-forward.
+func realTime(t testing.TB, m *miniredis.Miniredis) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				m.FastForward(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	t.Cleanup(func() { close(done); <-stopped })
+}
+
+// Start starts a redis-server of the test's own on a free port, skipping
+// the test if there is no redis-server binary. Use it where the test must
+// stop or restart the server.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("JOBLOCK_TEST_REDIS") == "server" {
+			t.Fatal("redistest: JOBLOCK_TEST_REDIS=server but no redis-server on PATH")
+		}
+		t.Skip("redistest: no redis-server on PATH")
+	}
+	s := &Server{Kind: KindServer, dir: t.TempDir(), Prefix: "joblocktest:" + rand.Text()[:10] + ":", argsFor: serverArgs}
+	s.port = FreePort(t)
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	if err := s.launch(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func serverArgs(port int, dir string) []string {
+	return []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--daemonize", "no", "--loglevel", "warning", "--logfile", filepath.Join(dir, "redis.log")}
+}
+
+func (s *Server) launch() error {
+	s.cmd = exec.Command("redis-server", s.argsFor(s.port, s.dir)...)
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("redistest: start redis-server: %w", err)
+	}
+	return waitReady(s.Addr, s.dir)
+}
+
+// waitReady waits until a Redis answers PING at addr.
+func waitReady(addr, dir string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+			return fmt.Errorf("redistest: redis-server at %s not ready: %v\n%s", addr, err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the server this test started, if any. The data is gone: the
+// server keeps nothing on disk.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Restart stops the server and starts it again, empty, on the same port.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if s.Kind != KindServer {
+		t.Fatalf("redistest: Restart needs a server from Start, not %s", s.Kind)
+	}
+	s.Stop()
+	if err := s.launch(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Client returns a client for the server, closed when t ends.
+func (s *Server) Client(t testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Version returns the redis-server version on PATH, or "".
+func Version() string {
+	out, err := exec.Command("redis-server", "--version").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}

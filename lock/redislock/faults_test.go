@@ -1,0 +1,197 @@
+package redislock_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/lock/locktest"
+	"github.com/joblock/joblock/lock/redislock"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestCrossProcessHammer(t *testing.T) {
+	srv := redistest.New(t)
+	s := locktest.RunHammer(t, 4, 60*time.Millisecond, 3*time.Second, envAddr+"="+srv.Addr, envPrefix+"="+srv.Prefix)
+	t.Logf("%+v", s)
+	assert.Greater(t, s.Sections, 100, "too few critical sections to prove anything")
+	assert.Positive(t, s.Abandoned)
+	assert.Positive(t, s.LateRejected)
+}
+
+func TestKilledHolderFreesAfterTTL(t *testing.T) {
+	srv := redistest.New(t)
+	l := redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix))
+	locktest.RunKilledHolder(t, l, time.Second, envAddr+"="+srv.Addr, envPrefix+"="+srv.Prefix)
+}
+
+func TestRedisRestartMidHold(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = c.Close() })
+	l := redislock.New(c, redislock.WithPrefix(srv.Prefix))
+	m := lock.NewManager(l)
+	ctx := context.Background()
+
+	var lease lock.Lease
+	err := m.Do(ctx, "job", 300*time.Millisecond, func(fctx context.Context) error {
+		rec, ok, err := l.Inspect(ctx, "job")
+		require.NoError(t, err)
+		require.True(t, ok)
+		lease = lock.Lease{Key: "job", Token: rec.Token}
+		srv.Stop()
+
+		_, err = l.Refresh(ctx, lease, time.Second)
+		require.Error(t, err)
+		assert.NotErrorIs(t, err, lock.ErrNotHeld, "Redis down is an error, not a verdict")
+		err = l.Release(ctx, lease)
+		require.Error(t, err)
+		assert.NotErrorIs(t, err, lock.ErrNotHeld)
+
+		select {
+		case <-fctx.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("fn's ctx was not cancelled although renewals failed past the TTL")
+		}
+		require.ErrorIs(t, context.Cause(fctx), lock.ErrLost)
+		srv.Restart(t)
+		return fctx.Err()
+	})
+	require.ErrorIs(t, err, lock.ErrLost)
+	require.ErrorIs(t, err, context.Canceled)
+
+	// The restarted server is empty: the old lease is not held and the key
+	// is free.
+	require.ErrorIs(t, l.Release(ctx, lease), lock.ErrNotHeld)
+	_, err = l.Obtain(ctx, "job", time.Second)
+	require.NoError(t, err)
+}
+
+func TestRedisUnreachable(t *testing.T) {
+	addr := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = c.Close() })
+	l := redislock.New(c)
+	_, err := l.Obtain(context.Background(), "job", time.Second)
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, lock.ErrNotObtained, "an unreachable Redis must not read as 'already locked'")
+	assert.Contains(t, err.Error(), "redislock:")
+	assert.Contains(t, err.Error(), addr)
+
+	locked, err := lock.NewManager(l).IsLocked(context.Background(), "job")
+	require.Error(t, err)
+	assert.False(t, locked)
+}
+
+// faultyScripter injects what a real Redis cannot be made to do on cue: a
+// script runner that hangs until the caller's deadline, or fails.
+type faultyScripter struct {
+	redis.Scripter
+	hang  atomic.Bool
+	fail  atomic.Bool
+	calls atomic.Int32
+}
+
+var errInjected = errors.New("injected fault")
+
+func (f *faultyScripter) fault(ctx context.Context) *redis.Cmd {
+	f.calls.Add(1)
+	cmd := redis.NewCmd(ctx)
+	switch {
+	case f.hang.Load():
+		<-ctx.Done()
+		cmd.SetErr(ctx.Err())
+	case f.fail.Load():
+		cmd.SetErr(errInjected)
+	default:
+		return nil
+	}
+	return cmd
+}
+
+func (f *faultyScripter) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	if cmd := f.fault(ctx); cmd != nil {
+		return cmd
+	}
+	return f.Scripter.EvalSha(ctx, sha, keys, args...)
+}
+
+func (f *faultyScripter) Eval(ctx context.Context, src string, keys []string, args ...any) *redis.Cmd {
+	if cmd := f.fault(ctx); cmd != nil {
+		return cmd
+	}
+	return f.Scripter.Eval(ctx, src, keys, args...)
+}
+
+func TestSlowScriptRunnerHonoursDeadline(t *testing.T) {
+	srv := redistest.New(t)
+	f := &faultyScripter{Scripter: srv.Client(t)}
+	l := redislock.New(f, redislock.WithPrefix(srv.Prefix))
+	f.hang.Store(true)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := l.Obtain(ctx, "job", time.Second)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NotErrorIs(t, err, lock.ErrNotObtained)
+	assert.Less(t, time.Since(start), 2*time.Second)
+}
+
+func TestFailingRefreshCancelsDo(t *testing.T) {
+	srv := redistest.New(t)
+	f := &faultyScripter{Scripter: srv.Client(t)}
+	l := redislock.New(f, redislock.WithPrefix(srv.Prefix))
+	m := lock.NewManager(l)
+
+	start := time.Now()
+	err := m.Do(context.Background(), "job", 300*time.Millisecond, func(fctx context.Context) error {
+		f.fail.Store(true) // every renewal and the release fail from here on
+		<-fctx.Done()
+		return nil
+	})
+	require.ErrorIs(t, err, lock.ErrLost)
+	require.ErrorIs(t, err, errInjected, "the loss names the renewal error")
+	assert.Less(t, time.Since(start), 2*time.Second, "not cancelled within the TTL")
+	assert.Greater(t, f.calls.Load(), int32(2), "renewal was not retried before giving up")
+}
+
+func TestScanNeedsAScanningClient(t *testing.T) {
+	srv := redistest.New(t)
+	l := redislock.New(&faultyScripter{Scripter: srv.Client(t)})
+	err := l.Scan(context.Background(), func(lock.Record) bool { return true })
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "SCAN")
+}
+
+func TestFenceCounterExpiresAndStaysMonotonic(t *testing.T) {
+	srv := redistest.New(t)
+	if srv.Kind == redistest.KindMiniredis {
+		t.Skip("needs real key expiry")
+	}
+	c := srv.Client(t)
+	l := redislock.New(c, redislock.WithPrefix(srv.Prefix), redislock.WithFenceRetention(time.Second))
+	ctx := context.Background()
+	first, err := l.Obtain(ctx, "job", 100*time.Millisecond)
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx, first))
+	counter := srv.Prefix + "{job}:fence"
+	n, err := c.Exists(ctx, counter).Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+
+	require.Eventually(t, func() bool { return c.Exists(ctx, counter).Val() == 0 }, 5*time.Second, 50*time.Millisecond,
+		"fencing counter of an idle key must not stay forever")
+	second, err := l.Obtain(ctx, "job", time.Second)
+	require.NoError(t, err)
+	assert.Greater(t, second.Fence, first.Fence, "a forgotten counter must restart above its old tokens")
+}
+
+

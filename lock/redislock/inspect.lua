@@ -1,0 +1,7 @@
+-- Inspect: the lock's value and remaining TTL in one round trip.
+-- KEYS[1] lock key.
+local v = redis.call('GET', KEYS[1])
+if not v then
+  return false
+end
+return {v, redis.call('PTTL', KEYS[1])}

@@ -1,0 +1,39 @@
+package redislock_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/lock/locktest"
+	"github.com/joblock/joblock/lock/redislock"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+)
+
+const (
+	envAddr   = "JOBLOCK_REDISLOCK_ADDR"
+	envPrefix = "JOBLOCK_REDISLOCK_PREFIX"
+)
+
+func TestMain(m *testing.M) {
+	locktest.ChildMain(func() (lock.Locker, error) {
+		c := redis.NewClient(&redis.Options{Addr: os.Getenv(envAddr)})
+		return redislock.New(c, redislock.WithPrefix(os.Getenv(envPrefix))), nil
+	})
+	goleak.VerifyTestMain(m)
+}
+
+func TestConformance(t *testing.T) {
+	srv := redistest.New(t)
+	t.Logf("Redis: %s at %s", srv.Kind, srv.Addr)
+	c := srv.Client(t)
+	locktest.Run(t, func(t *testing.T) lock.Locker { return redislock.New(c, redislock.WithPrefix(srv.Prefix)) })
+}
+
+func TestConformanceCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	c := cl.Client(t)
+	locktest.Run(t, func(t *testing.T) lock.Locker { return redislock.New(c) })
+}

@@ -1,0 +1,105 @@
+package redislock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/joblock/joblock/lock"
+	"github.com/redis/go-redis/v9"
+)
+
+// scanBatch is the SCAN COUNT hint and the pipeline size for reading locks.
+const scanBatch = 500
+
+// Scan implements lock.Locker with SCAN over every primary (all masters of
+// a Cluster), reading each batch of locks in one pipeline. It needs a
+// go-redis client, not a bare Scripter.
+func (l *Locker) Scan(ctx context.Context, fn func(lock.Record) bool) error {
+	var mu sync.Mutex
+	stopped := false
+	emit := func(r lock.Record) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return false
+		}
+		stopped = !fn(r)
+		return !stopped
+	}
+	var err error
+	switch c := l.client.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			return l.scanNode(ctx, node, emit)
+		})
+	case redis.Cmdable:
+		err = l.scanNode(ctx, c, emit)
+	default:
+		return fmt.Errorf("redislock: scan needs a go-redis client that can SCAN, not %T", l.client)
+	}
+	if err != nil {
+		return fmt.Errorf("redislock: scan: %w", err)
+	}
+	return nil
+}
+
+// pattern matches lock keys under the prefix and not their counters: a
+// lock key always ends in "}", a counter key in ":fence".
+func (l *Locker) pattern() string {
+	var b strings.Builder
+	for _, r := range l.prefix {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String() + "{*}"
+}
+
+func (l *Locker) scanNode(ctx context.Context, node redis.Cmdable, emit func(lock.Record) bool) error {
+	var cursor uint64
+	for {
+		keys, next, err := node.Scan(ctx, cursor, l.pattern(), scanBatch).Result()
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			if more, err := l.readBatch(ctx, node, keys, emit); err != nil || !more {
+				return err
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+func (l *Locker) readBatch(ctx context.Context, node redis.Cmdable, keys []string, emit func(lock.Record) bool) (bool, error) {
+	gets := make([]*redis.StringCmd, len(keys))
+	ttls := make([]*redis.DurationCmd, len(keys))
+	_, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			gets[i] = p.Get(ctx, k)
+			ttls[i] = p.PTTL(ctx, k)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false, err
+	}
+	for i, k := range keys {
+		v, err := gets[i].Result()
+		if err != nil {
+			continue // expired or released since SCAN saw it
+		}
+		key := strings.TrimSuffix(strings.TrimPrefix(k, l.prefix+"{"), "}")
+		if !emit(record(key, v, ttls[i].Val().Milliseconds())) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
