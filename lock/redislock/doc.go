@@ -8,8 +8,8 @@
 // <prefix>{K}:fence. The braces are a Cluster hash tag, so both live in one
 // hash slot and every operation is one Lua script, one round trip.
 //
-// The lock's value is "<owner token> <fencing token> <acquired unix ms>
-// <pid> <host>" with a PX expiry; Redis itself removes expired locks, and
+// The lock's value is "<owner token> <acquired unix ms> <pid> <host>
+// <fencing token>" with a PX expiry; Redis itself removes expired locks, and
 // Release deletes the lock, so Cleanup has nothing to do.
 //
 // # Fencing counters

@@ -193,5 +193,3 @@ func TestFenceCounterExpiresAndStaysMonotonic(t *testing.T) {
 	require.NoError(t, err)
 	assert.Greater(t, second.Fence, first.Fence, "a forgotten counter must restart above its old tokens")
 }
-
-

@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	_ "embed"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/joblock/joblock/lock"
 	"github.com/redis/go-redis/v9"
@@ -38,9 +41,12 @@ const DefaultPrefix = "joblock:"
 // concurrent use.
 type Locker struct {
 	client    redis.Scripter
+	batch     *batcher // nil when the client cannot pipeline
 	prefix    string
 	retention time.Duration
 	meta      string // " <pid> <host>" appended to each lock's value
+	retArg    any    // retention in ms, boxed once
+	lastTTL   atomic.Pointer[ttlArg]
 }
 
 var _ lock.Locker = (*Locker)(nil)
@@ -65,23 +71,78 @@ func WithFenceRetention(d time.Duration) Option {
 // go-redis client can); a bare Scripter gets an error from Scan.
 func New(client redis.Scripter, opts ...Option) *Locker {
 	host, _ := os.Hostname()
-	host = strings.ReplaceAll(host, " ", "_")
+	host = strings.Join(strings.Fields(host), "_")
+	if host == "" {
+		host = "-"
+	}
 	l := &Locker{client: client, prefix: DefaultPrefix, retention: 24 * time.Hour, meta: " " + strconv.Itoa(os.Getpid()) + " " + host}
 	for _, o := range opts {
 		o(l)
 	}
+	l.retArg = l.retention.Milliseconds()
+	if p, ok := client.(pipeliner); ok {
+		l.batch = &batcher{client: p}
+	}
 	return l
+}
+
+// run runs a script, batched with concurrent callers' when the client can
+// pipeline.
+func (l *Locker) run(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	if l.batch != nil {
+		return l.batch.run(ctx, s, keys, args...)
+	}
+	return s.Run(ctx, l.client, keys, args...)
 }
 
 func (l *Locker) lockKey(key string) string { return l.prefix + "{" + key + "}" }
 
+// keys returns the lock key and its counter key, sharing one allocation:
+// the lock key is a prefix of the counter key.
 func (l *Locker) keys(key string) []string {
-	k := l.lockKey(key)
-	return []string{k, k + ":fence"}
+	fence := l.prefix + "{" + key + "}:fence"
+	return []string{fence[:len(fence)-len(":fence")], fence}
+}
+
+type ttlArg struct {
+	ttl time.Duration
+	arg any
+}
+
+// ttlArg returns ttl in ms as a script argument, reusing the boxed value of
+// the last TTL seen: callers mostly pass the same TTL every time.
+func (l *Locker) ttlArg(ttl time.Duration) any {
+	if last := l.lastTTL.Load(); last != nil && last.ttl == ttl {
+		return last.arg
+	}
+	a := &ttlArg{ttl: ttl, arg: ttl.Milliseconds()}
+	l.lastTTL.Store(a)
+	return a.arg
 }
 
 func wrap(op, key string, err error) error {
 	return fmt.Errorf("redislock: %s %q: %w", op, key, err)
+}
+
+var tokenEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// tokenLen is the length of an owner token: "lock_" and 128 random bits in
+// base32.
+const tokenLen = 5 + 26
+
+// holder returns the start of a new lock's value, "<token> <acquired ms>
+// <pid> <host>", in one allocation; the owner token is its first tokenLen
+// bytes.
+func (l *Locker) holder(now time.Time) string {
+	var raw [16]byte
+	_, _ = rand.Read(raw[:]) // never fails since Go 1.24
+	b := make([]byte, tokenLen, tokenLen+1+20+len(l.meta))
+	copy(b, "lock_")
+	tokenEncoding.Encode(b[5:], raw[:])
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, now.UnixMilli(), 10)
+	b = append(b, l.meta...)
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // validToken rejects tokens that could not have come from Obtain, since a
@@ -97,28 +158,22 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 		return lock.Lease{}, err
 	}
 	start := time.Now()
-	token := "lock_" + rand.Text()
-	details := strconv.FormatInt(start.UnixMilli(), 10) + l.meta
-	res, err := obtainScript.Run(ctx, l.client, l.keys(key), token, ttl.Milliseconds(), details, l.retention.Milliseconds()).Slice()
+	holder := l.holder(start)
+	res, err := l.run(ctx, obtainScript, l.keys(key), holder, l.ttlArg(ttl), l.retArg).Result()
 	if err != nil {
 		return lock.Lease{}, wrap("obtain", key, err)
 	}
-	if len(res) < 2 {
-		return lock.Lease{}, wrap("obtain", key, fmt.Errorf("unexpected reply %v", res))
-	}
-	if ok, _ := res[0].(int64); ok == 0 {
-		v, _ := res[1].(string)
-		var pttl int64
-		if len(res) > 2 {
-			pttl, _ = res[2].(int64)
+	switch r := res.(type) {
+	case int64:
+		return lock.Lease{Key: key, Token: holder[:tokenLen], Fence: uint64(r), ExpiresAt: start.Add(ttl)}, nil
+	case []any:
+		if len(r) == 2 {
+			v, _ := r[0].(string)
+			pttl, _ := r[1].(int64)
+			return lock.Lease{}, &lock.HeldError{Key: key, Holder: parseValue(v).token, TTL: time.Duration(max(pttl, 0)) * time.Millisecond}
 		}
-		return lock.Lease{}, &lock.HeldError{Key: key, Holder: parseValue(v).token, TTL: time.Duration(max(pttl, 0)) * time.Millisecond}
 	}
-	fence, err := toUint(res[1])
-	if err != nil {
-		return lock.Lease{}, wrap("obtain", key, err)
-	}
-	return lock.Lease{Key: key, Token: token, Fence: fence, ExpiresAt: start.Add(ttl)}, nil
+	return lock.Lease{}, wrap("obtain", key, fmt.Errorf("unexpected reply %v", res))
 }
 
 // Refresh implements lock.Locker in one round trip.
@@ -133,7 +188,7 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 		return lock.Lease{}, lock.ErrNotHeld
 	}
 	start := time.Now()
-	v, err := refreshScript.Run(ctx, l.client, l.keys(lease.Key), lease.Token, ttl.Milliseconds(), l.retention.Milliseconds()).Text()
+	v, err := l.run(ctx, refreshScript, l.keys(lease.Key), lease.Token, l.ttlArg(ttl), l.retArg).Text()
 	if errors.Is(err, redis.Nil) {
 		return lock.Lease{}, lock.ErrNotHeld
 	}
@@ -153,7 +208,7 @@ func (l *Locker) Release(ctx context.Context, lease lock.Lease) error {
 	if !validToken(lease.Token) {
 		return lock.ErrNotHeld
 	}
-	n, err := releaseScript.Run(ctx, l.client, []string{l.lockKey(lease.Key)}, lease.Token).Int64()
+	n, err := l.run(ctx, releaseScript, []string{l.lockKey(lease.Key)}, lease.Token).Int64()
 	if err != nil {
 		return wrap("release", lease.Key, err)
 	}
@@ -169,7 +224,7 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 	if err := lock.ValidateKey(key); err != nil {
 		return lock.Record{}, false, err
 	}
-	res, err := inspectScript.Run(ctx, l.client, []string{l.lockKey(key)}).Slice()
+	res, err := l.run(ctx, inspectScript, []string{l.lockKey(key)}).Slice()
 	if errors.Is(err, redis.Nil) {
 		return lock.Record{}, false, nil
 	}
@@ -196,22 +251,25 @@ type value struct {
 	host     string
 }
 
+// parseValue reads "<token> <acquired ms> <pid> <host> <fence>".
 func parseValue(v string) value {
-	f := strings.SplitN(v, " ", 5)
+	f := strings.Fields(v)
 	var out value
-	out.token = f[0]
-	if len(f) > 1 {
-		out.fence, _ = strconv.ParseUint(f[1], 10, 64)
+	if len(f) > 0 {
+		out.token = f[0]
 	}
-	if len(f) > 2 {
-		ms, _ := strconv.ParseInt(f[2], 10, 64)
+	if len(f) > 1 {
+		ms, _ := strconv.ParseInt(f[1], 10, 64)
 		out.acquired = time.UnixMilli(ms)
 	}
+	if len(f) > 2 {
+		out.pid, _ = strconv.Atoi(f[2])
+	}
 	if len(f) > 3 {
-		out.pid, _ = strconv.Atoi(f[3])
+		out.host = f[3]
 	}
 	if len(f) > 4 {
-		out.host = f[4]
+		out.fence, _ = strconv.ParseUint(f[len(f)-1], 10, 64)
 	}
 	return out
 }
@@ -230,14 +288,4 @@ func record(key, v string, pttl int64) lock.Record {
 		State:      lock.Held,
 		TTL:        ttl,
 	}
-}
-
-func toUint(v any) (uint64, error) {
-	switch x := v.(type) {
-	case int64:
-		return uint64(x), nil
-	case string:
-		return strconv.ParseUint(x, 10, 64)
-	}
-	return 0, fmt.Errorf("unexpected fencing token %v (%T)", v, v)
 }
