@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,7 +26,7 @@ type Locker struct {
 	pid  int
 
 	mu   sync.Mutex
-	open map[string]*entry
+	open map[fileID]*entry
 
 	floorMu sync.Mutex
 	floorFD int
@@ -54,7 +55,7 @@ func New(dir string, opts ...Option) (*Locker, error) {
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	l := &Locker{dir: dir, cfg: cfg, host: host, pid: os.Getpid(), open: make(map[string]*entry), floorFD: -1}
+	l := &Locker{dir: dir, cfg: cfg, host: host, pid: os.Getpid(), open: make(map[fileID]*entry), floorFD: -1}
 	// Creating the floor file proves the directory takes new files.
 	if err := l.openFloor(); err != nil {
 		return nil, err
@@ -97,12 +98,12 @@ func (l *Locker) Dir() string { return l.dir }
 func (l *Locker) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for name, e := range l.open {
+	for id, e := range l.open {
 		e.mu.Lock()
 		_ = unix.Close(e.fd)
 		e.fd = -1
 		e.mu.Unlock()
-		delete(l.open, name)
+		delete(l.open, id)
 	}
 	l.floorMu.Lock()
 	defer l.floorMu.Unlock()
@@ -147,7 +148,7 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 		switch {
 		case ok:
 			if st, left := old.judge(now); st == lock.Held {
-				return nil, &lock.HeldError{Key: key, Holder: old.LockID, TTL: left}
+				return nil, &lock.HeldError{Key: key, Holder: strings.Clone(old.LockID), TTL: left}
 			}
 			fence = old.Fence
 		case len(v.content) == 0 && v.created:
@@ -157,7 +158,7 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 				return nil, err
 			}
 			if st == lock.Held {
-				return nil, &lock.HeldError{Key: key, Holder: unreadableHolder(v.name), TTL: left}
+				return nil, &lock.HeldError{Key: key, Holder: unreadableHolder(v.name()), TTL: left}
 			}
 		}
 		if err := v.live(); err != nil {
@@ -170,7 +171,7 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 			}
 			fence = floor
 		}
-		rec := &record{
+		v.out = record{
 			LockID:       newToken(),
 			Key:          key,
 			AcquiredAt:   now.wall.Unix(),
@@ -180,9 +181,9 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 			Fence:        fence + 1,
 			State:        "held",
 		}
-		rec.setExpiry(now, ttl)
-		lease = lock.Lease{Key: key, Token: rec.LockID, Fence: rec.Fence, ExpiresAt: time.UnixMilli(rec.ExpiresAtMs)}
-		return rec, nil
+		v.out.setExpiry(now, ttl)
+		lease = lock.Lease{Key: key, Token: v.out.LockID, Fence: v.out.Fence, ExpiresAt: time.UnixMilli(v.out.ExpiresAtMs)}
+		return &v.out, nil
 	})
 	return lease, err
 }
@@ -225,7 +226,8 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 		rec.setExpiry(now, ttl)
 		lease.Fence = rec.Fence
 		lease.ExpiresAt = time.UnixMilli(rec.ExpiresAtMs)
-		return &rec, nil
+		v.out = rec
+		return &v.out, nil
 	})
 	if err != nil {
 		return lock.Lease{}, err
@@ -248,7 +250,8 @@ func (l *Locker) Release(ctx context.Context, lease lock.Lease) error {
 		// The wall clock is enough here: a released record is never judged
 		// by time.
 		rec.release(instant{wall: l.cfg.clock.Now()})
-		return &rec, nil
+		v.out = rec
+		return &v.out, nil
 	})
 }
 
@@ -280,8 +283,9 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 // toRecord describes a lock file, readable or not.
 func (l *Locker) toRecord(v *view, now instant) (lock.Record, error) {
 	if rec, ok := parseRecord(v.content); ok {
+		rec = rec.retained()
 		return rec.toRecord(now), nil
 	}
 	st, left, err := l.unreadable(v, now)
-	return lock.Record{Token: unreadableHolder(v.name), State: st, TTL: left}, err
+	return lock.Record{Token: unreadableHolder(v.name()), State: st, TTL: left}, err
 }

@@ -22,14 +22,21 @@ const (
 	readBufSize = 2048
 )
 
-// fileName is the spec's lock file name: md5 of the key, in hex, + ".lock".
-func fileName(key string) string {
-	sum := md5.Sum([]byte(key))
-	return hex.EncodeToString(sum[:]) + lockSuffix
-}
+// fileID is the md5 of a key. Its name is the spec's lock file name: the
+// md5 in hex + ".lock". The hot path keys the open-file cache by the ID and
+// builds the name only to open a file or report an error.
+type fileID [md5.Size]byte
+
+func idOf(key string) fileID { return md5.Sum([]byte(key)) }
+
+func (id fileID) name() string { return hex.EncodeToString(id[:]) + lockSuffix }
 
 func isLockFile(name string) bool {
-	return len(name) == 32+len(lockSuffix) && filepath.Ext(name) == lockSuffix
+	if len(name) != 2*md5.Size+len(lockSuffix) || filepath.Ext(name) != lockSuffix {
+		return false
+	}
+	_, err := hex.DecodeString(name[:2*md5.Size])
+	return err == nil
 }
 
 // entry is an open lock file kept for reuse. mu orders the goroutines of
@@ -39,18 +46,28 @@ type entry struct {
 	fd  int // -1 once closed
 	buf []byte
 	out []byte
+	// v is the view of the operation holding mu, kept here so the hot
+	// path does not allocate one.
+	v view
 }
 
 // view is what an operation sees of a lock file under its flock.
 type view struct {
-	dir, name string
+	dir       string
+	id        fileID
 	exists    bool
 	created   bool // this call created the file, so an empty one is ours
 	content   []byte
+	// out is where an operation builds the record it wants written.
+	out record
 	fd        int
 	info      fileInfo
 	statted   bool
 }
+
+func (v *view) name() string { return v.id.name() }
+
+func (v *view) path() string { return filepath.Join(v.dir, v.id.name()) }
 
 // errRemoved says the open file was unlinked since it was opened; the
 // operation must open the path again.
@@ -62,7 +79,7 @@ func (v *view) stat() (fileInfo, error) {
 	if !v.statted {
 		info, err := fstat(v.fd)
 		if err != nil {
-			return fileInfo{}, pathError("fstat", filepath.Join(v.dir, v.name), err)
+			return fileInfo{}, pathError("fstat", v.path(), err)
 		}
 		v.info, v.statted = info, true
 	}
@@ -87,14 +104,14 @@ func pathError(op, path string, err error) error {
 // lookup returns the open entry for name, opening (and with create,
 // creating) the file if needed. It returns a nil entry when create is false
 // and no file exists.
-func (l *Locker) lookup(name string, create bool) (*entry, bool, error) {
+func (l *Locker) lookup(id fileID, create bool) (*entry, bool, error) {
 	l.mu.Lock()
-	e := l.open[name]
+	e := l.open[id]
 	l.mu.Unlock()
 	if e != nil {
 		return e, false, nil
 	}
-	path := filepath.Join(l.dir, name)
+	path := filepath.Join(l.dir, id.name())
 	fd, created, err := openLockFile(path, create)
 	if err == unix.ENOENT && !create {
 		return nil, false, nil
@@ -104,7 +121,7 @@ func (l *Locker) lookup(name string, create bool) (*entry, bool, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if other := l.open[name]; other != nil {
+	if other := l.open[id]; other != nil {
 		_ = unix.Close(fd)
 		return other, created, nil
 	}
@@ -112,7 +129,7 @@ func (l *Locker) lookup(name string, create bool) (*entry, bool, error) {
 		l.evictLocked()
 	}
 	e = &entry{fd: fd, buf: make([]byte, readBufSize)}
-	l.open[name] = e
+	l.open[id] = e
 	return e, created, nil
 }
 
@@ -135,23 +152,23 @@ func openLockFile(path string, create bool) (fd int, created bool, err error) {
 
 // evictLocked closes one idle entry. l.mu must be held.
 func (l *Locker) evictLocked() {
-	for name, e := range l.open {
+	for id, e := range l.open {
 		if !e.mu.TryLock() {
 			continue
 		}
 		_ = unix.Close(e.fd)
 		e.fd = -1
-		delete(l.open, name)
+		delete(l.open, id)
 		e.mu.Unlock()
 		return
 	}
 }
 
 // drop forgets an entry whose file was removed. e.mu must be held.
-func (l *Locker) drop(name string, e *entry) {
+func (l *Locker) drop(id fileID, e *entry) {
 	l.mu.Lock()
-	if l.open[name] == e {
-		delete(l.open, name)
+	if l.open[id] == e {
+		delete(l.open, id)
 	}
 	l.mu.Unlock()
 	_ = unix.Close(e.fd)
@@ -162,20 +179,20 @@ func (l *Locker) drop(name string, e *entry) {
 // record fn returns, if any, in place. Without create a missing file is
 // shown to fn as a view with exists false.
 func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v *view) (*record, error)) error {
-	name := fileName(key)
+	id := idOf(key)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		e, created, err := l.lookup(name, create)
+		e, created, err := l.lookup(id, create)
 		if err != nil {
 			return err
 		}
 		if e == nil {
-			_, err := fn(&view{name: name})
+			_, err := fn(&view{dir: l.dir, id: id})
 			return err
 		}
-		done, err := l.updateEntry(ctx, name, e, created, fn)
+		done, err := l.updateEntry(ctx, id, e, created, fn)
 		if done {
 			return err
 		}
@@ -184,23 +201,24 @@ func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v 
 
 // updateEntry is one attempt of update. done is false when the file was
 // removed under us and the caller must open it again.
-func (l *Locker) updateEntry(ctx context.Context, name string, e *entry, created bool, fn func(v *view) (*record, error)) (done bool, err error) {
+func (l *Locker) updateEntry(ctx context.Context, id fileID, e *entry, created bool, fn func(v *view) (*record, error)) (done bool, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.fd < 0 {
 		return false, nil
 	}
 	if err := flock(ctx, e.fd, unix.LOCK_EX); err != nil {
-		return true, pathError("flock", filepath.Join(l.dir, name), err)
+		return true, pathError("flock", filepath.Join(l.dir, id.name()), err)
 	}
 	defer func() { _ = tryFlock(e.fd, unix.LOCK_UN) }()
 	content, err := readAll(e.fd, &e.buf)
 	if err != nil {
-		return true, pathError("read", filepath.Join(l.dir, name), err)
+		return true, pathError("read", filepath.Join(l.dir, id.name()), err)
 	}
-	rec, err := fn(&view{dir: l.dir, name: name, exists: true, created: created, content: content, fd: e.fd})
+	e.v = view{dir: l.dir, id: id, exists: true, created: created, content: content, fd: e.fd}
+	rec, err := fn(&e.v)
 	if err == errRemoved {
-		l.drop(name, e)
+		l.drop(id, e)
 		return false, nil
 	}
 	if rec == nil || err != nil {
@@ -208,7 +226,7 @@ func (l *Locker) updateEntry(ctx context.Context, name string, e *entry, created
 	}
 	e.out = encodePadded(e.out[:0], rec, len(content))
 	if err := writeAll(e.fd, e.out); err != nil {
-		return true, pathError("write", filepath.Join(l.dir, name), err)
+		return true, pathError("write", filepath.Join(l.dir, id.name()), err)
 	}
 	return true, nil
 }

@@ -3,6 +3,8 @@ package filelock
 import (
 	"encoding/json"
 	"math"
+	"strings"
+	"unsafe"
 )
 
 // parseRecord decodes a lock file. ok is false for an empty or unreadable
@@ -14,10 +16,13 @@ import (
 func parseRecord(b []byte) (record, bool) {
 	r, ok := scanFlat(b)
 	if !ok {
-		r = record{}
-		if err := json.Unmarshal(b, &r); err != nil {
+		// Declared here so only this path pays for the heap copy that
+		// encoding/json's pointer forces.
+		slow := new(record)
+		if err := json.Unmarshal(b, slow); err != nil {
 			return record{}, false
 		}
+		r = *slow
 	}
 	if r.Key == "" || r.LockID == "" {
 		return record{}, false
@@ -124,20 +129,41 @@ func plainInt(b []byte, i int) (int64, int, bool) {
 	return int64(n), i, true
 }
 
+// borrow returns b as a string without copying. Records parsed by scanFlat
+// point into the read buffer, which the next read overwrites: they live
+// only inside one operation, and whatever leaves it is cloned (see
+// retained).
+func borrow(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// retained returns a copy of r that owns its strings.
+func (r record) retained() record {
+	r.LockID = strings.Clone(r.LockID)
+	r.Key = strings.Clone(r.Key)
+	r.Host = strings.Clone(r.Host)
+	r.State = strings.Clone(r.State)
+	r.BootID = strings.Clone(r.BootID)
+	return r
+}
+
 // setString stores a string field; unknown names are ignored as
 // encoding/json does, known names of another type refuse.
 func (r *record) setString(name, val []byte) bool {
 	switch string(name) {
 	case "lock_id":
-		r.LockID = string(val)
+		r.LockID = borrow(val)
 	case "key":
-		r.Key = string(val)
+		r.Key = borrow(val)
 	case "host":
-		r.Host = string(val)
+		r.Host = borrow(val)
 	case "state":
-		r.State = string(val)
+		r.State = borrow(val)
 	case "boot_id":
-		r.BootID = string(val)
+		r.BootID = borrow(val)
 	case "expires_at", "acquired_at", "pid", "fence", "expires_at_ms", "acquired_at_ms", "boot_expires_ns":
 		return false
 	default:

@@ -4,6 +4,7 @@ package filelock
 
 import (
 	"context"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"time"
@@ -64,7 +65,9 @@ func (l *Locker) visit(ctx context.Context, path, name string, how int, buf *[]b
 	if err != nil {
 		return false, pathError("read", path, err)
 	}
-	return fn(&view{dir: l.dir, name: name, exists: true, content: content, fd: fd, info: info, statted: true}, path), nil
+	var id fileID
+	_, _ = hex.Decode(id[:], []byte(name[:2*len(id)]))
+	return fn(&view{dir: l.dir, id: id, exists: true, content: content, fd: fd, info: info, statted: true}, path), nil
 }
 
 // Scan implements lock.Locker, reading each lock file under a shared flock.
