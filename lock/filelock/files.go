@@ -53,16 +53,16 @@ type entry struct {
 
 // view is what an operation sees of a lock file under its flock.
 type view struct {
-	dir       string
-	id        fileID
-	exists    bool
-	created   bool // this call created the file, so an empty one is ours
-	content   []byte
+	dir     string
+	id      fileID
+	exists  bool
+	created bool // this call created the file, so an empty one is ours
+	content []byte
 	// out is where an operation builds the record it wants written.
-	out record
-	fd        int
-	info      fileInfo
-	statted   bool
+	out     record
+	fd      int
+	info    fileInfo
+	statted bool
 }
 
 func (v *view) name() string { return v.id.name() }
