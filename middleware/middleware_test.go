@@ -1,0 +1,288 @@
+package middleware_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/lock/filelock"
+	"github.com/joblock/joblock/middleware"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func newFileLocker(t *testing.T) *filelock.Locker {
+	t.Helper()
+	l, err := filelock.New(t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+// events records what the observer saw.
+type events struct {
+	mu   sync.Mutex
+	list []middleware.Event
+}
+
+func (e *events) observe(ev middleware.Event) {
+	e.mu.Lock()
+	e.list = append(e.list, ev)
+	e.mu.Unlock()
+}
+
+func (e *events) kinds() []middleware.EventKind {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []middleware.EventKind
+	for _, ev := range e.list {
+		out = append(out, ev.Kind)
+	}
+	return out
+}
+
+// harness wraps a handler in the middleware with one rule for "job".
+type harness struct {
+	locker  lock.Locker
+	handler asynq.Handler
+	events  *events
+	calls   int
+	mu      sync.Mutex
+}
+
+func newHarness(t *testing.T, l lock.Locker, r middleware.Rule, fn func(context.Context, *asynq.Task) error) *harness {
+	t.Helper()
+	h := &harness{locker: l, events: &events{}}
+	mw, err := middleware.New(l, middleware.WithRule("job", r), middleware.WithObserver(h.events.observe), middleware.WithPrefix("t:"))
+	require.NoError(t, err)
+	h.handler = mw(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		h.mu.Lock()
+		h.calls++
+		h.mu.Unlock()
+		if fn != nil {
+			return fn(ctx, task)
+		}
+		return nil
+	}))
+	return h
+}
+
+func (h *harness) run(payload string) error {
+	return h.handler.ProcessTask(context.Background(), asynq.NewTask("job", []byte(payload)))
+}
+
+// hold takes the key a "job" task with payload {"id":1} maps to.
+func hold(t *testing.T, l lock.Locker, ttl time.Duration) lock.Lease {
+	t.Helper()
+	lease, err := l.Obtain(context.Background(), "t:job-1", ttl)
+	require.NoError(t, err)
+	return lease
+}
+
+func TestPolicies(t *testing.T) {
+	rule := func(p middleware.Policy) middleware.Rule {
+		return middleware.Rule{Template: "job-{{.id}}", TTL: 2 * time.Second, Policy: p, MaxWait: 200 * time.Millisecond, WaitInterval: 10 * time.Millisecond}
+	}
+	t.Run("runs when free and releases", func(t *testing.T) {
+		l := newFileLocker(t)
+		h := newHarness(t, l, rule(middleware.Retry), func(ctx context.Context, _ *asynq.Task) error {
+			lease, ok := lock.LeaseFromContext(ctx)
+			require.True(t, ok, "the handler reads its lease from ctx")
+			assert.Equal(t, "t:job-1", lease.Key)
+			assert.NotZero(t, lease.Fence)
+			return nil
+		})
+		require.NoError(t, h.run(`{"id":1}`))
+		assert.Equal(t, 1, h.calls)
+		assert.Equal(t, []middleware.EventKind{middleware.Obtained, middleware.Released}, h.events.kinds())
+		_, ok, err := l.Inspect(context.Background(), "t:job-1")
+		require.NoError(t, err)
+		assert.False(t, ok)
+	})
+	t.Run("skip", func(t *testing.T) {
+		l := newFileLocker(t)
+		h := newHarness(t, l, rule(middleware.Skip), nil)
+		hold(t, l, time.Minute)
+		require.NoError(t, h.run(`{"id":1}`), "a skipped duplicate completes")
+		assert.Zero(t, h.calls)
+		assert.Equal(t, []middleware.EventKind{middleware.Duplicate}, h.events.kinds())
+		assert.Equal(t, middleware.Skip, h.events.list[0].Policy)
+	})
+	t.Run("retry is not a failure and comes back when the holder ends", func(t *testing.T) {
+		l := newFileLocker(t)
+		h := newHarness(t, l, rule(middleware.Retry), nil)
+		hold(t, l, 8*time.Second)
+		err := h.run(`{"id":1}`)
+		require.ErrorIs(t, err, middleware.ErrDuplicate)
+		assert.NotErrorIs(t, err, asynq.SkipRetry)
+		assert.Zero(t, h.calls)
+		assert.False(t, middleware.IsFailure(nil)(err))
+		assert.True(t, middleware.IsFailure(nil)(errors.New("other")))
+		userIsFailure := func(error) bool { return false }
+		assert.False(t, middleware.IsFailure(userIsFailure)(errors.New("other")), "the user's own IsFailure decides other errors")
+
+		delay := middleware.RetryDelayFunc(nil)
+		for range 20 {
+			d := delay(3, err, asynq.NewTask("job", nil))
+			assert.GreaterOrEqual(t, d, 7*time.Second/4)
+			assert.LessOrEqual(t, d, 8*time.Second)
+		}
+		fallback := func(int, error, *asynq.Task) time.Duration { return 42 * time.Second }
+		assert.Equal(t, 42*time.Second, middleware.RetryDelayFunc(fallback)(1, errors.New("x"), nil))
+	})
+	t.Run("fail archives", func(t *testing.T) {
+		l := newFileLocker(t)
+		h := newHarness(t, l, rule(middleware.Fail), nil)
+		hold(t, l, time.Minute)
+		err := h.run(`{"id":1}`)
+		require.ErrorIs(t, err, asynq.SkipRetry)
+		require.ErrorIs(t, err, middleware.ErrDuplicate)
+		assert.Zero(t, h.calls)
+	})
+	t.Run("wait gets the lock once it is released", func(t *testing.T) {
+		l := newFileLocker(t)
+		h := newHarness(t, l, rule(middleware.Wait), nil)
+		lease := hold(t, l, time.Minute)
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			assert.NoError(t, l.Release(context.Background(), lease))
+		}()
+		require.NoError(t, h.run(`{"id":1}`))
+		assert.Equal(t, 1, h.calls)
+		assert.Equal(t, []middleware.EventKind{middleware.Waited, middleware.Obtained, middleware.Released}, h.events.kinds())
+	})
+	t.Run("wait then retry", func(t *testing.T) {
+		l := newFileLocker(t)
+		h := newHarness(t, l, rule(middleware.Wait), nil)
+		hold(t, l, time.Minute)
+		start := time.Now()
+		err := h.run(`{"id":1}`)
+		require.ErrorIs(t, err, middleware.ErrDuplicate)
+		assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
+		assert.Zero(t, h.calls)
+		assert.Equal(t, []middleware.EventKind{middleware.Waited, middleware.Duplicate}, h.events.kinds())
+	})
+	t.Run("wait then skip", func(t *testing.T) {
+		l := newFileLocker(t)
+		r := rule(middleware.Wait)
+		r.AfterWait = middleware.Skip
+		h := newHarness(t, l, r, nil)
+		hold(t, l, time.Minute)
+		require.NoError(t, h.run(`{"id":1}`))
+		assert.Zero(t, h.calls)
+	})
+}
+
+func TestBadInputFailsWithoutRetry(t *testing.T) {
+	l := newFileLocker(t)
+	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}"}, nil)
+	for _, tt := range []struct{ name, payload, want string }{
+		{"missing field", `{"user":1}`, `map has no entry for key "id"`},
+		{"not JSON", `id=1`, "payload is not JSON"},
+		{"invalid key", `{"id":"a\nb"}`, "invalid key"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := h.run(tt.payload)
+			require.ErrorIs(t, err, asynq.SkipRetry)
+			assert.Contains(t, err.Error(), tt.want)
+			assert.Contains(t, err.Error(), `task "job"`)
+		})
+	}
+	assert.Zero(t, h.calls)
+}
+
+func TestHoldUntilTTL(t *testing.T) {
+	l := newFileLocker(t)
+	fail := false
+	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}", TTL: time.Minute, Strategy: middleware.HoldUntilTTL},
+		func(context.Context, *asynq.Task) error {
+			if fail {
+				return errors.New("boom")
+			}
+			return nil
+		})
+	require.NoError(t, h.run(`{"id":1}`))
+	rec, ok, err := l.Inspect(context.Background(), "t:job-1")
+	require.NoError(t, err)
+	require.True(t, ok, "a successful run keeps its slot until the TTL")
+	assert.Equal(t, lock.Held, rec.State)
+	require.ErrorIs(t, h.run(`{"id":1}`), middleware.ErrDuplicate, "the same key in the same window is a duplicate")
+	assert.Equal(t, 1, h.calls)
+
+	require.NoError(t, l.Release(context.Background(), lock.Lease{Key: "t:job-1", Token: rec.Token}))
+	fail = true
+	require.Error(t, h.run(`{"id":1}`))
+	_, ok, err = l.Inspect(context.Background(), "t:job-1")
+	require.NoError(t, err)
+	assert.False(t, ok, "a failed run gives the slot back for its retry")
+}
+
+func TestLostLockCancelsHandler(t *testing.T) {
+	l := newFileLocker(t)
+	const ttl = 300 * time.Millisecond
+	var cancelledAfter time.Duration
+	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}", TTL: ttl}, func(ctx context.Context, _ *asynq.Task) error {
+		lease, _ := lock.LeaseFromContext(ctx)
+		// An operator frees the lock behind the handler's back.
+		require.NoError(t, l.Release(context.Background(), lease))
+		freed := time.Now()
+		select {
+		case <-ctx.Done():
+			cancelledAfter = time.Since(freed)
+			require.ErrorIs(t, context.Cause(ctx), lock.ErrLost)
+			return ctx.Err()
+		case <-time.After(5 * time.Second):
+			return nil
+		}
+	})
+	err := h.run(`{"id":1}`)
+	require.ErrorIs(t, err, lock.ErrLost)
+	assert.LessOrEqual(t, cancelledAfter, ttl/3+100*time.Millisecond, "not cancelled within one renewal interval")
+	assert.Contains(t, h.events.kinds(), middleware.Lost)
+}
+
+func TestRuleMatching(t *testing.T) {
+	l := newFileLocker(t)
+	var got []string
+	mw, err := middleware.New(l,
+		middleware.WithPrefix(""),
+		middleware.WithRule("export:user", middleware.Rule{Template: "exact"}),
+		middleware.WithRule("export:*", middleware.Rule{Template: "short"}),
+		middleware.WithRule("export:us*", middleware.Rule{Template: "long"}),
+		middleware.WithDefaultRule(middleware.Rule{Template: "default"}),
+		middleware.WithObserver(func(e middleware.Event) {
+			if e.Kind == middleware.Obtained {
+				got = append(got, e.Key)
+			}
+		}))
+	require.NoError(t, err)
+	h := mw(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil }))
+	for _, typ := range []string{"export:user", "export:usage", "export:x", "cache"} {
+		require.NoError(t, h.ProcessTask(context.Background(), asynq.NewTask(typ, nil)))
+	}
+	assert.Equal(t, []string{"exact", "long", "short", "default"}, got)
+}
+
+func TestNewRejectsBadRules(t *testing.T) {
+	l := newFileLocker(t)
+	for _, tt := range []struct {
+		name string
+		rule middleware.Rule
+	}{
+		{"ttl", middleware.Rule{TTL: time.Microsecond}},
+		{"policy", middleware.Rule{Policy: middleware.Policy(9)}},
+		{"after wait", middleware.Rule{Policy: middleware.Wait, AfterWait: middleware.Fail}},
+		{"strategy", middleware.Rule{Strategy: middleware.Strategy(7)}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := middleware.New(l, middleware.WithRule("x", tt.rule))
+			require.Error(t, err)
+		})
+	}
+	_, err := middleware.New(nil)
+	require.Error(t, err)
+}

@@ -1,0 +1,62 @@
+package middleware
+
+import "time"
+
+// EventKind says what the middleware did.
+type EventKind int
+
+const (
+	// Obtained: the task's lock was taken; Duration is how long it took,
+	// waiting included.
+	Obtained EventKind = iota + 1
+	// Duplicate: the key was held and the policy was applied; Policy says
+	// which (after a wait, the policy applied afterwards).
+	Duplicate
+	// Waited: a Wait policy waited; Duration is how long, Err is nil if it
+	// then got the lock.
+	Waited
+	// Lost: the lock could not be renewed while the handler ran and the
+	// handler's context was cancelled; Duration is how long it was held.
+	Lost
+	// Released: the lock was released (or, under HoldUntilTTL, kept to its
+	// TTL); Duration is how long the handler held it.
+	Released
+	// Error: the key could not be derived or the engine failed; Err says
+	// why.
+	Error
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Obtained:
+		return "obtained"
+	case Duplicate:
+		return "duplicate"
+	case Waited:
+		return "waited"
+	case Lost:
+		return "lost"
+	case Released:
+		return "released"
+	case Error:
+		return "error"
+	}
+	return "unknown"
+}
+
+// Event is one thing the middleware did for one task.
+type Event struct {
+	Kind     EventKind
+	TaskType string
+	Queue    string
+	Key      string
+	Fence    uint64
+	Policy   Policy
+	Duration time.Duration
+	Err      error
+}
+
+// Observer receives every Event, synchronously, on the task's goroutine:
+// it must be quick and safe for concurrent use. Metrics adapters (such as
+// the worker's Prometheus one) are Observers.
+type Observer func(Event)
