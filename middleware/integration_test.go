@@ -1,0 +1,272 @@
+package middleware_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"crypto/rand"
+
+	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/lock/filelock"
+	"github.com/joblock/joblock/lock/locktest"
+	"github.com/joblock/joblock/lock/redislock"
+	"github.com/joblock/joblock/middleware"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// Environment of a worker child process.
+const (
+	envChild  = "JOBLOCK_MW_CHILD"
+	envRedis  = "JOBLOCK_MW_REDIS"
+	envQueue  = "JOBLOCK_MW_QUEUE"
+	envEngine = "JOBLOCK_MW_ENGINE" // "file:<dir>" or "redis:<prefix>"
+	envPolicy = "JOBLOCK_MW_POLICY"
+	envLog    = "JOBLOCK_MW_LOG"
+	envHold   = "JOBLOCK_MW_HOLD"
+	envTTL    = "JOBLOCK_MW_TTL"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envChild) != "" {
+		if err := workerMain(); err != nil {
+			fmt.Fprintln(os.Stderr, "worker:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func openEngine(spec string, rdb *redis.Client) (lock.Locker, error) {
+	kind, arg, _ := strings.Cut(spec, ":")
+	if kind == "file" {
+		return filelock.New(arg)
+	}
+	return redislock.New(rdb, redislock.WithPrefix(arg)), nil
+}
+
+// workerMain is a real asynq worker process: concurrency 10, every "job"
+// task under the middleware, each critical section logged for the checker.
+func workerMain() error {
+	addr := os.Getenv(envRedis)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	locker, err := openEngine(os.Getenv(envEngine), rdb)
+	if err != nil {
+		return err
+	}
+	ttl, _ := time.ParseDuration(os.Getenv(envTTL))
+	hold, _ := time.ParseDuration(os.Getenv(envHold))
+	policy := map[string]middleware.Policy{"skip": middleware.Skip, "retry": middleware.Retry}[os.Getenv(envPolicy)]
+	logf, err := os.OpenFile(os.Getenv(envLog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	pid := os.Getpid()
+	write := func(format string, args ...any) {
+		_, _ = logf.WriteString(fmt.Sprintf(format, args...) + fmt.Sprintf(" %d\n", pid))
+	}
+	mw, err := middleware.New(locker,
+		middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", TTL: ttl, Policy: policy}),
+		middleware.WithPrefix("mwtest:"),
+		middleware.WithObserver(func(e middleware.Event) {
+			if e.Kind == middleware.Duplicate {
+				write("dup 0 %s", e.Policy)
+			}
+		}))
+	if err != nil {
+		return err
+	}
+	mux := asynq.NewServeMux()
+	mux.Use(mw)
+	mux.HandleFunc("job", func(ctx context.Context, t *asynq.Task) error {
+		lease, _ := lock.LeaseFromContext(ctx)
+		start := time.Now()
+		write("enter %d", lease.Fence)
+		select {
+		case <-time.After(hold):
+		case <-ctx.Done():
+		}
+		write("exit %d %t", lease.Fence, time.Since(start) < ttl)
+		return nil
+	})
+	srv := asynq.NewServer(asynq.RedisClientOpt{Addr: addr}, asynq.Config{
+		Concurrency:              10,
+		Queues:                   map[string]int{os.Getenv(envQueue): 1},
+		IsFailure:                middleware.IsFailure(nil),
+		RetryDelayFunc:           middleware.RetryDelayFunc(func(int, error, *asynq.Task) time.Duration { return 100 * time.Millisecond }),
+		DelayedTaskCheckInterval: 25 * time.Millisecond,
+		ShutdownTimeout:          2 * time.Second,
+		LogLevel:                 asynq.WarnLevel,
+	})
+	if err := srv.Start(mux); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	srv.Shutdown()
+	return rdb.Close()
+}
+
+type workerSetup struct {
+	redis  *redistest.Server
+	queue  string
+	engine string
+	log    string
+}
+
+func newWorkerSetup(t *testing.T, engine string) *workerSetup {
+	srv := redistest.New(t)
+	if srv.Kind == redistest.KindMiniredis {
+		t.Skip("asynq needs a real Redis")
+	}
+	ws := &workerSetup{redis: srv, queue: "q" + rand.Text()[:8], log: t.TempDir() + "/tasks.log"}
+	if engine == "file" {
+		ws.engine = "file:" + t.TempDir()
+	} else {
+		ws.engine = "redis:" + srv.Prefix
+	}
+	return ws
+}
+
+// start runs a worker process and waits until it serves.
+func (ws *workerSetup) start(t *testing.T, policy string, hold, ttl time.Duration) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envChild+"=1", envRedis+"="+ws.redis.Addr, envQueue+"="+ws.queue,
+		envEngine+"="+ws.engine, envPolicy+"="+policy, envLog+"="+ws.log, envHold+"="+hold.String(), envTTL+"="+ttl.String())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "ready\n", line)
+	return cmd
+}
+
+func (ws *workerSetup) enqueue(t *testing.T, n int, payload string) {
+	c := asynq.NewClient(asynq.RedisClientOpt{Addr: ws.redis.Addr})
+	defer c.Close()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(ws.queue), asynq.MaxRetry(3))
+			assert.NoError(t, err)
+		}()
+	}
+	wg.Wait()
+}
+
+func (ws *workerSetup) count(t *testing.T, op string) int {
+	raw, err := os.ReadFile(ws.log)
+	if os.IsNotExist(err) {
+		return 0
+	}
+	require.NoError(t, err)
+	return strings.Count("\n"+string(raw), "\n"+op+" ")
+}
+
+func (ws *workerSetup) idle(t *testing.T) bool {
+	in := asynq.NewInspector(asynq.RedisClientOpt{Addr: ws.redis.Addr})
+	defer in.Close()
+	q, err := in.GetQueueInfo(ws.queue)
+	require.NoError(t, err)
+	return q.Pending+q.Active+q.Scheduled+q.Retry == 0
+}
+
+func (ws *workerSetup) check(t *testing.T) locktest.HammerSummary {
+	raw, err := os.ReadFile(ws.log)
+	require.NoError(t, err)
+	var sections []string
+	for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		if strings.HasPrefix(l, "enter ") || strings.HasPrefix(l, "exit ") {
+			sections = append(sections, l)
+		}
+	}
+	s, err := locktest.CheckHammerLog(strings.Join(sections, "\n"))
+	require.NoError(t, err, "two handlers ran for one key at once")
+	return s
+}
+
+// pids counts the worker processes that wrote to the log.
+func (ws *workerSetup) pids(t *testing.T) int {
+	raw, err := os.ReadFile(ws.log)
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		f := strings.Fields(l)
+		seen[f[len(f)-1]] = true
+	}
+	return len(seen)
+}
+
+func stop(t *testing.T, cmds ...*exec.Cmd) {
+	for _, c := range cmds {
+		require.NoError(t, c.Process.Signal(syscall.SIGTERM))
+	}
+	for _, c := range cmds {
+		require.NoError(t, c.Wait(), "worker did not shut down cleanly")
+	}
+}
+
+func TestTwoWorkerProcessesOneKey(t *testing.T) {
+	for _, engine := range []string{"file", "redis"} {
+		for _, policy := range []string{"skip", "retry"} {
+			t.Run(engine+"/"+policy, func(t *testing.T) {
+				ws := newWorkerSetup(t, engine)
+				const ttl, hold = 400 * time.Millisecond, 20 * time.Millisecond
+				a := ws.start(t, policy, hold, ttl)
+				b := ws.start(t, policy, hold, ttl)
+				ws.enqueue(t, 50, `{"id": 7}`)
+
+				require.Eventually(t, func() bool {
+					switch policy {
+					case "skip":
+						return ws.count(t, "enter")+ws.count(t, "dup") == 50 && ws.idle(t)
+					default:
+						return ws.count(t, "enter") == 50 && ws.idle(t)
+					}
+				}, 90*time.Second, 50*time.Millisecond, "tasks did not all finish: %d ran, %d duplicates", ws.count(t, "enter"), ws.count(t, "dup"))
+				stop(t, a, b)
+
+				s := ws.check(t)
+				dups := ws.count(t, "dup")
+				t.Logf("%d ran, %d duplicates seen", s.Sections, dups)
+				assert.Positive(t, dups, "50 tasks on one key at once and no duplicate seen")
+				if policy == "retry" {
+					assert.Equal(t, 50, s.Sections, "with Retry every task runs, one after another")
+					assert.Equal(t, 2, ws.pids(t), "both worker processes must have run tasks")
+				}
+				if engine == "redis" {
+					var n int
+					require.NoError(t, redislock.New(ws.redis.Client(t), redislock.WithPrefix(ws.redis.Prefix)).
+						Scan(context.Background(), func(lock.Record) bool { n++; return true }))
+					assert.Zero(t, n, "locks left behind")
+				}
+			})
+		}
+	}
+}
