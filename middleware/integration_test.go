@@ -165,6 +165,13 @@ func (ws *workerSetup) start(t *testing.T, policy string, hold, ttl time.Duratio
 	return cmd
 }
 
+// locker opens the setup's lock engine in this process.
+func (ws *workerSetup) locker(t *testing.T) lock.Locker {
+	l, err := openEngine(ws.engine, ws.redis.Client(t))
+	require.NoError(t, err)
+	return l
+}
+
 func (ws *workerSetup) enqueue(t *testing.T, n int, payload string) {
 	c := asynq.NewClient(asynq.RedisClientOpt{Addr: ws.redis.Addr})
 	defer c.Close()
