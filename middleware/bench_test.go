@@ -1,0 +1,89 @@
+package middleware_test
+
+import (
+	"context"
+	"crypto/rand"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/lock/filelock"
+	"github.com/joblock/joblock/lock/redislock"
+	"github.com/joblock/joblock/middleware"
+)
+
+// BenchmarkAsynqThroughput: one op is one trivial task taken from the queue
+// and handled by a real asynq server (concurrency 10) on a real Redis:
+// without the middleware, and with it on each engine. Each task has a key
+// of its own, so the numbers are the middleware's cost, not contention.
+//
+//	go test -run '^$' -bench AsynqThroughput -benchtime 3000x ./middleware
+func BenchmarkAsynqThroughput(b *testing.B) {
+	srv := redistest.New(b)
+	if srv.Kind == redistest.KindMiniredis {
+		b.Skip("asynq needs a real Redis")
+	}
+	engines := []struct {
+		name   string
+		locker func(b *testing.B) lock.Locker
+	}{
+		{"none", nil},
+		{"file", func(b *testing.B) lock.Locker {
+			l, err := filelock.New(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			return l
+		}},
+		{"redis", func(b *testing.B) lock.Locker {
+			return redislock.New(srv.Client(b), redislock.WithPrefix(srv.Prefix))
+		}},
+	}
+	for _, e := range engines {
+		b.Run(e.name, func(b *testing.B) {
+			queue := "bench" + rand.Text()[:8]
+			client := asynq.NewClient(asynq.RedisClientOpt{Addr: srv.Addr})
+			defer client.Close()
+			for i := range b.N {
+				if _, err := client.Enqueue(asynq.NewTask("job", []byte(`{"id":`+strconv.Itoa(i)+`}`)), asynq.Queue(queue)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var done atomic.Int64
+			all := make(chan struct{})
+			mux := asynq.NewServeMux()
+			mux.HandleFunc("job", func(context.Context, *asynq.Task) error {
+				if done.Add(1) == int64(b.N) {
+					close(all)
+				}
+				return nil
+			})
+			if e.locker != nil {
+				mw, err := middleware.New(e.locker(b), middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}"}))
+				if err != nil {
+					b.Fatal(err)
+				}
+				mux.Use(mw)
+			}
+			server := asynq.NewServer(asynq.RedisClientOpt{Addr: srv.Addr}, asynq.Config{
+				Concurrency: 10, Queues: map[string]int{queue: 1}, LogLevel: asynq.FatalLevel,
+			})
+			b.ResetTimer()
+			if err := server.Start(mux); err != nil {
+				b.Fatal(err)
+			}
+			select {
+			case <-all:
+			case <-time.After(10 * time.Minute):
+				b.Fatalf("only %d of %d tasks ran", done.Load(), b.N)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+			server.Shutdown()
+		})
+	}
+}
