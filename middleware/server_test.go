@@ -172,4 +172,3 @@ func TestAsynqKilledWorker(t *testing.T) {
 		})
 	}
 }
-
