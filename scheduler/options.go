@@ -1,0 +1,73 @@
+package scheduler
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+)
+
+// Option configures a Scheduler or a wrapper.
+type Option func(*config)
+
+type config struct {
+	prefix   string
+	skew     time.Duration
+	clock    func() time.Time
+	logger   *slog.Logger
+	location *time.Location
+	seconds  bool
+	ttl      time.Duration
+	base     context.Context
+}
+
+func newConfig(opts []Option) config {
+	c := config{prefix: "cron:", skew: DefaultSkew, location: time.Local, base: context.Background()}
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+func (c *config) now() time.Time {
+	if c.clock != nil {
+		return c.clock()
+	}
+	return time.Now()
+}
+
+// WithPrefix sets the prefix of every lock key. Default "cron:".
+func WithPrefix(p string) Option { return func(c *config) { c.prefix = p } }
+
+// WithSkew sets how far apart hosts' clocks may be and still agree on a
+// tick (see Tick). Default DefaultSkew.
+func WithSkew(d time.Duration) Option { return func(c *config) { c.skew = d } }
+
+// WithClock replaces the host's clock, for tests that play hosts whose
+// clocks disagree: on a Scheduler the schedule fires when this clock reads
+// the scheduled time, and ticks are derived from it. Default time.Now.
+func WithClock(now func() time.Time) Option { return func(c *config) { c.clock = now } }
+
+// WithLogger logs runs, skips and failures with log/slog. Default: none.
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithLocation sets the time zone schedules are read in. Default
+// time.Local. Scheduler only.
+func WithLocation(loc *time.Location) Option { return func(c *config) { c.location = loc } }
+
+// WithSeconds makes specs start with a seconds field. Default: standard
+// five-field specs (descriptors such as @every work either way). Scheduler
+// only.
+func WithSeconds() Option { return func(c *config) { c.seconds = true } }
+
+// WithTTL sets a wrapper's lock TTL (Job.TTL does it on a Scheduler).
+// Defaults: OncePerTick DefaultTickTTL, NoOverlap DefaultRunTTL.
+func WithTTL(d time.Duration) Option { return func(c *config) { c.ttl = d } }
+
+// WithContext sets the context a wrapper's runs derive theirs from;
+// cancelling it cancels running jobs and stops new ones from starting.
+// Default context.Background(). A Scheduler manages its own.
+func WithContext(ctx context.Context) Option { return func(c *config) { c.base = ctx } }
