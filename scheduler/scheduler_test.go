@@ -129,4 +129,3 @@ func TestPanickingJobReleasesItsLock(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, locked)
 }
-
