@@ -71,7 +71,12 @@ func (m *Manager) processAcquire(ctx context.Context, req Request) Result {
 		}
 		ttl = time.Duration(*req.Timeout) * time.Second
 	}
-	l, err := m.Acquire(ctx, req.Key, ttl)
+	return AcquireResult(m.Acquire(ctx, req.Key, ttl))
+}
+
+// AcquireResult describes the outcome of an acquire (Obtain, ObtainWait,
+// Manager.Acquire) as the spec's process() output.
+func AcquireResult(l Lease, err error) Result {
 	var held *HeldError
 	switch {
 	case err == nil:
@@ -81,6 +86,17 @@ func (m *Manager) processAcquire(ctx context.Context, req Request) Result {
 		return Result{AlreadyLocked: true, LockedBy: held.Holder}
 	}
 	return Result{Error: err.Error()}
+}
+
+// ReleaseResult describes the outcome of releasing lockID as the spec's
+// process() output.
+func ReleaseResult(lockID string, err error) Result {
+	ok := err == nil
+	r := Result{LockID: &lockID, Released: &ok}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r
 }
 
 func (m *Manager) processRelease(ctx context.Context, req Request) Result {
@@ -93,11 +109,5 @@ func (m *Manager) processRelease(ctx context.Context, req Request) Result {
 		}
 		id = l.Token
 	}
-	err := m.ReleaseID(ctx, req.Key, id)
-	ok := err == nil
-	r := Result{LockID: &id, Released: &ok}
-	if err != nil {
-		r.Error = err.Error()
-	}
-	return r
+	return ReleaseResult(id, m.ReleaseID(ctx, req.Key, id))
 }

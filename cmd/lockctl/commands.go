@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/joblock/joblock/internal/engine"
+	"github.com/joblock/joblock/lock"
+)
+
+// env is one command's invocation.
+type env struct {
+	name           string
+	args           []string
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	fs      *flag.FlagSet
+	engine  engine.Config
+	jsonOut bool
+	ttl     time.Duration
+	wait    time.Duration
+}
+
+type command func(ctx context.Context, e *env) error
+
+var commands = map[string]command{
+	"acquire":     cmdAcquire,
+	"release":     cmdRelease,
+	"status":      cmdStatus,
+	"list":        cmdList,
+	"stats":       cmdStats,
+	"cleanup":     cmdCleanup,
+	"run":         cmdRun,
+	"serve-stdio": cmdServeStdio,
+}
+
+// flags prepares the command's flag set; withTTL adds -ttl and -wait.
+func (e *env) flags(withTTL bool) *flag.FlagSet {
+	e.fs = flag.NewFlagSet("lockctl "+e.name, flag.ContinueOnError)
+	e.fs.SetOutput(io.Discard)
+	e.engine.Bind(e.fs)
+	e.fs.BoolVar(&e.jsonOut, "json", false, "JSON output")
+	if withTTL {
+		e.fs.DurationVar(&e.ttl, "ttl", lock.DefaultTTL, "lock TTL")
+		e.fs.DurationVar(&e.wait, "wait", 0, "wait up to this long for a held key")
+	}
+	return e.fs
+}
+
+// parse parses flags and checks the number of positional arguments.
+func (e *env) parse(nargs int, names string) error {
+	if err := e.fs.Parse(e.args); err != nil {
+		return fail(exitUsage, "%s: %v (see lockctl help)", e.name, err)
+	}
+	if nargs >= 0 && e.fs.NArg() != nargs {
+		return fail(exitUsage, "%s: want %s, got %d argument(s) (see lockctl help)", e.name, names, e.fs.NArg())
+	}
+	if e.ttl < 0 || e.wait < 0 {
+		return fail(exitUsage, "%s: -ttl and -wait must not be negative", e.name)
+	}
+	return nil
+}
+
+func (e *env) open(ctx context.Context) (lock.Locker, func(), error) {
+	l, closeFn, err := e.engine.Open(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, func() { _ = closeFn() }, nil
+}
+
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	return enc.Encode(v)
+}
+
+// heldOrFail maps an engine error to an exit code.
+func heldOrFail(err error) error {
+	var held *lock.HeldError
+	if errors.As(err, &held) {
+		return fail(exitHeld, "%v", err)
+	}
+	return err
+}
+
+func cmdAcquire(ctx context.Context, e *env) error {
+	e.flags(true)
+	if err := e.parse(1, "KEY"); err != nil {
+		return err
+	}
+	l, closeFn, err := e.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	lease, err := lock.ObtainWait(ctx, l, e.fs.Arg(0), e.ttl, lock.Wait{MaxWait: e.wait, Jitter: 0.2})
+	if e.jsonOut {
+		if perr := e.printJSON(lock.AcquireResult(lease, err)); perr != nil {
+			return perr
+		}
+		if err != nil {
+			return &exitErr{code: codeOf(heldOrFail(err)), err: errors.New("")}
+		}
+		return nil
+	}
+	if err != nil {
+		return heldOrFail(err)
+	}
+	fmt.Fprintln(e.stdout, lease.Token)
+	return nil
+}
+
+func codeOf(err error) int {
+	var ee *exitErr
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return exitError
+}
+
+func cmdRelease(ctx context.Context, e *env) error {
+	e.flags(false)
+	if err := e.parse(2, "KEY LOCK_ID"); err != nil {
+		return err
+	}
+	l, closeFn, err := e.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	key, id := e.fs.Arg(0), e.fs.Arg(1)
+	err = l.Release(ctx, lock.Lease{Key: key, Token: id})
+	if e.jsonOut {
+		if perr := e.printJSON(lock.ReleaseResult(id, err)); perr != nil {
+			return perr
+		}
+	}
+	if errors.Is(err, lock.ErrNotHeld) {
+		return fail(exitNotHeld, "%s does not hold %q (released already, expired, or taken over)", id, key)
+	}
+	return err
+}
+
+func cmdStatus(ctx context.Context, e *env) error {
+	e.flags(false)
+	if err := e.parse(1, "KEY"); err != nil {
+		return err
+	}
+	l, closeFn, err := e.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	key := e.fs.Arg(0)
+	rec, ok, err := l.Inspect(ctx, key)
+	if err != nil {
+		return err
+	}
+	held := ok && rec.State == lock.Held
+	if e.jsonOut {
+		out := struct {
+			Key    string       `json:"key"`
+			Locked bool         `json:"locked"`
+			Record *lock.Record `json:"record,omitempty"`
+		}{Key: key, Locked: held}
+		if ok {
+			out.Record = &rec
+		}
+		if err := e.printJSON(out); err != nil {
+			return err
+		}
+	} else if held {
+		fmt.Fprintf(e.stdout, "%s: held by %s (pid %d on %s) for another %s, fence %d\n",
+			key, rec.Token, rec.PID, rec.Host, rec.TTL.Round(time.Millisecond), rec.Fence)
+	} else {
+		fmt.Fprintf(e.stdout, "%s: free\n", key)
+	}
+	if !held {
+		return &exitErr{code: exitNotHeld, err: errors.New("")}
+	}
+	return nil
+}
+
+func cmdList(ctx context.Context, e *env) error {
+	e.flags(false)
+	if err := e.parse(0, "no arguments"); err != nil {
+		return err
+	}
+	l, closeFn, err := e.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	var recs []lock.Record
+	if err := l.Scan(ctx, func(r lock.Record) bool { recs = append(recs, r); return true }); err != nil {
+		return err
+	}
+	if e.jsonOut {
+		if recs == nil {
+			recs = []lock.Record{}
+		}
+		return e.printJSON(recs)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "KEY\tSTATE\tTTL\tFENCE\tLOCK_ID\tPID\tHOST")
+	for _, r := range recs {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%s\n", r.Key, r.State, r.TTL.Round(time.Millisecond), r.Fence, r.Token, r.PID, r.Host)
+	}
+	return w.Flush()
+}
+
+func cmdStats(ctx context.Context, e *env) error {
+	e.flags(false)
+	if err := e.parse(0, "no arguments"); err != nil {
+		return err
+	}
+	l, closeFn, err := e.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	s, err := lock.NewManager(l).GetStats(ctx)
+	if err != nil {
+		return err
+	}
+	if e.jsonOut {
+		return e.printJSON(s)
+	}
+	fmt.Fprintf(e.stdout, "total_locks     %d\nactive_locks    %d\nexpired_locks   %d\ninstance_locks  %d\n",
+		s.TotalLocks, s.ActiveLocks, s.ExpiredLocks, s.InstanceLocks)
+	return nil
+}
+
+func cmdCleanup(ctx context.Context, e *env) error {
+	e.flags(false)
+	if err := e.parse(0, "no arguments"); err != nil {
+		return err
+	}
+	l, closeFn, err := e.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	n, err := l.Cleanup(ctx)
+	if err != nil {
+		return err
+	}
+	if e.jsonOut {
+		return e.printJSON(map[string]int{"cleaned": n})
+	}
+	fmt.Fprintf(e.stdout, "removed %d expired or released lock records\n", n)
+	return nil
+}

@@ -1,0 +1,236 @@
+package main_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/joblock/joblock/internal/redistest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lockctl-test")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "lockctl")
+	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build lockctl: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// engineEnv returns the environment selecting each engine for a test.
+func engineEnvs(t *testing.T) map[string][]string {
+	srv := redistest.New(t)
+	return map[string][]string{
+		"file":  {"JOBLOCK_ENGINE=file", "JOBLOCK_LOCK_DIR=" + t.TempDir()},
+		"redis": {"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_PREFIX=" + srv.Prefix},
+	}
+}
+
+func lockctl(env []string, args ...string) *exec.Cmd {
+	c := exec.Command(binary, args...)
+	c.Env = append(os.Environ(), env...)
+	return c
+}
+
+// run runs lockctl to the end and returns stdout, stderr and exit code.
+func run(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	c := lockctl(env, args...)
+	var out, errOut strings.Builder
+	c.Stdout, c.Stderr = &out, &errOut
+	err := c.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return out.String(), errOut.String(), code
+}
+
+func TestAcquireReleaseAcrossProcesses(t *testing.T) {
+	for engine, env := range engineEnvs(t) {
+		t.Run(engine, func(t *testing.T) {
+			id, _, code := run(t, env, "acquire", "-ttl", "10s", "nightly-export")
+			require.Equal(t, 0, code)
+			id = strings.TrimSpace(id)
+			require.True(t, strings.HasPrefix(id, "lock_"), id)
+
+			_, stderr, code := run(t, env, "acquire", "nightly-export")
+			assert.Equal(t, 3, code, "held key")
+			assert.Contains(t, stderr, id, "says who holds it")
+
+			out, _, code := run(t, env, "status", "nightly-export")
+			assert.Equal(t, 0, code)
+			assert.Contains(t, out, id)
+
+			_, _, code = run(t, env, "release", "nightly-export", "lock_not_mine")
+			assert.Equal(t, 4, code, "a foreign lock id releases nothing")
+			_, _, code = run(t, env, "release", "nightly-export", id)
+			assert.Equal(t, 0, code, "a later process releases by lock id")
+			_, _, code = run(t, env, "release", "nightly-export", id)
+			assert.Equal(t, 4, code, "second release")
+			out, _, code = run(t, env, "status", "nightly-export")
+			assert.Equal(t, 4, code)
+			assert.Contains(t, out, "free")
+		})
+	}
+}
+
+func TestTwoRunsOnOneKey(t *testing.T) {
+	for engine, env := range engineEnvs(t) {
+		t.Run(engine, func(t *testing.T) {
+			marker := filepath.Join(t.TempDir(), "started")
+			first := lockctl(env, "run", "-ttl", "2s", "report", "--", "sh", "-c", "touch "+marker+"; sleep 2; exit 7")
+			require.NoError(t, first.Start())
+			require.Eventually(t, func() bool { _, err := os.Stat(marker); return err == nil }, 10*time.Second, 10*time.Millisecond)
+
+			_, stderr, code := run(t, env, "run", "report", "--", "echo", "should not run")
+			assert.Equal(t, 3, code, "the second run must report the key held")
+			assert.Contains(t, stderr, "not running echo")
+
+			err := first.Wait()
+			var ee *exec.ExitError
+			require.ErrorAs(t, err, &ee)
+			assert.Equal(t, 7, ee.ExitCode(), "COMMAND's exit code passes through")
+
+			out, _, code := run(t, env, "run", "report", "--", "sh", "-c", `echo "$JOBLOCK_KEY $JOBLOCK_FENCE"`)
+			assert.Equal(t, 0, code, "free again once the first run ended")
+			assert.Contains(t, out, "report ")
+
+			_, _, code = run(t, env, "run", "-on-held", "wait", "-wait", "5s", "report", "--", "true")
+			assert.Equal(t, 0, code)
+		})
+	}
+}
+
+func TestRunOncePerWindow(t *testing.T) {
+	env := engineEnvs(t)["file"]
+	_, _, code := run(t, env, "run", "-ttl", "3s", "-once-per-window", "digest", "--", "true")
+	require.Equal(t, 0, code)
+	_, _, code = run(t, env, "run", "-ttl", "3s", "-once-per-window", "digest", "--", "true")
+	assert.Equal(t, 3, code, "second run inside the window")
+	_, _, code = run(t, env, "run", "-ttl", "3s", "-wait", "6s", "-once-per-window", "digest", "--", "true")
+	assert.Equal(t, 0, code, "next window")
+}
+
+func TestKilledRunFreesAfterTTL(t *testing.T) {
+	for engine, env := range engineEnvs(t) {
+		t.Run(engine, func(t *testing.T) {
+			marker := filepath.Join(t.TempDir(), "started")
+			c := lockctl(env, "run", "-ttl", "1s", "job", "--", "sh", "-c", "touch "+marker+"; exec sleep 30")
+			c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			require.NoError(t, c.Start())
+			t.Cleanup(func() { _ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL) })
+			require.Eventually(t, func() bool { _, err := os.Stat(marker); return err == nil }, 10*time.Second, 10*time.Millisecond)
+			require.NoError(t, c.Process.Signal(syscall.SIGKILL)) // lockctl only; its sleep lives on
+			_ = c.Wait()
+			killed := time.Now()
+
+			_, _, code := run(t, env, "acquire", "job")
+			assert.Equal(t, 3, code, "the lock outlives the killed lockctl until its TTL")
+			_, _, code = run(t, env, "acquire", "-wait", "5s", "job")
+			assert.Equal(t, 0, code, "the lock of a killed run is stuck")
+			assert.Less(t, time.Since(killed), 4*time.Second)
+		})
+	}
+}
+
+func TestServeStdio(t *testing.T) {
+	for engine, env := range engineEnvs(t) {
+		t.Run(engine, func(t *testing.T) {
+			a := newSession(t, env)
+			b := newSession(t, env)
+			got := a.do(t, `{"key":"abc123","action":"acquire","timeout":30}`)
+			assert.Equal(t, true, got["locked"])
+			assert.Equal(t, false, got["already_locked"])
+			id := got["lock_id"].(string)
+
+			got = b.do(t, `{"key":"abc123","action":"acquire"}`)
+			assert.Equal(t, map[string]any{"locked": false, "lock_id": nil, "expires_at": nil, "already_locked": true, "locked_by": id}, got)
+
+			got = b.do(t, `{"key": "abc123", "action": `)
+			assert.Contains(t, got["error"], "bad request")
+			got = b.do(t, `{"key":"abc123","action":"steal"}`)
+			assert.Contains(t, got["error"], "unknown action")
+			got = b.do(t, `{"action":"acquire"}`)
+			assert.Contains(t, got["error"], "key is required")
+
+			got = a.do(t, `{"key":"abc123","action":"release"}`)
+			assert.Equal(t, map[string]any{"locked": false, "lock_id": id, "expires_at": nil, "already_locked": false, "released": true}, got)
+			got = b.do(t, `{"key":"abc123","action":"acquire","timeout":5}`)
+			assert.Equal(t, true, got["locked"], "the stream went on after bad lines")
+			a.close(t)
+			b.close(t)
+		})
+	}
+}
+
+type session struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func newSession(t *testing.T, env []string) *session {
+	c := lockctl(env, "serve-stdio")
+	in, err := c.StdinPipe()
+	require.NoError(t, err)
+	out, err := c.StdoutPipe()
+	require.NoError(t, err)
+	c.Stderr = os.Stderr
+	require.NoError(t, c.Start())
+	return &session{cmd: c, in: in, out: bufio.NewReader(out)}
+}
+
+func (s *session) do(t *testing.T, line string) map[string]any {
+	t.Helper()
+	_, err := io.WriteString(s.in, line+"\n")
+	require.NoError(t, err)
+	reply, err := s.out.ReadString('\n')
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(reply), &m), reply)
+	return m
+}
+
+func (s *session) close(t *testing.T) {
+	require.NoError(t, s.in.Close())
+	require.NoError(t, s.cmd.Wait(), "serve-stdio exits 0 at end of input")
+}
+
+func TestUsageErrors(t *testing.T) {
+	env := engineEnvs(t)["file"]
+	for _, args := range [][]string{{}, {"bogus"}, {"acquire"}, {"release", "k"}, {"run", "k"}, {"acquire", "-ttl", "x", "k"}, {"run", "-on-held", "maybe", "k", "--", "true"}} {
+		_, _, code := run(t, env, args...)
+		assert.Equal(t, 2, code, "%v", args)
+	}
+	out, _, code := run(t, env, "help")
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out, "Exit codes:")
+
+	_, stderr, code := run(t, []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://127.0.0.1:1"}, "acquire", "k")
+	assert.Equal(t, 1, code, "Redis down is an error, not 'held'")
+	assert.Contains(t, stderr, "127.0.0.1:1")
+	_, stderr, code = run(t, []string{"JOBLOCK_LOCK_DIR=/proc/nope/locks"}, "acquire", "k")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "/proc/nope")
+}

@@ -1,0 +1,116 @@
+// Command lockctl uses joblock's lock engines from the shell, crontab and
+// other languages.
+//
+//	lockctl run --ttl 10m nightly-export -- ./export.sh
+//	id=$(lockctl acquire cache:product-1) && ... && lockctl release cache:product-1 "$id"
+//	echo '{"key":"abc","action":"acquire"}' | lockctl serve-stdio
+//
+// Run lockctl help for commands, flags and exit codes.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes, stable for scripts.
+const (
+	exitOK       = 0
+	exitError    = 1 // the engine or the system failed
+	exitUsage    = 2 // bad command line
+	exitHeld     = 3 // the key is held by someone else
+	exitNotHeld  = 4 // the lock is not held (release, status)
+	exitLockLost = 5 // run: the lock was lost while COMMAND ran
+)
+
+const usage = `lockctl: joblock's locks from the shell, cron and other languages.
+
+Usage:
+  lockctl acquire [flags] KEY            take KEY, print its lock id
+  lockctl release [flags] KEY LOCK_ID    release the lock with that id (any process may)
+  lockctl status  [flags] KEY            who holds KEY and for how long
+  lockctl list    [flags]                every lock record
+  lockctl stats   [flags]                total, active, expired and instance locks
+  lockctl cleanup [flags]                remove expired and released records
+  lockctl run     [flags] KEY -- COMMAND [ARG...]
+                                         run COMMAND under KEY, renewing the lock while it
+                                         runs and releasing it when it exits
+  lockctl serve-stdio [flags]            read the LockManager spec's JSON requests, one per
+                                         line, and write its JSON results, one per line
+
+Flags (every command; environment variables give the defaults):
+  -engine file|redis   lock engine [JOBLOCK_ENGINE, default file]
+  -lock-dir DIR        file engine directory [JOBLOCK_LOCK_DIR, default $TMPDIR/joblock]
+  -redis-url URL       Redis engine server [JOBLOCK_REDIS_URL, default redis://127.0.0.1:6379/0]
+  -prefix P            Redis engine key prefix [JOBLOCK_PREFIX, default joblock:]
+  -json                JSON output instead of text
+
+acquire and run:
+  -ttl D               lock TTL (default 30s); run renews it every D/3
+  -wait D              wait up to D for a held key (default 0: do not wait)
+run:
+  -on-held exit|wait   when KEY is held: exit 3 (default), or wait (up to -wait if set)
+  -once-per-window     keep the lock until its TTL after COMMAND succeeds, so KEY runs
+                       at most once per TTL window
+
+Exit codes:
+  0  success (run: COMMAND's own exit code is passed through)
+  1  error: engine or system failure, message on stderr
+  2  usage error
+  3  the key is held by someone else
+  4  the lock is not held: release of a lock id that no longer holds the key,
+     or status of a free key
+  5  run: the lock was lost while COMMAND ran (COMMAND was sent SIGTERM)
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := runMain(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// exitError carries an exit code with its message.
+type exitErr struct {
+	code int
+	err  error
+}
+
+func (e *exitErr) Error() string { return e.err.Error() }
+
+func fail(code int, format string, args ...any) error {
+	return &exitErr{code: code, err: fmt.Errorf(format, args...)}
+}
+
+func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "lockctl: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+	err := cmd(ctx, &env{args: args[1:], stdin: stdin, stdout: stdout, stderr: stderr, name: args[0]})
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitErr
+	if errors.As(err, &ee) {
+		if ee.err.Error() != "" {
+			fmt.Fprintln(stderr, "lockctl:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "lockctl:", err)
+	return exitError
+}

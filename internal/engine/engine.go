@@ -1,0 +1,119 @@
+// Package engine opens the lock engine that the worker and lockctl are
+// configured with, by flags or environment, with the same defaults.
+package engine
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/lock/filelock"
+	"github.com/joblock/joblock/lock/redislock"
+	"github.com/redis/go-redis/v9"
+)
+
+// Engine names.
+const (
+	File  = "file"
+	Redis = "redis"
+)
+
+// Config selects and configures an engine.
+type Config struct {
+	// Engine is File or Redis. Env JOBLOCK_ENGINE, default File.
+	Engine string
+	// Dir is the file engine's lock directory. Env JOBLOCK_LOCK_DIR,
+	// default $TMPDIR/joblock.
+	Dir string
+	// RedisURL is the Redis engine's server (redis://host:port/db). Env
+	// JOBLOCK_REDIS_URL, default redis://127.0.0.1:6379/0.
+	RedisURL string
+	// Prefix is the Redis engine's key prefix. Env JOBLOCK_PREFIX, default
+	// redislock.DefaultPrefix.
+	Prefix string
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// DefaultDir is the file engine's directory when none is configured.
+func DefaultDir() string { return filepath.Join(os.TempDir(), "joblock") }
+
+// DefaultRedisURL is the Redis URL when none is configured.
+const DefaultRedisURL = "redis://127.0.0.1:6379/0"
+
+// Bind registers the engine flags on fs, their defaults taken from the
+// environment.
+func (c *Config) Bind(fs *flag.FlagSet) {
+	fs.StringVar(&c.Engine, "engine", env("JOBLOCK_ENGINE", File), "lock engine: file (one host) or redis (many hosts) [JOBLOCK_ENGINE]")
+	fs.StringVar(&c.Dir, "lock-dir", env("JOBLOCK_LOCK_DIR", DefaultDir()), "file engine: lock directory [JOBLOCK_LOCK_DIR]")
+	fs.StringVar(&c.RedisURL, "redis-url", env("JOBLOCK_REDIS_URL", DefaultRedisURL), "redis engine: server URL [JOBLOCK_REDIS_URL]")
+	fs.StringVar(&c.Prefix, "prefix", env("JOBLOCK_PREFIX", redislock.DefaultPrefix), "redis engine: key prefix [JOBLOCK_PREFIX]")
+}
+
+// Describe says which engine c opens, for logs.
+func (c *Config) Describe() string {
+	if c.Engine == Redis {
+		return fmt.Sprintf("redis engine at %s (prefix %q): coordinates processes on every host using this Redis", c.RedisURL, c.Prefix)
+	}
+	return fmt.Sprintf("file engine in %s: coordinates processes on this host only", c.Dir)
+}
+
+// Open opens the configured engine and checks that it can be used: the
+// directory for the file engine, a PING for Redis. close releases what it
+// holds open (no lock).
+func (c *Config) Open(ctx context.Context) (l lock.Locker, close func() error, err error) {
+	switch c.Engine {
+	case File:
+		fl, err := filelock.New(c.Dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		return fl, fl.Close, nil
+	case Redis:
+		rdb, err := c.RedisClient()
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := Ping(ctx, rdb, c.RedisURL); err != nil {
+			_ = rdb.Close()
+			return nil, nil, err
+		}
+		return redislock.New(rdb, redislock.WithPrefix(c.Prefix)), rdb.Close, nil
+	}
+	return nil, nil, fmt.Errorf("unknown lock engine %q: want %q or %q", c.Engine, File, Redis)
+}
+
+// RedisClient returns a client for RedisURL.
+func (c *Config) RedisClient() (*redis.Client, error) {
+	opt, err := redis.ParseURL(c.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis URL %q: %w", c.RedisURL, err)
+	}
+	return redis.NewClient(opt), nil
+}
+
+// ErrRedisUnreachable says Redis did not answer.
+var ErrRedisUnreachable = errors.New("redis unreachable")
+
+// Ping checks that Redis answers within a few seconds, and otherwise says
+// where it looked and how to start one.
+func Ping(ctx context.Context, rdb redis.UniversalClient, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("%w: no Redis answered at %s (%v); start one with `redis-server` or `docker run -p 6379:6379 redis:7`, or point JOBLOCK_REDIS_URL at yours",
+			ErrRedisUnreachable, url, err)
+	}
+	return nil
+}
+
