@@ -116,4 +116,3 @@ func Ping(ctx context.Context, rdb redis.UniversalClient, url string) error {
 	}
 	return nil
 }
-
