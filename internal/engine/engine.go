@@ -105,12 +105,18 @@ func (c *Config) RedisClient() (*redis.Client, error) {
 // ErrRedisUnreachable says Redis did not answer.
 var ErrRedisUnreachable = errors.New("redis unreachable")
 
-// Ping checks that Redis answers within a few seconds, and otherwise says
-// where it looked and how to start one.
-func Ping(ctx context.Context, rdb redis.UniversalClient, url string) error {
+// Ping checks, once and without retries, that the Redis rdb talks to
+// answers within a few seconds, and otherwise says where it looked and how
+// to start one.
+func Ping(ctx context.Context, rdb *redis.Client, url string) error {
+	opt := *rdb.Options()
+	opt.MaxRetries = -1
+	opt.DialTimeout = 2 * time.Second
+	probe := redis.NewClient(&opt)
+	defer probe.Close()
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
+	if err := probe.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("%w: no Redis answered at %s (%v); start one with `redis-server` or `docker run -p 6379:6379 redis:7`, or point JOBLOCK_REDIS_URL at yours",
 			ErrRedisUnreachable, url, err)
 	}

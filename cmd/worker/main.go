@@ -1,0 +1,342 @@
+// Command worker is an asynq worker whose tasks run under joblock locks:
+// the LockManager spec's use cases (cache regeneration, CDN invalidation,
+// job dedup, API rate-limit slot, export prevention) as task types, and its
+// distributed cron (a daily report, a periodic lock cleanup) on the
+// scheduler.
+//
+//	worker -demo                                   # nothing to install: try it
+//	worker -redis-url redis://127.0.0.1:6379/0     # file engine, one host
+//	worker -engine redis                           # Redis engine, many hosts
+//
+// Run worker -h for every flag; each has an environment variable too.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/internal/engine"
+	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/middleware"
+	"github.com/joblock/joblock/scheduler"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+type config struct {
+	engine      engine.Config
+	queues      string
+	concurrency int
+	ttl         time.Duration
+	httpAddr    string
+	cron        bool
+	demo        bool
+	runFor      time.Duration
+	logLevel    string
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envDur(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envStr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c.engine.Bind(fs)
+	fs.StringVar(&c.queues, "queues", envStr("JOBLOCK_QUEUES", "default=1"), "asynq queues and priorities, name=weight,... [JOBLOCK_QUEUES]")
+	fs.IntVar(&c.concurrency, "concurrency", envInt("JOBLOCK_CONCURRENCY", 10), "tasks run at once [JOBLOCK_CONCURRENCY]")
+	fs.DurationVar(&c.ttl, "ttl", envDur("JOBLOCK_TTL", 30*time.Second), "default lock TTL, renewed every TTL/3 while a task runs [JOBLOCK_TTL]")
+	fs.StringVar(&c.httpAddr, "http", envStr("JOBLOCK_HTTP", "127.0.0.1:8080"), "address of /healthz, /metrics and /locks; empty disables [JOBLOCK_HTTP]")
+	fs.BoolVar(&c.cron, "cron", os.Getenv("JOBLOCK_CRON") != "false", "run the cron jobs (once per tick across all workers) [JOBLOCK_CRON]")
+	fs.BoolVar(&c.demo, "demo", false, "in-process Redis, file engine, a producer of duplicate bursts and a live summary")
+	fs.DurationVar(&c.runFor, "run-for", 0, "stop after this long (0: until SIGTERM or SIGINT)")
+	fs.StringVar(&c.logLevel, "log-level", envStr("JOBLOCK_LOG_LEVEL", "info"), "debug, info, warn or error [JOBLOCK_LOG_LEVEL]")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if c.demo && !flagSet(fs, "log-level") && os.Getenv("JOBLOCK_LOG_LEVEL") == "" {
+		c.logLevel = "warn" // the summary is the demo's output
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if c.concurrency < 1 {
+		return c, fmt.Errorf("-concurrency must be at least 1, not %d", c.concurrency)
+	}
+	if err := lock.ValidateTTL(c.ttl); err != nil {
+		return c, fmt.Errorf("-ttl: %w", err)
+	}
+	return c, nil
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func parseQueues(s string) (map[string]int, error) {
+	q := map[string]int{}
+	for _, part := range strings.Split(s, ",") {
+		name, weight, ok := strings.Cut(strings.TrimSpace(part), "=")
+		w, err := strconv.Atoi(weight)
+		if !ok || name == "" || err != nil || w < 1 {
+			return nil, fmt.Errorf("queue %q: want name=weight with weight >= 1", part)
+		}
+		q[name] = w
+	}
+	return q, nil
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: %w", level, err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	log, err := newLogger(cfg.logLevel, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	if err := serve(ctx, cfg, log, stdout); err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs the worker until ctx ends (or -run-for passes), then shuts
+// down: asynq first (running tasks finish or are cancelled, releasing their
+// locks), then the cron, then whatever the manager still holds.
+func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
+	if cfg.runFor > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.runFor)
+		defer cancel()
+	}
+	if cfg.demo {
+		mr, err := miniredis.Run()
+		if err != nil {
+			return fmt.Errorf("demo: start in-process Redis: %w", err)
+		}
+		defer mr.Close()
+		cfg.engine.RedisURL = "redis://" + mr.Addr()
+		cfg.engine.Engine = engine.File
+		stopClock := miniredisClock(mr)
+		defer stopClock()
+		log.Info("demo: in-process Redis (miniredis) for asynq, file engine for locks", "redis", mr.Addr())
+	}
+	queues, err := parseQueues(cfg.queues)
+	if err != nil {
+		return err
+	}
+
+	rdb, err := cfg.engine.RedisClient()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := engine.Ping(ctx, rdb, cfg.engine.RedisURL); err != nil {
+		return fmt.Errorf("asynq needs Redis: %w", err)
+	}
+	locker, closeLocker, err := cfg.engine.Open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeLocker()
+	log.Info("lock engine", "engine", cfg.engine.Engine, "detail", cfg.engine.Describe())
+	manager := lock.NewManager(locker, lock.WithDefaultTTL(cfg.ttl))
+
+	met := newMetrics(manager)
+	tally := newTally(met)
+	cases := useCases(cfg.ttl)
+	mw, err := newMiddleware(locker, cases, log, met, tally)
+	if err != nil {
+		return err
+	}
+	mux := asynq.NewServeMux()
+	mux.Use(mw)
+	for _, u := range cases {
+		mux.Handle(u.Type, u.handler(log, tally, rdb))
+	}
+	redisOpt := asynq.RedisClientOpt{Addr: rdb.Options().Addr, Password: rdb.Options().Password, DB: rdb.Options().DB, Username: rdb.Options().Username}
+	srv := asynq.NewServer(redisOpt, asynq.Config{
+		Concurrency:     cfg.concurrency,
+		Queues:          queues,
+		IsFailure:       middleware.IsFailure(nil),
+		RetryDelayFunc:  middleware.RetryDelayFunc(nil),
+		ShutdownTimeout: 10 * time.Second,
+		Logger:          asynqLogger{log},
+		LogLevel:        asynqLevel(cfg.demo),
+	})
+	if err := srv.Start(mux); err != nil {
+		return fmt.Errorf("start asynq server: %w", err)
+	}
+	log.Info("worker started", "queues", queues, "concurrency", cfg.concurrency)
+
+	var sched *scheduler.Scheduler
+	if cfg.cron {
+		if sched, err = startCron(locker, manager, log, tally, cfg.demo); err != nil {
+			srv.Shutdown()
+			return err
+		}
+	}
+	var httpSrv *http.Server
+	if cfg.httpAddr != "" {
+		ln, err := net.Listen("tcp", cfg.httpAddr)
+		if err != nil {
+			srv.Shutdown()
+			return fmt.Errorf("http: %w", err)
+		}
+		httpSrv = &http.Server{Handler: httpHandler(manager, met), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = httpSrv.Serve(ln) }()
+		log.Info("http listening", "addr", ln.Addr().String(), "paths", "/healthz /metrics /locks")
+	}
+	var demoDone chan struct{}
+	if cfg.demo {
+		demoDone = make(chan struct{})
+		go func() {
+			defer close(demoDone)
+			runDemo(ctx, redisOpt, cases, tally, stdout, log)
+		}()
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	if demoDone != nil {
+		<-demoDone
+	}
+	srv.Shutdown() // waits for running tasks; their locks are released as they return
+	if sched != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := sched.Stop(sctx); err != nil {
+			log.Warn("cron jobs still running at shutdown", "err", err)
+		}
+		cancel()
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if n, err := manager.ReleaseAll(rctx); err != nil || n > 0 {
+		log.Info("released remaining locks", "count", n, "err", err)
+	}
+	if httpSrv != nil {
+		_ = httpSrv.Shutdown(rctx)
+	}
+	log.Info("worker stopped")
+	return nil
+}
+
+func newMiddleware(locker lock.Locker, cases []useCase, log *slog.Logger, met *metrics, t *tally) (asynq.MiddlewareFunc, error) {
+	opts := []middleware.Option{
+		middleware.WithLogger(log),
+		middleware.WithObserver(func(e middleware.Event) { met.observe(e); t.observe(e) }),
+	}
+	for _, u := range cases {
+		opts = append(opts, middleware.WithRule(u.Type, u.Rule))
+	}
+	return middleware.New(locker, opts...)
+}
+
+// startCron runs the spec's distributed cron: a daily report on one worker,
+// and a cleanup of expired lock records every 5 minutes on one worker.
+func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, demo bool) (*scheduler.Scheduler, error) {
+	if demo {
+		log = slog.New(skipCounter{Handler: log.Handler(), t: t})
+	}
+	s := scheduler.New(locker, scheduler.WithLogger(log))
+	jobs := []scheduler.Job{
+		{Name: "daily-report", Spec: "@daily", Run: func(ctx context.Context) error {
+			st, err := m.GetStats(ctx)
+			if err != nil {
+				return err
+			}
+			log.InfoContext(ctx, "daily report", "active_locks", st.ActiveLocks, "expired_locks", st.ExpiredLocks)
+			return nil
+		}},
+		{Name: "lock-cleanup", Spec: "@every 5m", Run: func(ctx context.Context) error {
+			n, err := m.CleanupExpiredLocks(ctx)
+			log.InfoContext(ctx, "cleaned up expired locks", "count", n)
+			return err
+		}},
+	}
+	if demo {
+		jobs = append(jobs, demoCronJobs(t)...)
+	}
+	for _, j := range jobs {
+		if _, err := s.Add(j); err != nil {
+			return nil, err
+		}
+	}
+	s.Start()
+	return s, nil
+}
+
+// asynqLevel keeps asynq's warnings (such as the archiving of duplicates
+// under the Fail policy) out of the demo's summary.
+func asynqLevel(demo bool) asynq.LogLevel {
+	if demo {
+		return asynq.ErrorLevel
+	}
+	return asynq.WarnLevel
+}
+
+// asynqLogger sends asynq's logs to slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug("asynq: " + fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info("asynq: " + fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn("asynq: " + fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error("asynq: " + fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) {
+	a.l.Error("asynq: " + fmt.Sprint(args...))
+	os.Exit(1) // asynq expects Fatal not to return
+}
