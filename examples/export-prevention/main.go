@@ -1,0 +1,45 @@
+// Command export-prevention: a user clicks "export" twice; the second
+// request is refused while the first export runs.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/lock/filelock"
+)
+
+func main() {
+	dir, _ := os.MkdirTemp("", "joblock-export")
+	defer os.RemoveAll(dir)
+	locker, err := filelock.New(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer locker.Close()
+	m := lock.NewManager(locker)
+
+	export := func(userID int) error {
+		key := fmt.Sprintf("export-user-%d", userID)
+		err := m.Do(context.Background(), key, 600*time.Second, func(ctx context.Context) error {
+			time.Sleep(300 * time.Millisecond) // fetchAllUserData(); generateExport(); emailDownloadLink()
+			return nil
+		})
+		if errors.Is(err, lock.ErrNotObtained) {
+			return errors.New("export already running")
+		}
+		return err
+	}
+
+	first := make(chan error)
+	go func() { first <- export(42) }()
+	time.Sleep(50 * time.Millisecond)
+	fmt.Println("second export:", export(42))
+	fmt.Println("first export:", <-first)
+	fmt.Println("export after it finished:", export(42))
+}
