@@ -48,7 +48,7 @@ type config struct {
 	concurrency int
 	ttl         time.Duration
 	httpAddr    string
-	cron        bool
+	role        string
 	demo        bool
 	runFor      time.Duration
 	logLevel    string
@@ -84,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", envInt("JOBLOCK_CONCURRENCY", 10), "tasks run at once [JOBLOCK_CONCURRENCY]")
 	fs.DurationVar(&c.ttl, "ttl", envDur("JOBLOCK_TTL", 30*time.Second), "default lock TTL, renewed every TTL/3 while a task runs [JOBLOCK_TTL]")
 	fs.StringVar(&c.httpAddr, "http", envStr("JOBLOCK_HTTP", "127.0.0.1:8080"), "address of /healthz, /metrics and /locks; empty disables [JOBLOCK_HTTP]")
-	fs.BoolVar(&c.cron, "cron", os.Getenv("JOBLOCK_CRON") != "false", "run the cron jobs (once per tick across all workers) [JOBLOCK_CRON]")
+	fs.StringVar(&c.role, "role", envStr("JOBLOCK_ROLE", "all"), "worker (asynq tasks), scheduler (cron jobs, each tick once across every scheduler) or all [JOBLOCK_ROLE]")
 	fs.BoolVar(&c.demo, "demo", false, "in-process Redis, file engine, a producer of duplicate bursts and a live summary")
 	fs.DurationVar(&c.runFor, "run-for", 0, "stop after this long (0: until SIGTERM or SIGINT)")
 	fs.StringVar(&c.logLevel, "log-level", envStr("JOBLOCK_LOG_LEVEL", "info"), "debug, info, warn or error [JOBLOCK_LOG_LEVEL]")
@@ -102,6 +102,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if err := lock.ValidateTTL(c.ttl); err != nil {
 		return c, fmt.Errorf("-ttl: %w", err)
+	}
+	switch c.role {
+	case "all", "worker", "scheduler":
+	default:
+		return c, fmt.Errorf("-role must be worker, scheduler or all, not %q", c.role)
 	}
 	return c, nil
 }
@@ -218,23 +223,32 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		Logger:          asynqLogger{log},
 		LogLevel:        asynqLevel(cfg.demo),
 	})
-	if err := srv.Start(mux); err != nil {
-		return fmt.Errorf("start asynq server: %w", err)
+	stopServer := func() {
+		if cfg.role != "scheduler" {
+			srv.Shutdown() // waits for running tasks; their locks are released as they return
+		}
 	}
-	log.Info("worker started", "queues", queues, "concurrency", cfg.concurrency)
-
+	if cfg.role != "scheduler" {
+		if err := srv.Start(mux); err != nil {
+			return fmt.Errorf("start asynq server: %w", err)
+		}
+		log.Info("worker started", "queues", queues, "concurrency", cfg.concurrency)
+	}
 	var sched *scheduler.Scheduler
-	if cfg.cron {
-		if sched, err = startCron(locker, manager, log, tally, cfg.demo); err != nil {
-			srv.Shutdown()
+	if cfg.role != "worker" {
+		enq := asynq.NewClient(redisOpt)
+		defer enq.Close()
+		if sched, err = startCron(locker, manager, log, tally, enq, cfg.demo); err != nil {
+			stopServer()
 			return err
 		}
+		log.Info("scheduler started: each tick runs once across every scheduler sharing the lock engine")
 	}
 	var httpSrv *http.Server
 	if cfg.httpAddr != "" {
 		ln, err := net.Listen("tcp", cfg.httpAddr)
 		if err != nil {
-			srv.Shutdown()
+			stopServer()
 			return fmt.Errorf("http: %w", err)
 		}
 		httpSrv = &http.Server{Handler: httpHandler(manager, met), ReadHeaderTimeout: 5 * time.Second}
@@ -255,7 +269,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	if demoDone != nil {
 		<-demoDone
 	}
-	srv.Shutdown() // waits for running tasks; their locks are released as they return
+	stopServer()
 	if sched != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := sched.Stop(sctx); err != nil {
@@ -286,9 +300,10 @@ func newMiddleware(locker lock.Locker, cases []useCase, log *slog.Logger, met *m
 	return middleware.New(locker, opts...)
 }
 
-// startCron runs the spec's distributed cron: a daily report on one worker,
-// and a cleanup of expired lock records every 5 minutes on one worker.
-func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, demo bool) (*scheduler.Scheduler, error) {
+// startCron runs the spec's distributed cron: a daily report, a cleanup of
+// expired lock records every 5 minutes, and a periodic cache warm-up task
+// enqueued for the workers; each tick on one scheduler only.
+func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, enq *asynq.Client, demo bool) (*scheduler.Scheduler, error) {
 	if demo {
 		log = slog.New(skipCounter{Handler: log.Handler(), t: t})
 	}
@@ -307,6 +322,8 @@ func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, 
 			log.InfoContext(ctx, "cleaned up expired locks", "count", n)
 			return err
 		}},
+		{Name: "cache-warmup", Spec: "@every 1m", Run: scheduler.EnqueueJob(enq,
+			asynq.NewTask(TypeCacheRegenerate, []byte(`{"key":"homepage"}`)))},
 	}
 	if demo {
 		jobs = append(jobs, demoCronJobs(t)...)

@@ -129,7 +129,7 @@ func TestTwoWorkersEndToEnd(t *testing.T) {
 	if srv.Kind == redistest.KindMiniredis {
 		t.Skip("needs a real Redis")
 	}
-	env := []string{"JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_ENGINE=redis", "JOBLOCK_PREFIX=" + srv.Prefix, "JOBLOCK_CRON=false"}
+	env := []string{"JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_ENGINE=redis", "JOBLOCK_PREFIX=" + srv.Prefix, "JOBLOCK_ROLE=worker"}
 	a := startWorker(t, env)
 	b := startWorker(t, env)
 	assert.Contains(t, a.logs.String(), "coordinates processes on every host")
@@ -205,7 +205,7 @@ func TestNoRedisExitsAtOnce(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-concurrency", "0"}, {"-ttl", "0s"}, {"-queues", "x"}, {"extra"}, {"-log-level", "loud"}} {
+	for _, args := range [][]string{{"-concurrency", "0"}, {"-ttl", "0s"}, {"-queues", "x"}, {"extra"}, {"-log-level", "loud"}, {"-role", "boss"}} {
 		out, err := exec.Command(binary, append(args, "-redis-url", "redis://127.0.0.1:1")...).CombinedOutput()
 		var ee *exec.ExitError
 		require.ErrorAs(t, err, &ee, "%v: %s", args, out)
