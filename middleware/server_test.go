@@ -61,6 +61,14 @@ func redisEngine(t *testing.T) func(*redistest.Server) lock.Locker {
 	}
 }
 
+func fileEngine(t *testing.T) func(*redistest.Server) lock.Locker {
+	return func(*redistest.Server) lock.Locker { return newFileLocker(t) }
+}
+
+func engines(t *testing.T) map[string]func(*redistest.Server) lock.Locker {
+	return map[string]func(*redistest.Server) lock.Locker{"file": fileEngine(t), "redis": redisEngine(t)}
+}
+
 func (p *inProcess) enqueue(t *testing.T, payload string) {
 	_, err := p.client.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(p.queue))
 	require.NoError(t, err)
@@ -78,6 +86,12 @@ func heldKeys(t *testing.T, l lock.Locker) []string {
 }
 
 func TestAsynqLostLockCancelsHandler(t *testing.T) {
+	for name, engine := range engines(t) {
+		t.Run(name, func(t *testing.T) { testAsynqLostLock(t, engine) })
+	}
+}
+
+func testAsynqLostLock(t *testing.T, engine func(*redistest.Server) lock.Locker) {
 	const ttl = 600 * time.Millisecond
 	type result struct {
 		after time.Duration
@@ -85,7 +99,7 @@ func TestAsynqLostLockCancelsHandler(t *testing.T) {
 	}
 	results := make(chan result, 1)
 	lockers := make(chan lock.Locker, 1)
-	p, l := startInProcess(t, redisEngine(t), middleware.Rule{Template: "job-{{.id}}", TTL: ttl},
+	p, l := startInProcess(t, engine, middleware.Rule{Template: "job-{{.id}}", TTL: ttl},
 		func(ctx context.Context, _ *asynq.Task) error {
 			lease, _ := lock.LeaseFromContext(ctx)
 			locker := <-lockers
@@ -111,8 +125,14 @@ func TestAsynqLostLockCancelsHandler(t *testing.T) {
 }
 
 func TestAsynqShutdownReleasesEveryLock(t *testing.T) {
+	for name, engine := range engines(t) {
+		t.Run(name, func(t *testing.T) { testAsynqShutdown(t, engine) })
+	}
+}
+
+func testAsynqShutdown(t *testing.T, engine func(*redistest.Server) lock.Locker) {
 	started := make(chan struct{}, 10)
-	p, l := startInProcess(t, redisEngine(t), middleware.Rule{Template: "job-{{.id}}", TTL: time.Minute},
+	p, l := startInProcess(t, engine, middleware.Rule{Template: "job-{{.id}}", TTL: time.Minute},
 		func(ctx context.Context, _ *asynq.Task) error {
 			started <- struct{}{}
 			<-ctx.Done() // runs until the server shuts down

@@ -129,3 +129,22 @@ func TestPanickingJobReleasesItsLock(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, locked)
 }
+
+func TestLostLockCancelsJob(t *testing.T) {
+	l := newFileLocker(t, t.TempDir())
+	causes := make(chan error, 1)
+	job := scheduler.NoOverlap(l, "sync", scheduler.WithTTL(300*time.Millisecond))(scheduler.Func(func(ctx context.Context) error {
+		lease, _ := lock.LeaseFromContext(ctx)
+		// An operator frees the lock while the job runs.
+		require.NoError(t, l.Release(context.Background(), lease))
+		select {
+		case <-ctx.Done():
+			causes <- context.Cause(ctx)
+		case <-time.After(5 * time.Second):
+			causes <- nil
+		}
+		return nil
+	}))
+	job.Run()
+	require.ErrorIs(t, <-causes, lock.ErrLost, "the job's ctx must be cancelled when its lock is lost")
+}

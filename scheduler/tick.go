@@ -32,7 +32,7 @@ type skewed struct {
 }
 
 func (s skewed) Next(t time.Time) time.Time {
-	offset := s.clock().Sub(time.Now())
+	offset := time.Until(s.clock())
 	return s.inner.Next(t.Add(offset)).Add(-offset)
 }
 

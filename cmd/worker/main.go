@@ -1,8 +1,8 @@
 // Command worker is an asynq worker whose tasks run under joblock locks:
 // the LockManager spec's use cases (cache regeneration, CDN invalidation,
 // job dedup, API rate-limit slot, export prevention) as task types, and its
-// distributed cron (a daily report, a periodic lock cleanup) on the
-// scheduler.
+// distributed cron (a daily cleanup, a periodic lock cleanup, a cache
+// warm-up) on the scheduler.
 //
 //	worker -demo                                   # nothing to install: try it
 //	worker -redis-url redis://127.0.0.1:6379/0     # file engine, one host
@@ -238,7 +238,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	if cfg.role != "worker" {
 		enq := asynq.NewClient(redisOpt)
 		defer enq.Close()
-		if sched, err = startCron(locker, manager, log, tally, enq, cfg.demo); err != nil {
+		if sched, err = startCron(locker, manager, log, tally, enq, redisOpt, queues, cfg.demo); err != nil {
 			stopServer()
 			return err
 		}
@@ -300,21 +300,27 @@ func newMiddleware(locker lock.Locker, cases []useCase, log *slog.Logger, met *m
 	return middleware.New(locker, opts...)
 }
 
-// startCron runs the spec's distributed cron: a daily report, a cleanup of
+// startCron runs the spec's distributed cron: a daily cleanup (archived
+// duplicates, and a report), a cleanup of
 // expired lock records every 5 minutes, and a periodic cache warm-up task
 // enqueued for the workers; each tick on one scheduler only.
-func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, enq *asynq.Client, demo bool) (*scheduler.Scheduler, error) {
+func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, enq *asynq.Client, redisOpt asynq.RedisClientOpt, queues map[string]int, demo bool) (*scheduler.Scheduler, error) {
 	if demo {
 		log = slog.New(skipCounter{Handler: log.Handler(), t: t})
 	}
 	s := scheduler.New(locker, scheduler.WithLogger(log))
 	jobs := []scheduler.Job{
-		{Name: "daily-report", Spec: "@daily", Run: func(ctx context.Context) error {
+		{Name: "daily-cleanup", Spec: "@daily", Run: func(ctx context.Context) error {
+			n, err := deleteArchivedDuplicates(redisOpt, queues)
+			if err != nil {
+				return err
+			}
 			st, err := m.GetStats(ctx)
 			if err != nil {
 				return err
 			}
-			log.InfoContext(ctx, "daily report", "active_locks", st.ActiveLocks, "expired_locks", st.ExpiredLocks)
+			log.InfoContext(ctx, "daily cleanup", "archived_duplicates_deleted", n,
+				"active_locks", st.ActiveLocks, "expired_locks", st.ExpiredLocks)
 			return nil
 		}},
 		{Name: "lock-cleanup", Spec: "@every 5m", Run: func(ctx context.Context) error {
@@ -335,6 +341,28 @@ func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, 
 	}
 	s.Start()
 	return s, nil
+}
+
+// deleteArchivedDuplicates removes the duplicates that the Fail policy
+// archived (exports refused while another ran), keeping real failures.
+func deleteArchivedDuplicates(opt asynq.RedisClientOpt, queues map[string]int) (int, error) {
+	in := asynq.NewInspector(opt)
+	defer in.Close()
+	n := 0
+	for q := range queues {
+		tasks, err := in.ListArchivedTasks(q, asynq.PageSize(1000))
+		if err != nil {
+			return n, err
+		}
+		for _, ti := range tasks {
+			if strings.Contains(ti.LastErr, "is a duplicate") {
+				if err := in.DeleteTask(q, ti.ID); err == nil {
+					n++
+				}
+			}
+		}
+	}
+	return n, nil
 }
 
 // asynqLevel keeps asynq's warnings (such as the archiving of duplicates
