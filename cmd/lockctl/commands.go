@@ -68,6 +68,17 @@ func (e *env) parse(nargs int, names string) error {
 	return nil
 }
 
+// start parses a command's flags and its nargs positional arguments
+// (described by names for the usage error) and opens the engine. The
+// returned function closes the engine.
+func (e *env) start(ctx context.Context, withTTL bool, nargs int, names string) (lock.Locker, func(), error) {
+	e.flags(withTTL)
+	if err := e.parse(nargs, names); err != nil {
+		return nil, nil, err
+	}
+	return e.open(ctx)
+}
+
 func (e *env) open(ctx context.Context) (lock.Locker, func(), error) {
 	l, closeFn, err := e.engine.Open(ctx)
 	if err != nil {
@@ -91,11 +102,7 @@ func heldOrFail(err error) error {
 }
 
 func cmdAcquire(ctx context.Context, e *env) error {
-	e.flags(true)
-	if err := e.parse(1, "KEY"); err != nil {
-		return err
-	}
-	l, closeFn, err := e.open(ctx)
+	l, closeFn, err := e.start(ctx, true, 1, "KEY")
 	if err != nil {
 		return err
 	}
@@ -126,11 +133,7 @@ func codeOf(err error) int {
 }
 
 func cmdRelease(ctx context.Context, e *env) error {
-	e.flags(false)
-	if err := e.parse(2, "KEY LOCK_ID"); err != nil {
-		return err
-	}
-	l, closeFn, err := e.open(ctx)
+	l, closeFn, err := e.start(ctx, false, 2, "KEY LOCK_ID")
 	if err != nil {
 		return err
 	}
@@ -149,11 +152,7 @@ func cmdRelease(ctx context.Context, e *env) error {
 }
 
 func cmdStatus(ctx context.Context, e *env) error {
-	e.flags(false)
-	if err := e.parse(1, "KEY"); err != nil {
-		return err
-	}
-	l, closeFn, err := e.open(ctx)
+	l, closeFn, err := e.start(ctx, false, 1, "KEY")
 	if err != nil {
 		return err
 	}
@@ -189,11 +188,7 @@ func cmdStatus(ctx context.Context, e *env) error {
 }
 
 func cmdList(ctx context.Context, e *env) error {
-	e.flags(false)
-	if err := e.parse(0, "no arguments"); err != nil {
-		return err
-	}
-	l, closeFn, err := e.open(ctx)
+	l, closeFn, err := e.start(ctx, false, 0, "no arguments")
 	if err != nil {
 		return err
 	}
@@ -217,11 +212,7 @@ func cmdList(ctx context.Context, e *env) error {
 }
 
 func cmdStats(ctx context.Context, e *env) error {
-	e.flags(false)
-	if err := e.parse(0, "no arguments"); err != nil {
-		return err
-	}
-	l, closeFn, err := e.open(ctx)
+	l, closeFn, err := e.start(ctx, false, 0, "no arguments")
 	if err != nil {
 		return err
 	}
@@ -239,11 +230,7 @@ func cmdStats(ctx context.Context, e *env) error {
 }
 
 func cmdCleanup(ctx context.Context, e *env) error {
-	e.flags(false)
-	if err := e.parse(0, "no arguments"); err != nil {
-		return err
-	}
-	l, closeFn, err := e.open(ctx)
+	l, closeFn, err := e.start(ctx, false, 0, "no arguments")
 	if err != nil {
 		return err
 	}

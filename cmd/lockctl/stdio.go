@@ -19,11 +19,7 @@ const maxLine = 1 << 20
 // after the stream ends, until released (by lock_id, from any process) or
 // expired, as a LockManager's do when its PHP process exits.
 func cmdServeStdio(ctx context.Context, e *env) error {
-	e.flags(false)
-	if err := e.parse(0, "no arguments"); err != nil {
-		return err
-	}
-	l, closeFn, err := e.open(ctx)
+	l, closeFn, err := e.start(ctx, false, 0, "no arguments")
 	if err != nil {
 		return err
 	}
