@@ -5,7 +5,8 @@ import "context"
 type leaseKey struct{}
 
 // ContextWithLease returns a copy of ctx carrying lease, for code that runs
-// under a lock taken on its behalf (the asynq middleware, the scheduler).
+// under a lock taken on its behalf (Manager.Do, the asynq middleware, the
+// scheduler).
 func ContextWithLease(ctx context.Context, lease Lease) context.Context {
 	return context.WithValue(ctx, leaseKey{}, lease)
 }

@@ -240,7 +240,8 @@ func (m *Manager) ReleaseAll(ctx context.Context) (int, error) {
 }
 
 // Do obtains key once (it does not wait), runs fn while renewing the lease
-// in the background, and releases the lock when fn returns. fn's context is
+// in the background, and releases the lock when fn returns. fn's context
+// carries the lease (LeaseFromContext). fn's context is
 // cancelled with a cause matching ErrLost if a renewal fails; Do then
 // returns fn's error joined with that cause. Do returns a *HeldError without
 // calling fn when the key is held. The release runs even when ctx has ended,
@@ -252,7 +253,7 @@ func (m *Manager) Do(ctx context.Context, key string, ttl time.Duration, fn func
 		return err
 	}
 	workCtx, stop := KeepAlive(ctx, m.locker, l, ttl)
-	ferr := fn(workCtx)
+	ferr := fn(ContextWithLease(workCtx, l))
 	lost := context.Cause(workCtx)
 	l = stop()
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
