@@ -11,6 +11,7 @@ import (
 	"github.com/joblock/joblock/lock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 func TestValidateKey(t *testing.T) {
@@ -82,3 +83,5 @@ func TestKeepAliveStopsWithItsParent(t *testing.T) {
 	assert.Equal(t, lease, stop(), "stop returns the last lease and does not hang")
 	assert.NotErrorIs(t, context.Cause(ctx), lock.ErrLost)
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
