@@ -49,6 +49,7 @@ type config struct {
 	ttl         time.Duration
 	httpAddr    string
 	role        string
+	lockDirSet  bool
 	demo        bool
 	runFor      time.Duration
 	logLevel    string
@@ -91,6 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	c.lockDirSet = flagSet(fs, "lock-dir") || os.Getenv("JOBLOCK_LOCK_DIR") != ""
 	if c.demo && !flagSet(fs, "log-level") && os.Getenv("JOBLOCK_LOG_LEVEL") == "" {
 		c.logLevel = "warn" // the summary is the demo's output
 	}
@@ -176,6 +178,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		defer mr.Close()
 		cfg.engine.RedisURL = "redis://" + mr.Addr()
 		cfg.engine.Engine = engine.File
+		if !cfg.lockDirSet {
+			// Its own directory, so the demo never meets a real worker's locks.
+			dir, err := os.MkdirTemp("", "joblock-demo-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			cfg.engine.Dir = dir
+		}
 		stopClock := miniredisClock(mr)
 		defer stopClock()
 		log.Info("demo: in-process Redis (miniredis) for asynq, file engine for locks", "redis", mr.Addr())
@@ -247,13 +258,18 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	var httpSrv *http.Server
 	if cfg.httpAddr != "" {
 		ln, err := net.Listen("tcp", cfg.httpAddr)
-		if err != nil {
+		switch {
+		case err != nil && cfg.demo:
+			// The demo must run anywhere; its summary does not need HTTP.
+			log.Warn("demo: http disabled", "err", err)
+		case err != nil:
 			stopServer()
 			return fmt.Errorf("http: %w", err)
+		default:
+			httpSrv = &http.Server{Handler: httpHandler(manager, met), ReadHeaderTimeout: 5 * time.Second}
+			go func() { _ = httpSrv.Serve(ln) }()
+			log.Info("http listening", "addr", ln.Addr().String(), "paths", "/healthz /metrics /locks")
 		}
-		httpSrv = &http.Server{Handler: httpHandler(manager, met), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = httpSrv.Serve(ln) }()
-		log.Info("http listening", "addr", ln.Addr().String(), "paths", "/healthz /metrics /locks")
 	}
 	var demoDone chan struct{}
 	if cfg.demo {
