@@ -69,11 +69,13 @@ func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 		return 0, fmt.Errorf("scheduler: job %q: spec %q: %w", j.Name, j.Spec, err)
 	}
 	sched = Aligned(sched)
+	fires := sched // when cron fires: on this host's clock
 	if s.cfg.clock != nil {
-		sched = skewed{inner: sched, clock: s.cfg.clock}
+		fires = skewed{inner: sched, clock: s.cfg.clock}
 	}
 	cfg := s.cfg
 	cfg.ttl = j.TTL
+	// The tick is read off the schedule itself with this host's clock.
 	g := &guard{locker: s.locker, name: j.Name, mode: j.Mode, sched: sched, cfg: cfg}
 	switch j.Mode {
 	case ModeOncePerTick, ModeNoOverlap:
@@ -88,7 +90,7 @@ func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 	if err := lock.ValidateTTL(g.ttl()); err != nil {
 		return 0, fmt.Errorf("scheduler: job %q: %w", j.Name, err)
 	}
-	return s.cron.Schedule(sched, g.wrap(Func(j.Run))), nil
+	return s.cron.Schedule(fires, g.wrap(Func(j.Run))), nil
 }
 
 // Start runs the scheduler in its own goroutine; it does not block.
