@@ -157,8 +157,8 @@ func TestKilledRunFreesAfterTTL(t *testing.T) {
 func TestServeStdio(t *testing.T) {
 	for engine, env := range engineEnvs(t) {
 		t.Run(engine, func(t *testing.T) {
-			a := newSession(t, env)
-			b := newSession(t, env)
+			a := newStream(t, env)
+			b := newStream(t, env)
 			got := a.do(t, `{"key":"abc123","action":"acquire","timeout":30}`)
 			assert.Equal(t, true, got["locked"])
 			assert.Equal(t, false, got["already_locked"])
@@ -184,13 +184,13 @@ func TestServeStdio(t *testing.T) {
 	}
 }
 
-type session struct {
+type stream struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Reader
 }
 
-func newSession(t *testing.T, env []string) *session {
+func newStream(t *testing.T, env []string) *stream {
 	c := lockctl(env, "serve-stdio")
 	in, err := c.StdinPipe()
 	require.NoError(t, err)
@@ -198,10 +198,10 @@ func newSession(t *testing.T, env []string) *session {
 	require.NoError(t, err)
 	c.Stderr = os.Stderr
 	require.NoError(t, c.Start())
-	return &session{cmd: c, in: in, out: bufio.NewReader(out)}
+	return &stream{cmd: c, in: in, out: bufio.NewReader(out)}
 }
 
-func (s *session) do(t *testing.T, line string) map[string]any {
+func (s *stream) do(t *testing.T, line string) map[string]any {
 	t.Helper()
 	_, err := io.WriteString(s.in, line+"\n")
 	require.NoError(t, err)
@@ -212,7 +212,7 @@ func (s *session) do(t *testing.T, line string) map[string]any {
 	return m
 }
 
-func (s *session) close(t *testing.T) {
+func (s *stream) close(t *testing.T) {
 	require.NoError(t, s.in.Close())
 	require.NoError(t, s.cmd.Wait(), "serve-stdio exits 0 at end of input")
 }
