@@ -16,13 +16,12 @@ import (
 	"crypto/rand"
 
 	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
 	"github.com/joblock/joblock/lock"
-	"github.com/joblock/joblock/lock/filelock"
 	"github.com/joblock/joblock/lock/locktest"
 	"github.com/joblock/joblock/lock/redislock"
 	"github.com/joblock/joblock/middleware"
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -33,7 +32,6 @@ const (
 	envChild  = "JOBLOCK_MW_CHILD"
 	envRedis  = "JOBLOCK_MW_REDIS"
 	envQueue  = "JOBLOCK_MW_QUEUE"
-	envEngine = "JOBLOCK_MW_ENGINE" // "file:<dir>" or "redis:<prefix>"
 	envPolicy = "JOBLOCK_MW_POLICY"
 	envLog    = "JOBLOCK_MW_LOG"
 	envHold   = "JOBLOCK_MW_HOLD"
@@ -51,23 +49,16 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func openEngine(spec string, rdb *redis.Client) (lock.Locker, error) {
-	kind, arg, _ := strings.Cut(spec, ":")
-	if kind == "file" {
-		return filelock.New(arg)
-	}
-	return redislock.New(rdb, redislock.WithPrefix(arg)), nil
-}
-
 // workerMain is a real asynq worker process: concurrency 10, every "job"
 // task under the middleware, each critical section logged for the checker.
 func workerMain() error {
 	addr := os.Getenv(envRedis)
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	locker, err := openEngine(os.Getenv(envEngine), rdb)
+	cfg := engine.FromEnv()
+	locker, closeLocker, err := cfg.Open(context.Background())
 	if err != nil {
 		return err
 	}
+	defer closeLocker()
 	ttl, _ := time.ParseDuration(os.Getenv(envTTL))
 	hold, _ := time.ParseDuration(os.Getenv(envHold))
 	policy := map[string]middleware.Policy{"skip": middleware.Skip, "retry": middleware.Retry}[os.Getenv(envPolicy)]
@@ -120,35 +111,31 @@ func workerMain() error {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
 	srv.Shutdown()
-	return rdb.Close()
+	return nil
 }
 
 type workerSetup struct {
 	redis  *redistest.Server
 	queue  string
-	engine string
+	engine engine.Config
 	log    string
 }
 
-func newWorkerSetup(t *testing.T, engine string) *workerSetup {
+func newWorkerSetup(t *testing.T, kind string) *workerSetup {
 	srv := redistest.New(t)
 	if srv.Kind == redistest.KindMiniredis {
 		t.Skip("asynq needs a real Redis")
 	}
 	ws := &workerSetup{redis: srv, queue: "q" + rand.Text()[:8], log: t.TempDir() + "/tasks.log"}
-	if engine == "file" {
-		ws.engine = "file:" + t.TempDir()
-	} else {
-		ws.engine = "redis:" + srv.Prefix
-	}
+	ws.engine = engine.Config{Engine: kind, Dir: t.TempDir(), RedisURL: "redis://" + srv.Addr, Prefix: srv.Prefix}
 	return ws
 }
 
 // start runs a worker process and waits until it serves.
 func (ws *workerSetup) start(t *testing.T, policy string, hold, ttl time.Duration) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envChild+"=1", envRedis+"="+ws.redis.Addr, envQueue+"="+ws.queue,
-		envEngine+"="+ws.engine, envPolicy+"="+policy, envLog+"="+ws.log, envHold+"="+hold.String(), envTTL+"="+ttl.String())
+	cmd.Env = append(append(os.Environ(), ws.engine.Env()...), envChild+"=1", envRedis+"="+ws.redis.Addr, envQueue+"="+ws.queue,
+		envPolicy+"="+policy, envLog+"="+ws.log, envHold+"="+hold.String(), envTTL+"="+ttl.String())
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -167,8 +154,9 @@ func (ws *workerSetup) start(t *testing.T, policy string, hold, ttl time.Duratio
 
 // locker opens the setup's lock engine in this process.
 func (ws *workerSetup) locker(t *testing.T) lock.Locker {
-	l, err := openEngine(ws.engine, ws.redis.Client(t))
+	l, closeLocker, err := ws.engine.Open(context.Background())
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = closeLocker() })
 	return l
 }
 

@@ -12,13 +12,11 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
 	"github.com/joblock/joblock/lock"
-	"github.com/joblock/joblock/lock/filelock"
 	"github.com/joblock/joblock/lock/locktest"
-	"github.com/joblock/joblock/lock/redislock"
 	"github.com/joblock/joblock/scheduler"
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -27,7 +25,6 @@ import (
 // Environment of a scheduler child process.
 const (
 	envChild  = "JOBLOCK_SCHED_CHILD" // "tick", "overlap" or "enqueue"
-	envEngine = "JOBLOCK_SCHED_ENGINE"
 	envRedis  = "JOBLOCK_SCHED_REDIS"
 	envOffset = "JOBLOCK_SCHED_OFFSET"
 	envLog    = "JOBLOCK_SCHED_LOG"
@@ -49,19 +46,12 @@ func TestMain(m *testing.M) {
 // childMain is one scheduler process: a host whose clock is off by
 // envOffset, running one job for envFor.
 func childMain(mode string) error {
-	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv(envRedis)})
-	defer rdb.Close()
-	var locker lock.Locker
-	kind, arg, _ := strings.Cut(os.Getenv(envEngine), ":")
-	if kind == "file" {
-		l, err := filelock.New(arg)
-		if err != nil {
-			return err
-		}
-		locker = l
-	} else {
-		locker = redislock.New(rdb, redislock.WithPrefix(arg))
+	cfg := engine.FromEnv()
+	locker, closeLocker, err := cfg.Open(context.Background())
+	if err != nil {
+		return err
 	}
+	defer closeLocker()
 	offset, _ := time.ParseDuration(os.Getenv(envOffset))
 	runFor, _ := time.ParseDuration(os.Getenv(envFor))
 	logf, err := os.OpenFile(os.Getenv(envLog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
@@ -123,20 +113,19 @@ func childMain(mode string) error {
 
 type hosts struct {
 	redis  *redistest.Server
-	engine string
+	engine engine.Config
 	log    string
 	queue  string
 }
 
-func newHosts(t *testing.T, engine string) *hosts {
+func newHosts(t *testing.T, kind string) *hosts {
 	srv := redistest.New(t)
-	h := &hosts{redis: srv, log: t.TempDir() + "/runs.log", queue: "q" + rand.Text()[:8]}
-	if engine == "file" {
-		h.engine = "file:" + t.TempDir()
-	} else {
-		h.engine = "redis:" + srv.Prefix
+	return &hosts{
+		redis:  srv,
+		engine: engine.Config{Engine: kind, Dir: t.TempDir(), RedisURL: "redis://" + srv.Addr, Prefix: srv.Prefix},
+		log:    t.TempDir() + "/runs.log",
+		queue:  "q" + rand.Text()[:8],
 	}
-	return h
 }
 
 // run starts one child per clock offset and waits for all of them.
@@ -144,7 +133,7 @@ func (h *hosts) run(t *testing.T, mode string, runFor time.Duration, offsets ...
 	var cmds []*exec.Cmd
 	for _, off := range offsets {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), envChild+"="+mode, envEngine+"="+h.engine, envRedis+"="+h.redis.Addr,
+		cmd.Env = append(append(os.Environ(), h.engine.Env()...), envChild+"="+mode, envRedis+"="+h.redis.Addr,
 			envOffset+"="+off.String(), envLog+"="+h.log, envFor+"="+runFor.String(), envQueue+"="+h.queue)
 		cmd.Stderr = os.Stderr
 		require.NoError(t, cmd.Start())

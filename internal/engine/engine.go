@@ -51,13 +51,32 @@ func DefaultDir() string { return filepath.Join(os.TempDir(), "joblock") }
 // DefaultRedisURL is the Redis URL when none is configured.
 const DefaultRedisURL = "redis://127.0.0.1:6379/0"
 
+// FromEnv returns the configuration the environment gives, with defaults
+// for what it does not.
+func FromEnv() Config {
+	return Config{
+		Engine:   env("JOBLOCK_ENGINE", File),
+		Dir:      env("JOBLOCK_LOCK_DIR", DefaultDir()),
+		RedisURL: env("JOBLOCK_REDIS_URL", DefaultRedisURL),
+		Prefix:   env("JOBLOCK_PREFIX", redislock.DefaultPrefix),
+	}
+}
+
 // Bind registers the engine flags on fs, their defaults taken from the
-// environment.
+// environment (FromEnv).
 func (c *Config) Bind(fs *flag.FlagSet) {
-	fs.StringVar(&c.Engine, "engine", env("JOBLOCK_ENGINE", File), "lock engine: file (one host) or redis (many hosts) [JOBLOCK_ENGINE]")
-	fs.StringVar(&c.Dir, "lock-dir", env("JOBLOCK_LOCK_DIR", DefaultDir()), "file engine: lock directory [JOBLOCK_LOCK_DIR]")
-	fs.StringVar(&c.RedisURL, "redis-url", env("JOBLOCK_REDIS_URL", DefaultRedisURL), "redis engine: server URL [JOBLOCK_REDIS_URL]")
-	fs.StringVar(&c.Prefix, "prefix", env("JOBLOCK_PREFIX", redislock.DefaultPrefix), "redis engine: key prefix [JOBLOCK_PREFIX]")
+	d := FromEnv()
+	fs.StringVar(&c.Engine, "engine", d.Engine, "lock engine: file (one host) or redis (many hosts) [JOBLOCK_ENGINE]")
+	fs.StringVar(&c.Dir, "lock-dir", d.Dir, "file engine: lock directory [JOBLOCK_LOCK_DIR]")
+	fs.StringVar(&c.RedisURL, "redis-url", d.RedisURL, "redis engine: server URL [JOBLOCK_REDIS_URL]")
+	fs.StringVar(&c.Prefix, "prefix", d.Prefix, "redis engine: key prefix [JOBLOCK_PREFIX]")
+}
+
+// Env returns the environment that makes FromEnv return c, for starting
+// processes on the same engine.
+func (c Config) Env() []string {
+	return []string{"JOBLOCK_ENGINE=" + c.Engine, "JOBLOCK_LOCK_DIR=" + c.Dir,
+		"JOBLOCK_REDIS_URL=" + c.RedisURL, "JOBLOCK_PREFIX=" + c.Prefix}
 }
 
 // Describe says which engine c opens, for logs.
