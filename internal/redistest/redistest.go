@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -38,7 +37,6 @@ type Server struct {
 	cmd     *exec.Cmd
 	dir     string
 	port    int
-	mini    *miniredis.Miniredis
 	argsFor func(port int, dir string) []string
 }
 
@@ -61,7 +59,7 @@ func New(t testing.TB) *Server {
 	m := miniredis.RunT(t)
 	realTime(t, m)
 	t.Logf("redistest: no REDIS_ADDR and no redis-server on PATH: using in-process miniredis at %s", m.Addr())
-	return &Server{Addr: m.Addr(), Kind: KindMiniredis, Prefix: prefix, mini: m}
+	return &Server{Addr: m.Addr(), Kind: KindMiniredis, Prefix: prefix}
 }
 
 // realTime makes miniredis expire keys as time passes, as Redis does; by
@@ -180,13 +178,4 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// Version returns the redis-server version on PATH, or "".
-func Version() string {
-	out, err := exec.Command("redis-server", "--version").Output()
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(out))
 }

@@ -39,19 +39,22 @@ func (r *record) expiresMs() int64 {
 	return r.ExpiresAt * 1000
 }
 
-// judge says whether the record is live and how long it has left, reading
-// the boot clock when the record was written on this boot of this host and
-// the wall clock otherwise.
+// remaining is the time until the record's expiry, negative once past it,
+// read off the boot clock when the record was written on this boot of this
+// host and off the wall clock otherwise.
+func (r *record) remaining(now instant) time.Duration {
+	if r.BootID != "" && r.BootID == now.bootID {
+		return time.Duration(r.BootExpires - int64(now.boot))
+	}
+	return time.Duration(r.expiresMs()-now.wall.UnixMilli()) * time.Millisecond
+}
+
+// judge says whether the record is live and how long it has left.
 func (r *record) judge(now instant) (lock.State, time.Duration) {
 	if r.State == stateReleased {
 		return lock.Released, 0
 	}
-	var left time.Duration
-	if r.BootID != "" && r.BootID == now.bootID {
-		left = time.Duration(r.BootExpires - int64(now.boot))
-	} else {
-		left = time.Duration(r.expiresMs()-now.wall.UnixMilli()) * time.Millisecond
-	}
+	left := r.remaining(now)
 	if left <= 0 {
 		return lock.Expired, 0
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/joblock/joblock/lock"
 	"golang.org/x/sys/unix"
@@ -123,12 +122,6 @@ func (l *Locker) removable(v *view, now instant) (uint64, bool) {
 	if l.cfg.cleanupAge <= 0 {
 		return rec.Fence, true
 	}
-	// Age past expiry, on the same clock judge used.
-	var age time.Duration
-	if rec.BootID != "" && rec.BootID == now.bootID {
-		age = now.boot - time.Duration(rec.BootExpires)
-	} else {
-		age = time.Duration(now.wall.UnixMilli()-rec.expiresMs()) * time.Millisecond
-	}
-	return rec.Fence, age >= l.cfg.cleanupAge
+	// A released record's expiry is its release time.
+	return rec.Fence, -rec.remaining(now) >= l.cfg.cleanupAge
 }
