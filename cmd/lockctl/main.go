@@ -48,7 +48,8 @@ Flags (every command; environment variables give the defaults):
   -lock-dir DIR        file engine directory [JOBLOCK_LOCK_DIR, default $TMPDIR/joblock]
   -redis-url URL       Redis engine server [JOBLOCK_REDIS_URL, default redis://127.0.0.1:6379/0]
   -prefix P            Redis engine key prefix [JOBLOCK_PREFIX, default joblock:]
-  -json                JSON output instead of text
+  -json                JSON output instead of text (acquire, release, status,
+                       list, stats, cleanup; serve-stdio always speaks JSON)
 
 acquire and run:
   -ttl D               lock TTL (default 30s); run renews it every D/3
