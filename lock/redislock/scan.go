@@ -61,8 +61,9 @@ func (l *Locker) pattern() string {
 
 func (l *Locker) scanNode(ctx context.Context, node redis.Cmdable, emit func(lock.Record) bool) error {
 	var cursor uint64
+	pattern := l.pattern()
 	for {
-		keys, next, err := node.Scan(ctx, cursor, l.pattern(), scanBatch).Result()
+		keys, next, err := node.Scan(ctx, cursor, pattern, scanBatch).Result()
 		if err != nil {
 			return err
 		}
