@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	worker "github.com/joblock/joblock/cmd/worker"
 	"github.com/joblock/joblock/internal/redistest"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/redislock"
@@ -26,17 +26,14 @@ import (
 	"go.uber.org/goleak"
 )
 
-var binary string
+// envAsWorker makes the test binary run as the worker, so the tests drive
+// real worker processes without building one inside their time budget.
+const envAsWorker = "JOBLOCK_TEST_AS_WORKER"
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "worker-test")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "worker")
-	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build worker: %v\n%s", err, out)
-		os.Exit(1)
+	if os.Getenv(envAsWorker) == "1" {
+		worker.Main()
+		return
 	}
 	code := m.Run()
 	if code == 0 {
@@ -45,8 +42,15 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	_ = os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// workerCmd returns a command that runs the worker with args, in the
+// environment env adds to this process's.
+func workerCmd(env []string, args ...string) *exec.Cmd {
+	c := exec.Command(os.Args[0], args...)
+	c.Env = append(append(os.Environ(), envAsWorker+"=1"), env...)
+	return c
 }
 
 type workerProc struct {
@@ -76,8 +80,7 @@ func (s *syncBuffer) String() string {
 func startWorker(t *testing.T, env []string, args ...string) *workerProc {
 	port := redistest.FreePort(t)
 	w := &workerProc{http: "127.0.0.1:" + strconv.Itoa(port), logs: &syncBuffer{}}
-	w.cmd = exec.Command(binary, append([]string{"-http", w.http, "-log-level", "debug"}, args...)...)
-	w.cmd.Env = append(os.Environ(), env...)
+	w.cmd = workerCmd(env, append([]string{"-http", w.http, "-log-level", "debug"}, args...)...)
 	stderr, err := w.cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, w.cmd.Start())
@@ -186,7 +189,7 @@ func TestTwoWorkersEndToEnd(t *testing.T) {
 }
 
 func TestDemoNeedsNothing(t *testing.T) {
-	out, err := exec.Command(binary, "-demo", "-run-for", "5s", "-http", "127.0.0.1:0", "-lock-dir", t.TempDir()).CombinedOutput()
+	out, err := workerCmd(nil, "-demo", "-run-for", "5s", "-http", "127.0.0.1:0", "-lock-dir", t.TempDir()).CombinedOutput()
 	require.NoError(t, err, string(out))
 	for _, want := range []string{"joblock demo", "cache regeneration", "CDN invalidation", "job dedup", "API rate-limit slot", "export prevention", "distributed cron"} {
 		assert.Contains(t, string(out), want)
@@ -202,7 +205,7 @@ func TestDemoNeedsNothing(t *testing.T) {
 func TestNoRedisExitsAtOnce(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	start := time.Now()
-	out, err := exec.Command(binary, "-redis-url", "redis://"+addr, "-http", "").CombinedOutput()
+	out, err := workerCmd(nil, "-redis-url", "redis://"+addr, "-http", "").CombinedOutput()
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee, string(out))
 	assert.NotZero(t, ee.ExitCode())
@@ -213,7 +216,7 @@ func TestNoRedisExitsAtOnce(t *testing.T) {
 
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{{"-concurrency", "0"}, {"-ttl", "0s"}, {"-queues", "x"}, {"extra"}, {"-log-level", "loud"}, {"-role", "boss"}} {
-		out, err := exec.Command(binary, append(args, "-redis-url", "redis://127.0.0.1:1")...).CombinedOutput()
+		out, err := workerCmd(nil, append(args, "-redis-url", "redis://127.0.0.1:1")...).CombinedOutput()
 		var ee *exec.ExitError
 		require.ErrorAs(t, err, &ee, "%v: %s", args, out)
 	}
