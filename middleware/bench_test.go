@@ -24,9 +24,7 @@ import (
 //	go test -run '^$' -bench AsynqThroughput -benchtime 3000x ./middleware
 func BenchmarkAsynqThroughput(b *testing.B) {
 	srv := redistest.New(b)
-	if srv.Kind == redistest.KindMiniredis {
-		b.Skip("asynq needs a real Redis")
-	}
+	srv.RequireReal(b, "asynq")
 	engines := []struct {
 		name   string
 		locker func(b *testing.B) lock.Locker

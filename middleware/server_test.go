@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/redislock"
 	"github.com/joblock/joblock/middleware"
@@ -28,9 +29,7 @@ type inProcess struct {
 
 func startInProcess(t *testing.T, locker func(*redistest.Server) lock.Locker, rule middleware.Rule, handler asynq.HandlerFunc) (*inProcess, lock.Locker) {
 	srv := redistest.New(t)
-	if srv.Kind == redistest.KindMiniredis {
-		t.Skip("asynq needs a real Redis")
-	}
+	srv.RequireReal(t, "asynq")
 	p := &inProcess{redis: srv, queue: "q" + rand.Text()[:8]}
 	l := locker(srv)
 	mw, err := middleware.New(l, middleware.WithDefaultRule(rule), middleware.WithPrefix("srvtest:"))
@@ -158,9 +157,7 @@ func testAsynqShutdown(t *testing.T, engine func(*redistest.Server) lock.Locker)
 // task lease, about a minute) must run the task once more, never twice at
 // once.
 func TestAsynqKilledWorker(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits for asynq's task lease to expire (about 70s)")
-	}
+	testenv.Soak(t, "waits about 70s for asynq's task lease to expire")
 	for _, engine := range []string{"file", "redis"} {
 		t.Run(engine, func(t *testing.T) {
 			t.Parallel()

@@ -54,14 +54,12 @@ func childMain(mode string) error {
 	defer closeLocker()
 	offset, _ := time.ParseDuration(os.Getenv(envOffset))
 	runFor, _ := time.ParseDuration(os.Getenv(envFor))
-	logf, err := os.OpenFile(os.Getenv(envLog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	runs, err := locktest.OpenSectionLog(os.Getenv(envLog))
 	if err != nil {
 		return err
 	}
-	pid := os.Getpid()
-	write := func(format string, args ...any) {
-		_, _ = logf.WriteString(fmt.Sprintf(format, args...) + fmt.Sprintf(" %d\n", pid))
-	}
+	defer runs.Close()
+	write := func(format string, args ...any) { _ = runs.Line(format, args...) }
 	slogf, err := os.OpenFile(os.Getenv(envLog)+".slog", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
@@ -83,11 +81,9 @@ func childMain(mode string) error {
 		job.TTL = 3 * time.Second
 		job.Run = func(ctx context.Context) error {
 			lease, _ := lock.LeaseFromContext(ctx)
-			start := time.Now()
-			write("enter %d", lease.Fence)
+			_ = runs.Enter(lease.Fence)
 			time.Sleep(1500 * time.Millisecond) // slower than the interval
-			write("exit %d %t", lease.Fence, time.Since(start) < job.TTL)
-			return nil
+			return runs.Exit(lease.Fence, lease.ExpiresAt)
 		}
 	case "enqueue":
 		client := asynq.NewClient(asynq.RedisClientOpt{Addr: os.Getenv(envRedis)})
@@ -180,6 +176,9 @@ func TestNoOverlapAcrossProcesses(t *testing.T) {
 	for _, engine := range []string{"file", "redis"} {
 		t.Run(engine, func(t *testing.T) {
 			h := newHosts(t, engine)
+			if engine == "redis" {
+				h.redis.RequireReal(t, "a cross-process hammer on the Redis engine")
+			}
 			lines := h.run(t, "overlap", 7*time.Second, skews...)
 			s, err := locktest.CheckHammerLog(strings.Join(lines, "\n"))
 			require.NoError(t, err, "a NoOverlap job overlapped itself")
@@ -192,9 +191,7 @@ func TestAsynqHAEnqueuesEachTickOnce(t *testing.T) {
 	for _, engine := range []string{"file", "redis"} {
 		t.Run(engine, func(t *testing.T) {
 			h := newHosts(t, engine)
-			if h.redis.Kind == redistest.KindMiniredis {
-				t.Skip("asynq needs a real Redis")
-			}
+			h.redis.RequireReal(t, "asynq")
 			lines := h.run(t, "enqueue", 6*time.Second, skews...)
 			keys := map[string]bool{}
 			for _, l := range lines {

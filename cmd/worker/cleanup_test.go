@@ -16,9 +16,7 @@ import (
 
 func TestDeleteArchivedDuplicates(t *testing.T) {
 	srv := redistest.New(t)
-	if srv.Kind == redistest.KindMiniredis {
-		t.Skip("needs a real Redis")
-	}
+	srv.RequireReal(t, "asynq's Inspector")
 	opt := asynq.RedisClientOpt{Addr: srv.Addr}
 	queues := map[string]int{"cleanup-test": 1}
 	mux := asynq.NewServeMux()

@@ -136,9 +136,7 @@ func (w *workerProc) metric(t *testing.T, name, match string) float64 {
 
 func TestTwoWorkersEndToEnd(t *testing.T) {
 	srv := redistest.New(t)
-	if srv.Kind == redistest.KindMiniredis {
-		t.Skip("needs a real Redis")
-	}
+	srv.RequireReal(t, "the worker")
 	env := []string{"JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_ENGINE=redis", "JOBLOCK_PREFIX=" + srv.Prefix, "JOBLOCK_ROLE=worker"}
 	a := startWorker(t, env)
 	b := startWorker(t, env)

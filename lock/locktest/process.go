@@ -46,9 +46,12 @@ func ChildMain(open func() (lock.Locker, error)) {
 }
 
 func child(mode string, open func() (lock.Locker, error)) error {
-	l, err := open()
-	if err != nil {
-		return err
+	var l lock.Locker = unlocked{}
+	if mode != "hammer-unlocked" {
+		var err error
+		if l, err = open(); err != nil {
+			return err
+		}
 	}
 	ttl, err := time.ParseDuration(os.Getenv(envTTL))
 	if err != nil {
@@ -57,7 +60,7 @@ func child(mode string, open func() (lock.Locker, error)) error {
 	key := os.Getenv(envKey)
 	ctx := context.Background()
 	switch mode {
-	case "hammer":
+	case "hammer", "hammer-unlocked":
 		d, err := time.ParseDuration(os.Getenv(envDuration))
 		if err != nil {
 			return err
@@ -76,22 +79,17 @@ func child(mode string, open func() (lock.Locker, error)) error {
 }
 
 // hammer takes key over and over until d has passed, logging each critical
-// section to the shared O_APPEND log. Most holders release; some abandon
-// the lock to expiry, some release only after their TTL has run out.
+// section to the shared log. Most holders release; some abandon the lock to
+// expiry, some release only after their TTL has run out.
 func hammer(ctx context.Context, l lock.Locker, key, logPath string, ttl, d time.Duration) error {
-	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	log, err := OpenSectionLog(logPath)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	pid := os.Getpid()
-	logf := func(format string, args ...any) error {
-		// One write per line: O_APPEND makes it land whole and in order.
-		_, err := f.WriteString(fmt.Sprintf(format, args...) + fmt.Sprintf(" %d\n", pid))
-		return err
-	}
+	defer log.Close()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
+		// Read before Obtain, so start+ttl is no later than the lease's end.
 		start := time.Now()
 		lease, err := l.Obtain(ctx, key, ttl)
 		if errors.Is(err, lock.ErrNotObtained) {
@@ -101,12 +99,11 @@ func hammer(ctx context.Context, l lock.Locker, key, logPath string, ttl, d time
 		if err != nil {
 			return err
 		}
-		if err := logf("enter %d", lease.Fence); err != nil {
+		if err := log.Enter(lease.Fence); err != nil {
 			return err
 		}
 		time.Sleep(time.Duration(rand.Int64N(int64(ttl / 20))))
-		within := time.Since(start) < ttl
-		if err := logf("exit %d %t", lease.Fence, within); err != nil {
+		if err := log.Exit(lease.Fence, start.Add(ttl)); err != nil {
 			return err
 		}
 		switch r := rand.IntN(10); {
@@ -115,19 +112,29 @@ func hammer(ctx context.Context, l lock.Locker, key, logPath string, ttl, d time
 		case r == 1: // release late, after the TTL ran out
 			time.Sleep(ttl + ttl/2)
 		}
-		if err := logf("releasing %d", lease.Fence); err != nil {
+		if err := log.Releasing(lease.Fence); err != nil {
 			return err
 		}
 		err = l.Release(ctx, lease)
 		if err != nil && !errors.Is(err, lock.ErrNotHeld) {
 			return err
 		}
-		if err := logf("released %d %t", lease.Fence, err == nil); err != nil {
+		if err := log.Released(lease.Fence, err == nil); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// unlocked is a Locker that grants every Obtain: a hammer run on it must
+// make the checker report overlaps, which shows the checker can see them.
+type unlocked struct{ lock.Locker }
+
+func (unlocked) Obtain(_ context.Context, key string, ttl time.Duration) (lock.Lease, error) {
+	return lock.Lease{Key: key, Token: "unlocked", Fence: uint64(time.Now().UnixNano()), ExpiresAt: time.Now().Add(ttl)}, nil
+}
+
+func (unlocked) Release(context.Context, lock.Lease) error { return nil }
 
 func childCmd(t *testing.T, env ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -154,11 +161,20 @@ type HammerSummary struct {
 // holder had taken over. It fails t on any violation.
 func RunHammer(t *testing.T, procs int, ttl, d time.Duration, env ...string) HammerSummary {
 	t.Helper()
+	s, err := CheckHammerLog(runHammer(t, "hammer", procs, ttl, d, env...))
+	require.NoError(t, err, "the engine broke mutual exclusion")
+	assert.Equal(t, procs, s.Processes, "every process must have held the lock")
+	return s
+}
+
+// runHammer runs the hammer children in mode and returns their log.
+func runHammer(t *testing.T, mode string, procs int, ttl, d time.Duration, env ...string) string {
+	t.Helper()
 	logPath := t.TempDir() + "/hammer.log"
 	key := Key(t, "hammer")
 	cmds := make([]*exec.Cmd, procs)
 	for i := range cmds {
-		cmds[i] = childCmd(t, append(env, envMode+"=hammer", envKey+"="+key, envLog+"="+logPath,
+		cmds[i] = childCmd(t, append(env, envMode+"="+mode, envKey+"="+key, envLog+"="+logPath,
 			envTTL+"="+ttl.String(), envDuration+"="+d.String())...)
 		require.NoError(t, cmds[i].Start())
 	}
@@ -167,19 +183,19 @@ func RunHammer(t *testing.T, procs int, ttl, d time.Duration, env ...string) Ham
 	}
 	raw, err := os.ReadFile(logPath)
 	require.NoError(t, err)
-	s, err := CheckHammerLog(string(raw))
-	require.NoError(t, err, "the engine broke mutual exclusion")
-	assert.Equal(t, procs, s.Processes, "every process must have held the lock")
-	return s
+	return string(raw)
 }
 
 type section struct {
 	enter, exit int
-	within      bool
+	held        bool // the lease still ran when the exit was written
 }
 
-// CheckHammerLog checks a hammer log (see RunHammer) and returns every
-// violation it finds, joined.
+// CheckHammerLog checks a log of critical sections written with a
+// SectionLog and returns every violation it finds, joined. A section is
+// checked for overlap only if its "held" line says its lease still ran
+// when its exit was written; a section without one (its process died
+// inside) is not.
 func CheckHammerLog(log string) (HammerSummary, error) {
 	var (
 		s        HammerSummary
@@ -201,20 +217,24 @@ func CheckHammerLog(log string) (HammerSummary, error) {
 		}
 		fences[i] = fence
 		pids[f[len(f)-1]] = true
+		sec := sections[fence]
 		switch f[0] {
 		case "enter":
-			if sections[fence] != nil {
+			if sec != nil {
 				errs = append(errs, fmt.Errorf("line %d: fencing token %d handed out twice", i, fence))
 				continue
 			}
 			sections[fence] = &section{enter: i, exit: -1}
 			enters = append(enters, fence)
-		case "exit":
-			sec := sections[fence]
+		case "exit", "held":
 			if sec == nil {
-				return s, fmt.Errorf("line %d: exit without enter", i)
+				return s, fmt.Errorf("line %d: %s without enter", i, f[0])
 			}
-			sec.exit, sec.within = i, f[2] == "true"
+			if f[0] == "exit" {
+				sec.exit = i
+			} else {
+				sec.held = sec.exit >= 0 && f[2] == "true"
+			}
 		}
 	}
 	var last uint64
@@ -222,7 +242,7 @@ func CheckHammerLog(log string) (HammerSummary, error) {
 		sec := sections[fence]
 		s.Sections++
 		s.MaxFence = max(s.MaxFence, fence)
-		if sec.exit < 0 || !sec.within {
+		if !sec.held {
 			s.Late++
 			continue
 		}
@@ -246,11 +266,14 @@ func CheckHammerLog(log string) (HammerSummary, error) {
 		case "releasing":
 			releasing[fence] = i
 		case "released":
+			if sections[fence] == nil {
+				return s, fmt.Errorf("line %d: released without enter", i)
+			}
 			if f[2] != "true" {
 				s.LateRejected++
 				continue
 			}
-			if sec := sections[fence]; sec != nil && !sec.within {
+			if sec := sections[fence]; sec != nil && !sec.held {
 				s.LateReleaseOK++
 			}
 			for _, other := range enters {

@@ -1,11 +1,20 @@
 package locktest
 
 import (
+	"errors"
+	"os"
 	"testing"
+	"time"
 
+	"github.com/joblock/joblock/lock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
+
+func TestMain(m *testing.M) {
+	ChildMain(func() (lock.Locker, error) { return nil, errors.New("this package's children run without an engine") })
+	os.Exit(m.Run())
+}
 
 func TestCheckHammerLog(t *testing.T) {
 	tests := []struct {
@@ -14,37 +23,73 @@ func TestCheckHammerLog(t *testing.T) {
 		wantErr string
 	}{
 		{"clean", `enter 1 10
-exit 1 true 10
+exit 1 10
+held 1 true 10
 releasing 1 10
 released 1 true 10
 enter 2 11
-exit 2 true 11
+exit 2 11
+held 2 true 11
 enter 3 10
-exit 3 true 10
+exit 3 10
+held 3 true 10
 releasing 2 11
 released 2 false 11`, ""},
 		{"overlap", `enter 1 10
 enter 2 11
-exit 1 true 10
-exit 2 true 11`, "overlapped by 2"},
+exit 1 10
+held 1 true 10
+exit 2 11
+held 2 true 11`, "overlapped by 2"},
 		{"late holder may overlap", `enter 1 10
 enter 2 11
-exit 1 false 10
-exit 2 true 11`, ""},
+exit 1 10
+held 1 false 10
+exit 2 11
+held 2 true 11`, ""},
+		// The writer of section 1 was descheduled after its exit and only
+		// then read the clock: its lease had run out, so section 2 may have
+		// entered before the exit line was written.
+		{"descheduled writer judged late", `enter 1 10
+enter 2 11
+exit 1 10
+exit 2 11
+held 2 true 11
+held 1 false 10`, ""},
+		{"descheduled writer whose lease still ran", `enter 1 10
+enter 2 11
+exit 1 10
+exit 2 11
+held 2 true 11
+held 1 true 10`, "overlapped by 2"},
+		{"died inside: not checked", `enter 1 10
+enter 2 11
+exit 2 11
+held 2 true 11`, ""},
 		{"fence backwards", `enter 5 10
-exit 5 true 10
+exit 5 10
+held 5 true 10
 enter 4 11
-exit 4 true 11`, "fencing token 4 after 5"},
+exit 4 11
+held 4 true 11`, "fencing token 4 after 5"},
 		{"fence reused", `enter 5 10
-exit 5 true 10
+exit 5 10
+held 5 true 10
 enter 5 11
-exit 5 true 11`, "handed out twice"},
+exit 5 11
+held 5 true 11`, "handed out twice"},
 		{"stolen release", `enter 1 10
-exit 1 true 10
+exit 1 10
+held 1 true 10
 enter 2 11
 releasing 1 10
 released 1 true 10
-exit 2 true 11`, "release of 1 succeeded after 2"},
+exit 2 11
+held 2 true 11`, "release of 1 succeeded after 2"},
+		{"held before exit counts as late", `enter 1 10
+held 1 true 10
+enter 2 11
+exit 1 10`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,4 +105,29 @@ exit 2 true 11`, "release of 1 succeeded after 2"},
 	s, err := CheckHammerLog(tests[0].give)
 	require.NoError(t, err)
 	assert.Equal(t, HammerSummary{Sections: 3, Abandoned: 1, LateRejected: 1, Processes: 2, MaxFence: 3}, s)
+}
+
+func TestSectionLogExitReadsTheClockAfterWriting(t *testing.T) {
+	path := t.TempDir() + "/log"
+	log, err := OpenSectionLog(path)
+	require.NoError(t, err)
+	require.NoError(t, log.Enter(1))
+	require.NoError(t, log.Exit(1, time.Now().Add(time.Hour)))
+	require.NoError(t, log.Enter(2))
+	require.NoError(t, log.Exit(2, time.Now().Add(-time.Millisecond)))
+	require.NoError(t, log.Close())
+	raw, err := os.ReadFile(path)
+	require.NoError(t, err)
+	s, err := CheckHammerLog(string(raw))
+	require.NoError(t, err)
+	assert.Equal(t, 2, s.Sections)
+	assert.Equal(t, 1, s.Late, "a section that exited after its deadline is late")
+}
+
+// TestHammerWithoutLockingReportsOverlaps shows the checker sees what a
+// broken engine does: four processes that never exclude each other.
+func TestHammerWithoutLockingReportsOverlaps(t *testing.T) {
+	_, err := CheckHammerLog(runHammer(t, "hammer-unlocked", 4, 60*time.Millisecond, time.Second))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "overlapped by")
 }

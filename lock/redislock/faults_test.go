@@ -19,6 +19,7 @@ import (
 
 func TestCrossProcessHammer(t *testing.T) {
 	srv := redistest.New(t)
+	srv.RequireReal(t, "the cross-process hammer")
 	s := locktest.RunHammer(t, 4, 60*time.Millisecond, 3*time.Second, envAddr+"="+srv.Addr, envPrefix+"="+srv.Prefix)
 	t.Logf("%+v", s)
 	assert.Greater(t, s.Sections, 60, "too few critical sections to prove anything")
@@ -28,6 +29,7 @@ func TestCrossProcessHammer(t *testing.T) {
 
 func TestKilledHolderFreesAfterTTL(t *testing.T) {
 	srv := redistest.New(t)
+	srv.RequireReal(t, "TTL expiry in real time")
 	l := redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix))
 	locktest.RunKilledHolder(t, l, time.Second, envAddr+"="+srv.Addr, envPrefix+"="+srv.Prefix)
 }
@@ -173,9 +175,7 @@ func TestScanNeedsAScanningClient(t *testing.T) {
 
 func TestFenceCounterExpiresAndStaysMonotonic(t *testing.T) {
 	srv := redistest.New(t)
-	if srv.Kind == redistest.KindMiniredis {
-		t.Skip("needs real key expiry")
-	}
+	srv.RequireReal(t, "the fencing counter's expiry")
 	c := srv.Client(t)
 	l := redislock.New(c, redislock.WithPrefix(srv.Prefix), redislock.WithFenceRetention(time.Second))
 	ctx := context.Background()
