@@ -44,13 +44,15 @@ func ExampleManager_Do() {
 	defer engine.Close()
 	m := lock.NewManager(engine)
 
-	err := m.Do(context.Background(), "cache:product-123", 30*time.Second, func(ctx context.Context) error {
+	// The lock lasts 15s unless renewed, and is renewed every 5s for as
+	// long as the work runs; the work may run at most an hour.
+	err := m.Do(context.Background(), "cache:product-123", func(ctx context.Context) error {
 		lease, _ := lock.LeaseFromContext(ctx)
 		_ = lease.Fence // hand it to the store you write, so it can refuse a stale writer
 		// ctx is cancelled, with cause lock.ErrLost, if the lock cannot be renewed.
 		fmt.Println("regenerating under", lease.Key)
 		return nil
-	})
+	}, lock.WithLease(15*time.Second), lock.WithMaxRunTime(time.Hour))
 	fmt.Println("err:", err)
 	// Output:
 	// regenerating under cache:product-123

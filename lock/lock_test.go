@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/lock/filelock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -53,35 +56,186 @@ func TestErrorsMatch(t *testing.T) {
 	assert.ErrorIs(t, lost, cause)
 }
 
-// flaky is an engine stand-in that a real one cannot be made into on cue:
-// every Refresh fails with a transient error.
-type flaky struct{ lock.Locker }
-
-func (flaky) Refresh(context.Context, lock.Lease, time.Duration) (lock.Lease, error) {
-	return lock.Lease{}, errors.New("connection reset")
+// flaky is an engine whose renewals fail on cue with a transient error,
+// which a real engine cannot be made to do.
+type flaky struct {
+	lock.Locker
+	fail atomic.Bool
 }
 
-func TestKeepAliveGivesUpWhenTheLeaseRunsOut(t *testing.T) {
-	lease := lock.Lease{Key: "k", Token: "lock_a", ExpiresAt: time.Now().Add(200 * time.Millisecond)}
-	ctx, stop := lock.KeepAlive(context.Background(), flaky{}, lease, 200*time.Millisecond)
-	defer stop()
-	select {
-	case <-ctx.Done():
-	case <-time.After(3 * time.Second):
-		t.Fatal("transient renewal failures past the lease's end must cancel the work")
+var errReset = errors.New("connection reset")
+
+func (f *flaky) Refresh(ctx context.Context, l lock.Lease, ttl time.Duration) (lock.Lease, error) {
+	if f.fail.Load() {
+		return lock.Lease{}, errReset
 	}
-	require.ErrorIs(t, context.Cause(ctx), lock.ErrLost)
-	assert.ErrorContains(t, context.Cause(ctx), "connection reset")
+	return f.Locker.Refresh(ctx, l, ttl)
 }
 
-func TestKeepAliveStopsWithItsParent(t *testing.T) {
+func newEngine(t *testing.T) *filelock.Locker {
+	t.Helper()
+	l, err := filelock.New(t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+func TestRenewerCancelsAMarginBeforeTheLeaseRunsOut(t *testing.T) {
+	ctx := context.Background()
+	engine := newEngine(t)
+	f := &flaky{Locker: engine}
+	const ttl, margin = 1500 * time.Millisecond, 500 * time.Millisecond
+	lease, err := engine.Obtain(ctx, "k", ttl)
+	require.NoError(t, err)
+	f.fail.Store(true)
+	workCtx, held := lock.NewRenewer(f).Hold(ctx, lease, ttl, margin)
+	<-workCtx.Done()
+	cancelled := time.Now()
+	// The lease has not run out: nobody else can take the key yet.
+	_, err = engine.Obtain(ctx, "k", time.Second)
+	var h *lock.HeldError
+	require.ErrorAs(t, err, &h, "the work was told only after the lock could be taken")
+	got, lost := held.Stop()
+	require.ErrorIs(t, lost, lock.ErrLost)
+	require.ErrorIs(t, lost, errReset, "the loss names the renewal error")
+	require.ErrorIs(t, context.Cause(workCtx), lock.ErrLost)
+	assert.Equal(t, lease.Token, got.Token)
+	next, err := lock.ObtainWait(ctx, engine, "k", time.Second, lock.Wait{MaxWait: 5 * time.Second, Interval: time.Millisecond})
+	require.NoError(t, err)
+	// Generous against a loaded machine: the gap is the margin minus how
+	// late the renewer and this goroutine were woken.
+	assert.GreaterOrEqual(t, time.Since(cancelled), margin/2, "cancelled too close to the lease's end")
+	assert.Greater(t, next.Fence, lease.Fence)
+}
+
+func TestRenewerNoticesALockTakenAway(t *testing.T) {
+	ctx := context.Background()
+	engine := newEngine(t)
+	lease, err := engine.Obtain(ctx, "k", 300*time.Millisecond)
+	require.NoError(t, err)
+	workCtx, held := lock.NewRenewer(engine).Hold(ctx, lease, 300*time.Millisecond, 0)
+	require.NoError(t, engine.Release(ctx, lease), "an operator frees the lock")
+	<-workCtx.Done()
+	_, lost := held.Stop()
+	require.ErrorIs(t, lost, lock.ErrLost)
+	require.ErrorIs(t, lost, lock.ErrNotHeld)
+}
+
+func TestRenewerKeepsRenewingAfterItsParentEnds(t *testing.T) {
+	engine := newEngine(t)
 	parent, cancel := context.WithCancel(context.Background())
-	lease := lock.Lease{Key: "k", Token: "lock_a", ExpiresAt: time.Now().Add(time.Minute)}
-	ctx, stop := lock.KeepAlive(parent, flaky{}, lease, time.Minute)
+	const ttl = 150 * time.Millisecond
+	lease, err := engine.Obtain(parent, "k", ttl)
+	require.NoError(t, err)
+	workCtx, held := lock.NewRenewer(engine).Hold(parent, lease, ttl, 0)
 	cancel()
-	<-ctx.Done()
-	assert.Equal(t, lease, stop(), "stop returns the last lease and does not hang")
-	assert.NotErrorIs(t, context.Cause(ctx), lock.ErrLost)
+	<-workCtx.Done()
+	require.NotErrorIs(t, context.Cause(workCtx), lock.ErrLost)
+	// Work that ignores its context still holds its lock until it returns.
+	time.Sleep(3 * ttl)
+	_, err = engine.Obtain(context.Background(), "k", ttl)
+	require.ErrorIs(t, err, lock.ErrNotObtained)
+	renewed, lost := held.Stop()
+	require.NoError(t, lost)
+	assert.True(t, renewed.ExpiresAt.After(lease.ExpiresAt), "the lease was renewed")
+	require.NoError(t, engine.Release(context.Background(), renewed))
+}
+
+func TestRenewerUsesOneGoroutineForManyLeases(t *testing.T) {
+	ctx := context.Background()
+	engine := newEngine(t)
+	r := lock.NewRenewer(engine)
+	before := runtime.NumGoroutine()
+	var helds []*lock.Renewal
+	for i := range 100 {
+		lease, err := engine.Obtain(ctx, fmt.Sprint("k", i), time.Minute)
+		require.NoError(t, err)
+		_, h := r.Hold(ctx, lease, time.Minute, 0)
+		helds = append(helds, h)
+	}
+	assert.Equal(t, before+1, runtime.NumGoroutine(), "one renewer goroutine for every lease")
+	for _, h := range helds {
+		_, lost := h.Stop()
+		require.NoError(t, lost)
+	}
+}
+
+func TestRunReleasesOnPanic(t *testing.T) {
+	ctx := context.Background()
+	engine := newEngine(t)
+	m := lock.NewManager(engine)
+	func() {
+		defer func() {
+			assert.Equal(t, "boom", recover(), "the panic goes on after the release")
+		}()
+		_ = m.Do(ctx, "k", func(context.Context) error { panic("boom") })
+	}()
+	locked, err := m.IsLocked(ctx, "k")
+	require.NoError(t, err)
+	assert.False(t, locked, "a panicking job left its lock held")
+}
+
+func TestRunWindow(t *testing.T) {
+	ctx := context.Background()
+	engine := newEngine(t)
+	r := lock.NewRenewer(engine)
+	const window = 2 * time.Second
+	out, err := r.Run(ctx, "slot", func(context.Context) error { return nil }, lock.WithWindow(window))
+	require.NoError(t, err)
+	require.NoError(t, out.Lost)
+	assert.True(t, out.Kept)
+	rec, ok, err := engine.Inspect(ctx, "slot")
+	require.NoError(t, err)
+	require.True(t, ok, "the slot is kept after a successful run")
+	assert.LessOrEqual(t, rec.TTL, window, "kept until the window's end, not for a whole lease")
+	_, err = r.Run(ctx, "slot", func(context.Context) error { return nil })
+	require.ErrorIs(t, err, lock.ErrNotObtained, "once per window")
+
+	boom := errors.New("boom")
+	out, err = r.Run(ctx, "other", func(context.Context) error { return boom }, lock.WithWindow(window))
+	require.ErrorIs(t, err, boom)
+	assert.False(t, out.Kept)
+	_, ok, err = engine.Inspect(ctx, "other")
+	require.NoError(t, err)
+	assert.False(t, ok, "a failed run frees the key for its retry")
+}
+
+func TestRunMaxRunTime(t *testing.T) {
+	engine := newEngine(t)
+	out, err := lock.NewRenewer(engine).Run(context.Background(), "k", func(ctx context.Context) error {
+		<-ctx.Done()
+		return context.Cause(ctx)
+	}, lock.WithMaxRunTime(50*time.Millisecond))
+	require.ErrorIs(t, err, lock.ErrMaxRunTime)
+	require.NoError(t, out.Lost, "running out of time is not losing the lock")
+	assert.True(t, out.Ran)
+}
+
+func TestLeaseFromContextFollowsRenewals(t *testing.T) {
+	engine := newEngine(t)
+	const lease = 90 * time.Millisecond
+	_, err := lock.NewRenewer(engine).Run(context.Background(), "k", func(ctx context.Context) error {
+		first, ok := lock.LeaseFromContext(ctx)
+		require.True(t, ok)
+		require.Eventually(t, func() bool {
+			now, _ := lock.LeaseFromContext(ctx)
+			return now.ExpiresAt.After(first.ExpiresAt)
+		}, 5*time.Second, 5*time.Millisecond, "renewals do not show in the context's lease")
+		now, _ := lock.LeaseFromContext(ctx)
+		assert.Equal(t, first.Fence, now.Fence)
+		assert.Equal(t, first.Token, now.Token)
+		return nil
+	}, lock.WithLease(lease))
+	require.NoError(t, err)
+}
+
+func TestRunRejectsBadOptions(t *testing.T) {
+	r := lock.NewRenewer(newEngine(t))
+	for _, opt := range []lock.RunOption{lock.WithLease(0), lock.WithMaxRunTime(-1), lock.WithWindow(-time.Second)} {
+		out, err := r.Run(context.Background(), "k", func(context.Context) error { return nil }, opt)
+		require.Error(t, err)
+		assert.False(t, out.Ran)
+	}
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -12,9 +12,6 @@ import (
 // 30 seconds.
 const DefaultTTL = 30 * time.Second
 
-// releaseTimeout bounds a release made after the caller's context ended.
-const releaseTimeout = 5 * time.Second
-
 // Manager is the spec's LockManager on top of any engine. Like a PHP
 // LockManager instance it remembers the leases it obtained, so a second
 // Acquire of the same key renews the lease instead of failing, Release needs
@@ -24,9 +21,10 @@ const releaseTimeout = 5 * time.Second
 //
 // A Manager is safe for concurrent use.
 type Manager struct {
-	locker Locker
-	ttl    time.Duration
-	jitter float64
+	locker  Locker
+	renewer *Renewer
+	ttl     time.Duration
+	jitter  float64
 
 	mu   sync.Mutex
 	held map[string]Lease
@@ -49,7 +47,7 @@ func WithJitter(fraction float64) ManagerOption {
 
 // NewManager returns a Manager over engine l.
 func NewManager(l Locker, opts ...ManagerOption) *Manager {
-	m := &Manager{locker: l, ttl: DefaultTTL, jitter: 0.1, held: make(map[string]Lease)}
+	m := &Manager{locker: l, renewer: NewRenewer(l), ttl: DefaultTTL, jitter: 0.1, held: make(map[string]Lease)}
 	for _, o := range opts {
 		o(m)
 	}
@@ -239,32 +237,18 @@ func (m *Manager) ReleaseAll(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// Do obtains key once (it does not wait), runs fn while renewing the lease
-// in the background, and releases the lock when fn returns. fn's context
-// carries the lease (LeaseFromContext). fn's context is
-// cancelled with a cause matching ErrLost if a renewal fails; Do then
-// returns fn's error joined with that cause. Do returns a *HeldError without
-// calling fn when the key is held. The release runs even when ctx has ended,
-// bounded by a short timeout.
-func (m *Manager) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error) error {
-	ttl = m.ttlOr(ttl)
-	l, err := m.locker.Obtain(ctx, key, ttl)
-	if err != nil {
+// Do obtains key, runs fn while renewing the lock, and releases it when fn
+// returns, as Renewer.Run does (a lease of DefaultLease unless WithLease
+// says otherwise; no waiting unless WithWait). It blocks until fn has
+// returned and the lock is released. It returns a *HeldError without
+// calling fn when the key is held, and otherwise fn's error joined with
+// the loss (a *LostError matching ErrLost) when the lock was lost while fn
+// ran, and with the release's failure. A panic in fn releases the lock and
+// goes on.
+func (m *Manager) Do(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...RunOption) error {
+	out, err := m.renewer.Run(ctx, key, fn, opts...)
+	if !out.Ran {
 		return err
 	}
-	workCtx, stop := KeepAlive(ctx, m.locker, l, ttl)
-	ferr := fn(ContextWithLease(workCtx, l))
-	lost := context.Cause(workCtx)
-	l = stop()
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-	defer cancel()
-	rerr := m.locker.Release(rctx, l)
-	if errors.Is(rerr, ErrNotHeld) {
-		// Already gone: lost while fn ran, or run out just after it returned.
-		rerr = nil
-	}
-	if !errors.Is(lost, ErrLost) {
-		lost = nil
-	}
-	return errors.Join(ferr, lost, rerr)
+	return errors.Join(err, out.Lost, out.ReleaseErr)
 }

@@ -150,8 +150,8 @@ func waitReady(addr, dir string) error {
 	}
 }
 
-// Stop kills the server this test started, if any. The data is gone: the
-// server keeps nothing on disk.
+// Stop kills the server this test started, if any, with SIGKILL: what it
+// had not saved is gone.
 func (s *Server) Stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
@@ -161,7 +161,9 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-// Restart stops the server and starts it again, empty, on the same port.
+// Restart kills the server and starts it again on the same port and data
+// directory: empty, unless the test had it SAVE a snapshot, which it then
+// loads.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	if s.Kind != KindServer {

@@ -179,13 +179,13 @@ func testManagerDo(t *testing.T, newLocker NewLocker) {
 	key := Key(t, "k")
 
 	t.Run("runs, renews and releases", func(t *testing.T) {
-		err := m.Do(ctx, key, 150*time.Millisecond, func(ctx context.Context) error {
-			time.Sleep(400 * time.Millisecond) // longer than the TTL: renewal keeps it
+		err := m.Do(ctx, key, func(ctx context.Context) error {
+			time.Sleep(400 * time.Millisecond) // longer than the lease: renewal keeps it
 			require.NoError(t, ctx.Err(), "lock lost although renewals should succeed")
 			_, err := newLocker(t).Obtain(context.Background(), key, time.Second)
 			assert.ErrorIs(t, err, lock.ErrNotObtained)
 			return nil
-		})
+		}, lock.WithLease(150*time.Millisecond))
 		require.NoError(t, err)
 		locked, err := m.IsLocked(ctx, key)
 		require.NoError(t, err)
@@ -196,7 +196,7 @@ func testManagerDo(t *testing.T, newLocker NewLocker) {
 		lease, err := l.Obtain(ctx, key, 5*time.Second)
 		require.NoError(t, err)
 		ran := false
-		err = m.Do(ctx, key, time.Second, func(context.Context) error { ran = true; return nil })
+		err = m.Do(ctx, key, func(context.Context) error { ran = true; return nil })
 		require.ErrorIs(t, err, lock.ErrNotObtained)
 		assert.False(t, ran)
 		require.NoError(t, l.Release(ctx, lease))
@@ -204,7 +204,7 @@ func testManagerDo(t *testing.T, newLocker NewLocker) {
 
 	t.Run("lost lock cancels fn", func(t *testing.T) {
 		boom := errors.New("fn saw its ctx end")
-		err := m.Do(ctx, key, 300*time.Millisecond, func(fctx context.Context) error {
+		err := m.Do(ctx, key, func(fctx context.Context) error {
 			rec, ok, err := l.Inspect(ctx, key)
 			require.NoError(t, err)
 			require.True(t, ok)
@@ -217,7 +217,7 @@ func testManagerDo(t *testing.T, newLocker NewLocker) {
 			case <-time.After(5 * time.Second):
 				return nil
 			}
-		})
+		}, lock.WithLease(300*time.Millisecond))
 		require.ErrorIs(t, err, boom)
 		require.ErrorIs(t, err, lock.ErrLost)
 		var lost *lock.LostError
@@ -225,13 +225,83 @@ func testManagerDo(t *testing.T, newLocker NewLocker) {
 		assert.Equal(t, key, lost.Key)
 	})
 
+	t.Run("a release that finds the lock gone reports it lost", func(t *testing.T) {
+		err := m.Do(ctx, key, func(fctx context.Context) error {
+			lease, _ := lock.LeaseFromContext(fctx)
+			return l.Release(ctx, lease) // freed before the work is done
+		}, lock.WithLease(time.Minute))
+		require.ErrorIs(t, err, lock.ErrLost)
+		require.ErrorIs(t, err, lock.ErrNotHeld)
+	})
+
 	t.Run("fn error is returned and the lock released", func(t *testing.T) {
 		boom := errors.New("boom")
-		err := m.Do(ctx, key, time.Second, func(context.Context) error { return boom })
+		err := m.Do(ctx, key, func(context.Context) error { return boom })
 		require.ErrorIs(t, err, boom)
 		assert.NotErrorIs(t, err, lock.ErrLost)
 		locked, err := m.IsLocked(ctx, key)
 		require.NoError(t, err)
 		assert.False(t, locked)
 	})
+
+	t.Run("a panic releases the lock at once and goes on", func(t *testing.T) {
+		func() {
+			defer func() { assert.Equal(t, "boom", recover()) }()
+			_ = m.Do(ctx, key, func(context.Context) error { panic("boom") }, lock.WithLease(time.Minute))
+		}()
+		_, err := newLocker(t).Obtain(ctx, key, time.Second)
+		require.NoError(t, err, "the panicking job's lock is still held")
+	})
+
+	t.Run("failing renewals cancel fn before another holder can take the lock", func(t *testing.T) {
+		testCancelledBeforeTakeover(t, newLocker, Key(t, "renewals-fail"))
+	})
+}
+
+// unreachable is an engine that obtains, then stops answering: renewals
+// and releases fail with a transient error, as when the server goes away,
+// which a real engine cannot be made to do on cue.
+type unreachable struct{ lock.Locker }
+
+var errRenewal = errors.New("injected: engine unreachable")
+
+func (unreachable) Refresh(context.Context, lock.Lease, time.Duration) (lock.Lease, error) {
+	return lock.Lease{}, errRenewal
+}
+
+func (unreachable) Release(context.Context, lock.Lease) error { return errRenewal }
+
+// testCancelledBeforeTakeover runs work whose renewals all fail while
+// another locker polls for the key, and checks the order: the work's
+// context is cancelled, with a cause naming the renewal error, before the
+// other locker obtains the key.
+func testCancelledBeforeTakeover(t *testing.T, newLocker NewLocker, key string) {
+	const lease, margin = 1500 * time.Millisecond, 500 * time.Millisecond
+	ctx := context.Background()
+	other := newLocker(t)
+	var cancelled, taken time.Time
+	polling := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-polling
+		l, err := lock.ObtainWait(ctx, other, key, time.Second, lock.Wait{MaxWait: 10 * time.Second, Interval: time.Millisecond})
+		taken = time.Now()
+		if assert.NoError(t, err) {
+			assert.NoError(t, other.Release(ctx, l))
+		}
+	}()
+	err := lock.NewManager(unreachable{newLocker(t)}).Do(ctx, key, func(fctx context.Context) error {
+		close(polling)
+		<-fctx.Done()
+		cancelled = time.Now()
+		return context.Cause(fctx)
+	}, lock.WithLease(lease), lock.WithMargin(margin))
+	<-done
+	require.ErrorIs(t, err, lock.ErrLost)
+	require.ErrorIs(t, err, errRenewal)
+	require.True(t, cancelled.Before(taken), "the work was told after another holder took the lock")
+	// Generous against a loaded machine: the gap is the margin minus how
+	// late the renewer and the polling goroutine were woken.
+	assert.GreaterOrEqual(t, taken.Sub(cancelled), margin/2)
 }

@@ -12,17 +12,28 @@
 // <fencing token>" with a PX expiry; Redis itself removes expired locks, and
 // Release deletes the lock, so Cleanup has nothing to do.
 //
-// # Fencing counters
+// # Fencing tokens
 //
-// Each successful Obtain increments the key's counter. A counter expires
-// when its key has not been obtained or refreshed for the retention period
-// (WithFenceRetention, default 24h), so counters of keys used once do not
-// pile up. A counter created afresh starts at the Redis server's clock in
-// microseconds rather than at 1, so tokens stay strictly increasing across
-// a forgotten counter as long as the server's clock does not step back by
-// more than the retention period. The price: tokens are large numbers.
+// Each successful Obtain hands out the larger of the key's counter plus one
+// and the Redis server's clock in microseconds, and stores it as the new
+// counter. Tokens therefore stay strictly increasing across everything
+// that makes Redis forget the counter: its expiry (a key idle for the
+// retention period, WithFenceRetention, default 24h, so counters of keys
+// used once do not pile up), a restart from an older snapshot or AOF, or a
+// failover to a replica that had not received the latest increments. The
+// one condition is that the server clock does not go back: after a
+// failover, the new primary's clock must not be behind the old one's by
+// more than the time the failover took. The price: tokens are large
+// numbers.
 //
-// Redis replication is asynchronous: if a primary fails over before a new
-// lock reached its replica, a second holder can obtain the same key. Use
-// the fencing token where that matters.
+// # What a restart or failover can do to a lock
+//
+// Redis replication is asynchronous, and a server without persistence
+// restarts empty. Either way a live lock can vanish, and a second holder
+// can then obtain the same key while the first still works under it. The
+// first holder learns of it at its next renewal (the lock is gone, its
+// work's context is cancelled with lock.ErrLost): renewals come every third
+// of the lease, so that is the longest the two can overlap. Resources that
+// must never accept both should check the fencing token, which the second
+// holder's is always above.
 package redislock

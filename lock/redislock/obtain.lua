@@ -1,4 +1,4 @@
--- Obtain: take the lock if nobody holds it, bumping the key's fencing counter.
+-- Obtain: take the lock if nobody holds it, with a new fencing token.
 -- KEYS[1] lock key, KEYS[2] fencing counter key (same hash slot).
 -- ARGV[1] "<owner token> <acquired unix ms> <pid> <host>", ARGV[2] TTL in ms,
 -- ARGV[3] how long the counter outlives its last use, in ms.
@@ -7,14 +7,17 @@ local held = redis.call('GET', KEYS[1])
 if held then
   return {held, redis.call('PTTL', KEYS[1])}
 end
-local fence = redis.call('INCR', KEYS[2])
-if fence == 1 then
-  -- A new or forgotten counter starts at the server clock in microseconds,
-  -- above every token it can have handed out before it was forgotten.
-  local now = redis.call('TIME')
-  fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  redis.call('SET', KEYS[2], string.format('%d', fence))
+-- The token is the larger of the counter plus one and the server clock in
+-- microseconds, so it stays above every token handed out before even when
+-- the counter was forgotten (expired), or lost with recent writes in a
+-- restart from a snapshot or a failover to a replica that lagged.
+local now = redis.call('TIME')
+local fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local last = tonumber(redis.call('GET', KEYS[2])) or 0
+if last >= fence then
+  fence = last + 1
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. string.format('%d', fence), 'PX', ARGV[2])
+local token = string.format('%d', fence)
+redis.call('SET', KEYS[2], token, 'PX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
 return fence

@@ -1,0 +1,283 @@
+package lock
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// DefaultLease is how long a lock taken for running work lasts unless it
+// is renewed. Work renews it every third of it for as long as it runs, so
+// the lease bounds how long a crashed holder keeps its key blocked, not how
+// long work may run.
+const DefaultLease = 15 * time.Second
+
+// idleLinger is how long the renewer's goroutine waits for new leases once
+// it has none, so a worker running one short task after another does not
+// start a goroutine per task.
+const idleLinger = 100 * time.Millisecond
+
+// Renewer keeps the leases of running work alive: one goroutine per
+// Renewer renews every lease it holds when it falls due, instead of one
+// goroutine per lease. The goroutine starts with the first lease and ends
+// shortly after the last one is stopped, so a Renewer needs no closing.
+//
+// A Renewer is safe for concurrent use.
+type Renewer struct {
+	locker Locker
+	wake   chan struct{}
+
+	mu         sync.Mutex
+	due        holdHeap
+	refreshing int  // renewals on the wire
+	alive      bool // the goroutine runs
+	lingering  bool // it has nothing to do and exits unless work comes
+}
+
+// NewRenewer returns a Renewer that renews leases of engine l.
+func NewRenewer(l Locker) *Renewer {
+	return &Renewer{locker: l, wake: make(chan struct{}, 1)}
+}
+
+// Locker returns the engine the Renewer renews leases on.
+func (r *Renewer) Locker() Locker { return r.locker }
+
+// Renewal is a lease that a Renewer keeps alive. Stop it when the work ends.
+type Renewal struct {
+	r      *Renewer
+	ctx    context.Context // for the values renewals carry; never cancelled
+	cancel context.CancelCauseFunc
+	ttl    time.Duration
+	margin time.Duration
+
+	// Guarded by r.mu.
+	lease    Lease
+	deadline time.Time // the lease runs out no earlier than this
+	next     time.Time // next renewal
+	lastErr  error     // the last renewal's failure
+	lost     error     // set once: why the work was cancelled
+	inflight bool
+	stopped  bool
+	settled  chan struct{} // closed when a renewal in flight at Stop ends
+	index    int           // in r.due, -1 when not there
+}
+
+// Hold keeps lease, obtained for ttl, alive while work runs under it, and
+// does not block: the lease is refreshed for ttl every ttl/3. The returned
+// context is derived from ctx and is cancelled with a *LostError cause
+// (matching ErrLost) as soon as a renewal finds the lock gone, or at the
+// latest margin before the lease could run out when renewals keep failing,
+// so the work can stop before anyone else may take the lock. A margin of
+// zero means ttl/3; margins over ttl/2 are taken as ttl/2.
+//
+// Renewals go on until Stop, even after ctx ends: work that does not watch
+// its context still holds its lock until it returns.
+func (r *Renewer) Hold(ctx context.Context, lease Lease, ttl, margin time.Duration) (context.Context, *Renewal) {
+	// On this process's monotonic clock from here on.
+	deadline := time.Now().Add(time.Until(lease.ExpiresAt))
+	if margin <= 0 {
+		margin = ttl / 3
+	}
+	margin = min(margin, ttl/2)
+	workCtx, cancel := context.WithCancelCause(ctx)
+	h := &Renewal{r: r, ctx: context.WithoutCancel(ctx), cancel: cancel, ttl: ttl, margin: margin,
+		lease: lease, deadline: deadline, next: time.Now().Add(ttl / 3), index: -1}
+	r.mu.Lock()
+	heap.Push(&r.due, h)
+	start := !r.alive
+	r.alive = true
+	r.mu.Unlock()
+	if start {
+		go r.loop()
+	} else {
+		r.poke()
+	}
+	return workCtx, h
+}
+
+// Lease returns the lease as last renewed: its expiry moves with each
+// renewal, its key, owner and fencing token never do.
+func (h *Renewal) Lease() Lease {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	return h.lease
+}
+
+// Stop ends the renewals, waiting for one in flight, and returns the lease
+// as last renewed and, if the work's context was cancelled because the lock
+// was lost, why (a *LostError). The lock itself is left as it is: release
+// it, or let it run out. Calling Stop more than once is safe.
+func (h *Renewal) Stop() (Lease, error) {
+	r := h.r
+	r.mu.Lock()
+	if !h.stopped {
+		h.stopped = true
+		if h.index >= 0 {
+			heap.Remove(&r.due, h.index)
+		}
+		if h.inflight {
+			h.settled = make(chan struct{})
+		}
+	}
+	settled := h.settled
+	r.mu.Unlock()
+	if settled != nil {
+		<-settled
+	}
+	r.poke()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return h.lease, h.lost
+}
+
+// cut is when the work must be told the lock is lost if no renewal has
+// succeeded by then.
+func (h *Renewal) cut() time.Time { return h.deadline.Add(-h.margin) }
+
+// when is the next time the renewer must look at h.
+func (h *Renewal) when() time.Time {
+	if cut := h.cut(); h.inflight || h.next.After(cut) {
+		return cut
+	}
+	return h.next
+}
+
+func (r *Renewer) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Renewer) loop() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		wait, exit := r.step(time.Now())
+		if exit {
+			return
+		}
+		timer.Reset(wait)
+		select {
+		case <-timer.C:
+		case <-r.wake:
+		}
+	}
+}
+
+// step starts the renewals that are due, cancels the work of leases that
+// could not be renewed in time, and says how long to sleep, or to exit
+// when nothing is left to do.
+func (r *Renewer) step(now time.Time) (time.Duration, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(r.due) > 0 {
+		h := r.due[0]
+		if h.when().After(now) {
+			break
+		}
+		if !now.Before(h.cut()) {
+			r.loseLocked(h, fmt.Errorf("not renewed in time, given up %s before the lease could run out: %w", h.margin, renewalError(h.lastErr)))
+			continue
+		}
+		h.inflight = true
+		heap.Fix(&r.due, 0)
+		r.refreshing++
+		go r.refresh(h)
+	}
+	switch {
+	case len(r.due) > 0:
+		r.lingering = false
+		return time.Until(r.due[0].when()), false
+	case r.refreshing > 0:
+		r.lingering = false
+		return time.Hour, false // a finished renewal pokes
+	case r.lingering:
+		r.alive, r.lingering = false, false
+		return 0, true
+	}
+	// Linger once for new leases, then exit if none came.
+	r.lingering = true
+	return idleLinger, false
+}
+
+func renewalError(err error) error {
+	if err == nil {
+		return errors.New("no renewal answered")
+	}
+	return err
+}
+
+// loseLocked cancels h's work with a *LostError and stops renewing it.
+// r.mu must be held.
+func (r *Renewer) loseLocked(h *Renewal, err error) {
+	if h.lost == nil {
+		h.lost = &LostError{Key: h.lease.Key, Err: err}
+		h.cancel(h.lost)
+	}
+	if h.index >= 0 {
+		heap.Remove(&r.due, h.index)
+	}
+}
+
+func (r *Renewer) refresh(h *Renewal) {
+	r.mu.Lock()
+	lease, cut := h.lease, h.cut()
+	r.mu.Unlock()
+
+	start := time.Now()
+	ctx, cancel := context.WithDeadline(h.ctx, cut)
+	next, err := r.locker.Refresh(ctx, lease, h.ttl)
+	cancel()
+
+	r.mu.Lock()
+	h.inflight = false
+	r.refreshing--
+	switch {
+	case h.stopped || h.lost != nil:
+	case err == nil:
+		h.lease, h.lastErr = next, nil
+		h.deadline, h.next = start.Add(h.ttl), start.Add(h.ttl/3)
+		heap.Fix(&r.due, h.index)
+	case errors.Is(err, ErrNotHeld):
+		r.loseLocked(h, err)
+	default:
+		// A transient failure: try again soon, while the lease still runs.
+		h.lastErr = err
+		h.next = time.Now().Add(max(min(h.ttl/10, time.Until(cut)/2), time.Millisecond))
+		heap.Fix(&r.due, h.index)
+	}
+	if h.settled != nil {
+		close(h.settled)
+	}
+	r.mu.Unlock()
+	r.poke()
+}
+
+// holdHeap orders leases by when the renewer must next look at them.
+type holdHeap []*Renewal
+
+func (q holdHeap) Len() int           { return len(q) }
+func (q holdHeap) Less(i, j int) bool { return q[i].when().Before(q[j].when()) }
+func (q holdHeap) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+
+func (q *holdHeap) Push(x any) {
+	h := x.(*Renewal)
+	h.index = len(*q)
+	*q = append(*q, h)
+}
+
+func (q *holdHeap) Pop() any {
+	old := *q
+	h := old[len(old)-1]
+	old[len(old)-1] = nil
+	h.index = -1
+	*q = old[:len(old)-1]
+	return h
+}

@@ -1,0 +1,163 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// DefaultReleaseTimeout bounds the release Run makes after fn returns,
+// which runs even when the caller's context has ended.
+const DefaultReleaseTimeout = 5 * time.Second
+
+// ErrMaxRunTime is the cause of a context cancelled because the work ran
+// longer than its maximum run time (WithMaxRunTime).
+var ErrMaxRunTime = errors.New("lock: maximum run time exceeded")
+
+// RunOption configures Renewer.Run and Manager.Do.
+type RunOption func(*runConfig)
+
+type runConfig struct {
+	lease     time.Duration
+	margin    time.Duration
+	maxRun    time.Duration
+	window    time.Duration
+	wait      Wait
+	releaseTO time.Duration
+}
+
+// WithLease sets how long the lock lasts between renewals while the work
+// runs; it is renewed every third of it. It bounds how long a crashed
+// holder blocks the key, not how long the work may run (see
+// WithMaxRunTime). Default DefaultLease.
+func WithLease(d time.Duration) RunOption { return func(c *runConfig) { c.lease = d } }
+
+// WithMargin sets how long before the lease could run out the work's
+// context is cancelled when renewals keep failing. Default a third of the
+// lease; at most half of it.
+func WithMargin(d time.Duration) RunOption { return func(c *runConfig) { c.margin = d } }
+
+// WithMaxRunTime cancels the work's context, with cause ErrMaxRunTime,
+// once it has run for d. Default: no limit.
+func WithMaxRunTime(d time.Duration) RunOption { return func(c *runConfig) { c.maxRun = d } }
+
+// WithWindow keeps the key taken after the work succeeds until d after the
+// lock was obtained (released at once if that has passed), so the key runs
+// at most once per window: rate-limit slots, once-per-window jobs. Work
+// that fails or panics releases the key so a retry is not blocked. Default
+// 0: the key is released when the work returns.
+func WithWindow(d time.Duration) RunOption { return func(c *runConfig) { c.window = d } }
+
+// WithWait makes Run wait for a held key as w says. Default: try once.
+func WithWait(w Wait) RunOption { return func(c *runConfig) { c.wait = w } }
+
+// WithReleaseTimeout bounds the release (or the shortening of a window)
+// made after the work returns. Default DefaultReleaseTimeout.
+func WithReleaseTimeout(d time.Duration) RunOption { return func(c *runConfig) { c.releaseTO = d } }
+
+func newRunConfig(opts []RunOption) (runConfig, error) {
+	c := runConfig{lease: DefaultLease, releaseTO: DefaultReleaseTimeout}
+	for _, o := range opts {
+		o(&c)
+	}
+	if err := ValidateTTL(c.lease); err != nil {
+		return c, fmt.Errorf("lease: %w", err)
+	}
+	if c.margin < 0 || c.maxRun < 0 || c.window < 0 || c.releaseTO <= 0 {
+		return c, fmt.Errorf("lock: margin %s, maximum run time %s, window %s and release timeout %s must not be negative",
+			c.margin, c.maxRun, c.window, c.releaseTO)
+	}
+	return c, nil
+}
+
+// Outcome says what happened to the lock a Run held.
+type Outcome struct {
+	// Ran is true when the lock was obtained and the work ran.
+	Ran bool
+	// Lease is the lease as last renewed.
+	Lease Lease
+	// Held is how long the lock was held, from obtaining it until it was
+	// released or kept.
+	Held time.Duration
+	// Lost is a *LostError (matching ErrLost) when the lock was lost while
+	// the work ran (its context was cancelled then) or was found gone when
+	// the work returned; nil otherwise.
+	Lost error
+	// Kept is true when the key stays taken until the end of its window
+	// (WithWindow) instead of being released.
+	Kept bool
+	// ReleaseErr is the engine's failure to release the lock or to shorten
+	// it to its window; the lock then ends with its lease.
+	ReleaseErr error
+}
+
+// Run obtains key, runs fn under the lease while renewing it (see Hold),
+// and when fn returns stops the renewals and releases the lock, or keeps it
+// for its window (WithWindow). It blocks until all of that is done.
+//
+// fn's context carries the lease (LeaseFromContext) and is cancelled with a
+// *LostError cause when the lock is lost, and with ErrMaxRunTime when the
+// work overruns WithMaxRunTime. The release runs on every path, with a
+// context that survives ctx's cancellation: when fn panics the lock is
+// released and the panic goes on, so recoverers up the stack see it.
+//
+// When the key cannot be obtained fn does not run, out.Ran is false and err
+// is why: a *HeldError (matching ErrNotObtained), ctx's cause, or the
+// engine's error. Otherwise err is fn's own error and out says what
+// happened to the lock.
+func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...RunOption) (out Outcome, err error) {
+	cfg, err := newRunConfig(opts)
+	if err != nil {
+		return Outcome{}, err
+	}
+	lease, err := ObtainWait(ctx, r.locker, key, cfg.lease, cfg.wait)
+	if err != nil {
+		return Outcome{}, err
+	}
+	obtained := time.Now()
+	workCtx, held := r.Hold(ctx, lease, cfg.lease, cfg.margin)
+	if cfg.maxRun > 0 {
+		var cancel context.CancelFunc
+		workCtx, cancel = context.WithTimeoutCause(workCtx, cfg.maxRun, ErrMaxRunTime)
+		defer cancel()
+	}
+	ok := false
+	defer func() {
+		out = r.finish(ctx, held, cfg, obtained, ok)
+	}()
+	err = fn(context.WithValue(workCtx, leaseKey{}, held))
+	ok = err == nil
+	return out, err
+}
+
+// finish stops renewing and releases the lock, or keeps it for its window
+// when the work succeeded.
+func (r *Renewer) finish(ctx context.Context, held *Renewal, cfg runConfig, obtained time.Time, ok bool) Outcome {
+	lease, lost := held.Stop()
+	out := Outcome{Ran: true, Lease: lease, Lost: lost}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.releaseTO)
+	defer cancel()
+	var err error
+	left := time.Until(obtained.Add(cfg.window))
+	if ok && lost == nil && left >= time.Millisecond {
+		// Shorten (or stretch) the lease to the window's end.
+		out.Lease, err = r.locker.Refresh(rctx, lease, left)
+		out.Kept = err == nil
+		if err != nil {
+			out.Lease = lease
+		}
+	} else {
+		err = r.locker.Release(rctx, lease)
+	}
+	out.Held = time.Since(obtained)
+	switch {
+	case errors.Is(err, ErrNotHeld):
+		if out.Lost == nil {
+			out.Lost = &LostError{Key: lease.Key, Err: fmt.Errorf("the lock was gone when the work returned: %w", err)}
+		}
+	case err != nil:
+		out.ReleaseErr = err
+	}
+	return out
+}
