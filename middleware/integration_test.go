@@ -69,7 +69,7 @@ func workerMain() error {
 	defer runs.Close()
 	write := func(format string, args ...any) { _ = runs.Line(format, args...) }
 	mw, err := middleware.New(locker,
-		middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", TTL: ttl, Policy: policy}),
+		middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Lease: ttl, Policy: policy}),
 		middleware.WithPrefix("mwtest:"),
 		middleware.WithObserver(func(e middleware.Event) {
 			if e.Kind == middleware.Duplicate {
@@ -227,6 +227,7 @@ func TestTwoWorkerProcessesOneKey(t *testing.T) {
 	for _, engine := range []string{"file", "redis"} {
 		for _, policy := range []string{"skip", "retry"} {
 			t.Run(engine+"/"+policy, func(t *testing.T) {
+				t.Parallel()
 				ws := newWorkerSetup(t, engine)
 				const ttl, hold = 400 * time.Millisecond, 20 * time.Millisecond
 				a := ws.start(t, policy, hold, ttl)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"text/template"
+	"text/template/parse"
 
 	"github.com/hibiken/asynq"
 )
@@ -27,28 +28,48 @@ const (
 
 // PayloadHash returns the first 16 bytes of the SHA-256 of payload in hex.
 func PayloadHash(payload []byte) string {
+	var buf [32]byte
+	return string(appendHash(buf[:0], payload))
+}
+
+func appendHash(b, payload []byte) []byte {
 	sum := sha256.Sum256(payload)
-	return hex.EncodeToString(sum[:16])
+	return hex.AppendEncode(b, sum[:16])
 }
 
 // DefaultKey is the key when a rule names none: the task type and the hash
 // of its payload, so identical tasks exclude each other and different ones
 // do not.
 func DefaultKey(_ context.Context, t *asynq.Task) (string, error) {
-	return t.Type() + ":" + PayloadHash(t.Payload()), nil
+	b := make([]byte, 0, len(t.Type())+1+32)
+	b = append(append(b, t.Type()...), ':')
+	return string(appendHash(b, t.Payload())), nil
 }
 
 // KeyTemplate parses text once, as a text/template executed over the task's
-// JSON payload object with missing keys an error. Besides the payload's
-// fields, {{._type}}, {{._queue}} and {{._hash}} give the task type, queue
-// and payload hash. Numbers render as written in the payload. It returns an
-// error for a template that does not parse.
+// JSON payload object. Besides the payload's fields, {{._type}},
+// {{._queue}} and {{._hash}} give the task type, queue and payload hash.
+//
+// A field renders as its value: a string as its text, a number in one
+// canonical form (42, 42.0 and 4.2e1 all render 42; big integers stay
+// exact), true or false. A field that is missing, null, an empty string, an
+// object or an array is an error naming it, and so fails the task without
+// retries: a key made of nothing would make unrelated tasks share a lock.
+//
+// Templates made only of text and {{.field}} or {{.field.sub}} actions are
+// rendered straight from the payload's bytes; anything else (functions,
+// conditions) runs text/template over the decoded payload, where null
+// fields are missing ones. KeyTemplate returns an error for a template that
+// does not parse.
 //
 //	KeyTemplate("export-user-{{.user_id}}")
 func KeyTemplate(text string) (KeyFunc, error) {
 	tmpl, err := template.New("key").Option("missingkey=error").Parse(text)
 	if err != nil {
 		return nil, fmt.Errorf("middleware: key template %q: %w", text, err)
+	}
+	if parts, ok := compileFields(tmpl.Tree); ok {
+		return parts.render, nil
 	}
 	return func(ctx context.Context, t *asynq.Task) (string, error) {
 		data, err := templateData(ctx, t)
@@ -63,6 +84,141 @@ func KeyTemplate(text string) (KeyFunc, error) {
 	}, nil
 }
 
+// part is a piece of a simple template: literal text, or a field path.
+type part struct {
+	text string
+	path []string
+}
+
+type fieldTemplate struct {
+	parts []part
+	size  int // bytes of literal text
+}
+
+// compileFields turns a template made only of text and field actions into
+// parts; ok is false for anything else.
+func compileFields(tree *parse.Tree) (fieldTemplate, bool) {
+	var ft fieldTemplate
+	for _, n := range tree.Root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode:
+			ft.parts = append(ft.parts, part{text: string(n.Text)})
+			ft.size += len(n.Text)
+		case *parse.ActionNode:
+			p := n.Pipe
+			if len(p.Decl) != 0 || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
+				return ft, false
+			}
+			f, ok := p.Cmds[0].Args[0].(*parse.FieldNode)
+			if !ok {
+				return ft, false
+			}
+			ft.parts = append(ft.parts, part{path: f.Ident})
+		default:
+			return ft, false
+		}
+	}
+	return ft, true
+}
+
+func (ft fieldTemplate) render(ctx context.Context, t *asynq.Task) (string, error) {
+	payload := bytes.TrimSpace(t.Payload())
+	if len(payload) > 0 && (!json.Valid(payload) || payload[0] != '{') {
+		// Rare: let the decoder say exactly what is wrong.
+		if _, err := templateData(ctx, t); err != nil {
+			return "", err
+		}
+		return "", errors.New("payload is not JSON")
+	}
+	b := make([]byte, 0, ft.size+32)
+	for _, p := range ft.parts {
+		if p.path == nil {
+			b = append(b, p.text...)
+			continue
+		}
+		var err error
+		if b, err = appendField(ctx, b, t, payload, p.path); err != nil {
+			return "", err
+		}
+	}
+	return string(b), nil
+}
+
+func appendField(ctx context.Context, b []byte, t *asynq.Task, payload []byte, path []string) ([]byte, error) {
+	if len(path) == 1 {
+		switch path[0] {
+		case FieldType:
+			return append(b, t.Type()...), nil
+		case FieldQueue:
+			q, _ := asynq.GetQueueName(ctx)
+			return append(b, q...), nil
+		case FieldHash:
+			return appendHash(b, t.Payload()), nil
+		}
+	}
+	name := strings.Join(path, ".")
+	raw := payload
+	for i, field := range path {
+		if len(raw) == 0 || raw[0] != '{' {
+			if i == 0 {
+				return nil, fmt.Errorf("payload has no field %q", name)
+			}
+			return nil, fmt.Errorf("field %q: %q is not an object", name, strings.Join(path[:i], "."))
+		}
+		var found bool
+		if raw, found = member(raw, field); !found {
+			return nil, fmt.Errorf("payload has no field %q", name)
+		}
+	}
+	return appendValue(b, raw, name)
+}
+
+// appendValue renders one JSON value of a key field.
+func appendValue(b, raw []byte, name string) ([]byte, error) {
+	switch raw[0] {
+	case '"':
+		if len(raw) == 2 {
+			return nil, fmt.Errorf("field %q is an empty string", name)
+		}
+		if plainASCII(raw[1 : len(raw)-1]) {
+			return append(b, raw[1:len(raw)-1]...), nil
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, fmt.Errorf("field %q: %w", name, err)
+		}
+		return append(b, s...), nil
+	case 'n':
+		return nil, fmt.Errorf("field %q is null", name)
+	case 't', 'f':
+		return append(b, raw...), nil
+	case '{':
+		return nil, fmt.Errorf("field %q is an object, not a value", name)
+	case '[':
+		return nil, fmt.Errorf("field %q is an array, not a value", name)
+	}
+	if plainInt(raw) && string(raw) != "-0" {
+		return append(b, raw...), nil
+	}
+	n, err := canonicalNumber(raw)
+	if err != nil {
+		return nil, fmt.Errorf("field %q: %w", name, err)
+	}
+	return append(b, n...), nil
+}
+
+// plainASCII reports whether a JSON string's contents need no decoding.
+func plainASCII(s []byte) bool {
+	for _, c := range s {
+		if c == '\\' || c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// templateData decodes the payload for text/template: numbers in canonical
+// form, null fields left out so that using one is a missing-key error.
 func templateData(ctx context.Context, t *asynq.Task) (map[string]any, error) {
 	data := map[string]any{}
 	if p := bytes.TrimSpace(t.Payload()); len(p) > 0 {
@@ -75,8 +231,11 @@ func templateData(ctx context.Context, t *asynq.Task) (map[string]any, error) {
 			}
 			return nil, fmt.Errorf("payload is not JSON: %w", err)
 		}
-		if dec.More() {
+		if rest := bytes.TrimSpace(p[dec.InputOffset():]); len(rest) > 0 {
 			return nil, fmt.Errorf("payload is not JSON: data after the object")
+		}
+		if err := canonicalize(data); err != nil {
+			return nil, err
 		}
 	}
 	queue, _ := asynq.GetQueueName(ctx)
@@ -84,4 +243,24 @@ func templateData(ctx context.Context, t *asynq.Task) (map[string]any, error) {
 	data[FieldQueue] = queue
 	data[FieldHash] = PayloadHash(t.Payload())
 	return data, nil
+}
+
+func canonicalize(m map[string]any) error {
+	for k, v := range m {
+		switch v := v.(type) {
+		case nil:
+			delete(m, k)
+		case json.Number:
+			n, err := canonicalNumber([]byte(v))
+			if err != nil {
+				return fmt.Errorf("field %q: %w", k, err)
+			}
+			m[k] = n
+		case map[string]any:
+			if err := canonicalize(v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -12,16 +12,16 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/lock"
+	"github.com/redis/go-redis/v9"
 )
 
 // DefaultPrefix is put before every task's key unless WithPrefix says
 // otherwise.
 const DefaultPrefix = "asynq:"
 
-// DefaultTTL is a rule's lock TTL when it sets none. Locks are renewed
-// every TTL/3 while the handler runs, so the TTL bounds how long a crashed
-// worker's lock outlives it, not how long a task may run.
-const DefaultTTL = 30 * time.Second
+// DefaultMaxWait is how long a Wait policy waits unless Rule.MaxWait says
+// otherwise.
+const DefaultMaxWait = 10 * time.Second
 
 // Rule is the locking configuration of a task type.
 type Rule struct {
@@ -29,16 +29,29 @@ type Rule struct {
 	Key KeyFunc
 	// Template, when Key is nil, is parsed by New with KeyTemplate.
 	Template string
-	// TTL of the lock. Default DefaultTTL.
-	TTL time.Duration
-	// Strategy says how long the lock is kept. Default HoldWhileRunning.
-	Strategy Strategy
+
+	// Lease is how long the lock lasts unless renewed. It is renewed every
+	// third of it while the handler runs, so it bounds how long a crashed
+	// worker keeps the key blocked, not how long a task may run. Default
+	// lock.DefaultLease.
+	Lease time.Duration
+	// MaxRunTime, if set, cancels the handler's context (cause
+	// lock.ErrMaxRunTime) once it has run that long; asynq's own Timeout and
+	// Deadline apply as well. Default: no limit of the middleware's own.
+	MaxRunTime time.Duration
+	// Window, if set, keeps the key taken after a successful run until
+	// Window after the lock was obtained, so the key runs at most once per
+	// Window: rate-limit slots, once-per-window jobs. A failed run frees the
+	// key for its retry. Default 0: the key is freed when the handler
+	// returns.
+	Window time.Duration
+
 	// Policy says what a duplicate does. Default Retry.
 	Policy Policy
-	// MaxWait bounds a Wait policy's wait. Default 10s.
+	// MaxWait bounds a Wait policy's wait. Default DefaultMaxWait.
 	MaxWait time.Duration
 	// WaitInterval is the pause between a Wait policy's tries. Default
-	// 100ms.
+	// lock.DefaultRetryInterval.
 	WaitInterval time.Duration
 	// AfterWait is what a Wait policy does when MaxWait passes: Skip or
 	// Retry. Default Retry.
@@ -55,6 +68,7 @@ type config struct {
 	logger    *slog.Logger
 	observer  Observer
 	releaseTO time.Duration
+	broker    redis.UniversalClient
 }
 
 // WithRule sets the rule for task types matching pattern: a task type, or a
@@ -81,24 +95,36 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 func WithObserver(o Observer) Option { return func(c *config) { c.observer = o } }
 
 // WithReleaseTimeout bounds the release made after the handler returns,
-// which runs even when the handler's context was cancelled. Default 5s.
+// which runs even when the handler's context was cancelled. Default
+// lock.DefaultReleaseTimeout.
 func WithReleaseTimeout(d time.Duration) Option { return func(c *config) { c.releaseTO = d } }
+
+// WithRedisClient gives the middleware the Redis that the asynq server
+// works on (the caller keeps it and closes it). With it, a duplicate under
+// the Retry policy whose task has no retries left (asynq would archive it,
+// whatever IsFailure says) is enqueued again as a new task that comes back
+// when the holder is due to finish. Without it such a duplicate waits for
+// the key inside its handler, for as long as the task may run. Default:
+// none.
+func WithRedisClient(c redis.UniversalClient) Option { return func(cfg *config) { cfg.broker = c } }
 
 // rule is a Rule ready to use.
 type rule struct {
 	Rule
 	pattern string
+	opts    []lock.RunOption
 }
 
 type middleware struct {
-	locker    lock.Locker
-	prefix    string
-	exact     map[string]*rule
-	prefixes  []*rule // longest first
-	fallback  *rule
-	log       *slog.Logger
-	observe   Observer
-	releaseTO time.Duration
+	renewer  *lock.Renewer
+	prefix   string
+	exact    map[string]*rule
+	prefixes []*rule // longest first
+	fallback *rule
+	log      *slog.Logger
+	observe  Observer
+	client   *asynq.Client    // nil without WithRedisClient
+	inspect  *asynq.Inspector // likewise
 }
 
 // New returns asynq middleware that runs each task under a lock on a key
@@ -109,21 +135,28 @@ func New(locker lock.Locker, opts ...Option) (asynq.MiddlewareFunc, error) {
 	if locker == nil {
 		return nil, errors.New("middleware: locker is nil")
 	}
-	cfg := config{prefix: DefaultPrefix, rules: map[string]Rule{}, releaseTO: 5 * time.Second}
+	cfg := config{prefix: DefaultPrefix, rules: map[string]Rule{}, releaseTO: lock.DefaultReleaseTimeout}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	m := &middleware{locker: locker, prefix: cfg.prefix, exact: map[string]*rule{}, log: cfg.logger,
-		observe: cfg.observer, releaseTO: cfg.releaseTO}
+	if cfg.releaseTO <= 0 {
+		return nil, fmt.Errorf("middleware: release timeout %s must be positive", cfg.releaseTO)
+	}
+	m := &middleware{renewer: lock.NewRenewer(locker), prefix: cfg.prefix, exact: map[string]*rule{}, log: cfg.logger,
+		observe: cfg.observer}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.broker != nil {
+		m.client = asynq.NewClientFromRedisClient(cfg.broker)
+		m.inspect = asynq.NewInspectorFromRedisClient(cfg.broker)
+	}
 	var err error
-	if m.fallback, err = compile("default rule", cfg.fallback); err != nil {
+	if m.fallback, err = compile("default rule", cfg.fallback, cfg.releaseTO); err != nil {
 		return nil, err
 	}
 	for pattern, r := range cfg.rules {
-		cr, err := compile(pattern, r)
+		cr, err := compile(pattern, r, cfg.releaseTO)
 		if err != nil {
 			return nil, err
 		}
@@ -138,39 +171,50 @@ func New(locker lock.Locker, opts ...Option) (asynq.MiddlewareFunc, error) {
 	return m.wrap, nil
 }
 
-func compile(name string, r Rule) (*rule, error) {
+func compile(name string, r Rule, releaseTO time.Duration) (*rule, error) {
+	fail := func(format string, args ...any) (*rule, error) {
+		return nil, fmt.Errorf("middleware: rule %q: "+format, append([]any{name}, args...)...)
+	}
 	if r.Key == nil && r.Template != "" {
 		k, err := KeyTemplate(r.Template)
 		if err != nil {
-			return nil, fmt.Errorf("middleware: rule %q: %w", name, err)
+			return fail("%w", err)
 		}
 		r.Key = k
 	}
 	if r.Key == nil {
 		r.Key = DefaultKey
 	}
-	if r.TTL == 0 {
-		r.TTL = DefaultTTL
+	if r.Lease == 0 {
+		r.Lease = lock.DefaultLease
 	}
-	if err := lock.ValidateTTL(r.TTL); err != nil {
-		return nil, fmt.Errorf("middleware: rule %q: %w", name, err)
+	if err := lock.ValidateTTL(r.Lease); err != nil {
+		return fail("lease: %w", err)
+	}
+	if r.MaxRunTime < 0 || r.Window < 0 {
+		return fail("MaxRunTime %s and Window %s must not be negative", r.MaxRunTime, r.Window)
 	}
 	if r.MaxWait == 0 {
-		r.MaxWait = 10 * time.Second
+		r.MaxWait = DefaultMaxWait
 	}
 	if r.WaitInterval == 0 {
 		r.WaitInterval = lock.DefaultRetryInterval
 	}
+	if r.MaxWait < 0 || r.WaitInterval < 0 {
+		return fail("MaxWait %s and WaitInterval %s must not be negative", r.MaxWait, r.WaitInterval)
+	}
 	if r.Policy < Retry || r.Policy > Fail {
-		return nil, fmt.Errorf("middleware: rule %q: unknown policy %v", name, r.Policy)
+		return fail("unknown policy %v", r.Policy)
 	}
 	if r.AfterWait != Retry && r.AfterWait != Skip {
-		return nil, fmt.Errorf("middleware: rule %q: AfterWait must be Skip or Retry, not %v", name, r.AfterWait)
+		return fail("AfterWait must be Skip or Retry, not %v", r.AfterWait)
 	}
-	if r.Strategy != HoldWhileRunning && r.Strategy != HoldUntilTTL {
-		return nil, fmt.Errorf("middleware: rule %q: unknown strategy %d", name, r.Strategy)
+	cr := &rule{Rule: r, pattern: name, opts: []lock.RunOption{lock.WithLease(r.Lease), lock.WithMaxRunTime(r.MaxRunTime),
+		lock.WithWindow(r.Window), lock.WithReleaseTimeout(releaseTO)}}
+	if r.Policy == Wait {
+		cr.opts = append(cr.opts, lock.WithWait(lock.Wait{MaxWait: r.MaxWait, Interval: r.WaitInterval, Jitter: 0.2}))
 	}
-	return &rule{Rule: r, pattern: name}, nil
+	return cr, nil
 }
 
 func (m *middleware) ruleFor(taskType string) *rule {

@@ -85,7 +85,7 @@ func hold(t *testing.T, l lock.Locker, ttl time.Duration) lock.Lease {
 
 func TestPolicies(t *testing.T) {
 	rule := func(p middleware.Policy) middleware.Rule {
-		return middleware.Rule{Template: "job-{{.id}}", TTL: 2 * time.Second, Policy: p, MaxWait: 200 * time.Millisecond, WaitInterval: 10 * time.Millisecond}
+		return middleware.Rule{Template: "job-{{.id}}", Lease: 2 * time.Second, Policy: p, MaxWait: 200 * time.Millisecond, WaitInterval: 10 * time.Millisecond}
 	}
 	t.Run("runs when free and releases", func(t *testing.T) {
 		l := newFileLocker(t)
@@ -181,7 +181,9 @@ func TestBadInputFailsWithoutRetry(t *testing.T) {
 	l := newFileLocker(t)
 	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}"}, nil)
 	for _, tt := range []struct{ name, payload, want string }{
-		{"missing field", `{"user":1}`, `map has no entry for key "id"`},
+		{"missing field", `{"user":1}`, `payload has no field "id"`},
+		{"null field", `{"id":null}`, `field "id" is null`},
+		{"empty field", `{"id":""}`, `field "id" is an empty string`},
 		{"not JSON", `id=1`, "payload is not JSON"},
 		{"invalid key", `{"id":"a\nb"}`, "invalid key"},
 	} {
@@ -195,10 +197,11 @@ func TestBadInputFailsWithoutRetry(t *testing.T) {
 	assert.Zero(t, h.calls)
 }
 
-func TestHoldUntilTTL(t *testing.T) {
+func TestWindow(t *testing.T) {
 	l := newFileLocker(t)
 	fail := false
-	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}", TTL: time.Minute, Strategy: middleware.HoldUntilTTL},
+	const window = time.Minute
+	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}", Lease: time.Second, Window: window},
 		func(context.Context, *asynq.Task) error {
 			if fail {
 				return errors.New("boom")
@@ -208,8 +211,9 @@ func TestHoldUntilTTL(t *testing.T) {
 	require.NoError(t, h.run(`{"id":1}`))
 	rec, ok, err := l.Inspect(context.Background(), "t:job-1")
 	require.NoError(t, err)
-	require.True(t, ok, "a successful run keeps its slot until the TTL")
+	require.True(t, ok, "a successful run keeps its key for the window")
 	assert.Equal(t, lock.Held, rec.State)
+	assert.Greater(t, rec.TTL, 50*time.Second, "kept for the window, not for one lease")
 	require.ErrorIs(t, h.run(`{"id":1}`), middleware.ErrDuplicate, "the same key in the same window is a duplicate")
 	assert.Equal(t, 1, h.calls)
 
@@ -218,31 +222,52 @@ func TestHoldUntilTTL(t *testing.T) {
 	require.Error(t, h.run(`{"id":1}`))
 	_, ok, err = l.Inspect(context.Background(), "t:job-1")
 	require.NoError(t, err)
-	assert.False(t, ok, "a failed run gives the slot back for its retry")
+	assert.False(t, ok, "a failed run frees the key for its retry")
 }
 
 func TestLostLockCancelsHandler(t *testing.T) {
 	l := newFileLocker(t)
-	const ttl = 300 * time.Millisecond
-	var cancelledAfter time.Duration
-	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}", TTL: ttl}, func(ctx context.Context, _ *asynq.Task) error {
+	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}", Lease: 300 * time.Millisecond}, func(ctx context.Context, _ *asynq.Task) error {
 		lease, _ := lock.LeaseFromContext(ctx)
 		// An operator frees the lock behind the handler's back.
 		require.NoError(t, l.Release(context.Background(), lease))
-		freed := time.Now()
 		select {
 		case <-ctx.Done():
-			cancelledAfter = time.Since(freed)
 			require.ErrorIs(t, context.Cause(ctx), lock.ErrLost)
 			return ctx.Err()
-		case <-time.After(5 * time.Second):
-			return nil
+		case <-time.After(10 * time.Second):
+			return errors.New("the handler was never told its lock was gone")
 		}
 	})
 	err := h.run(`{"id":1}`)
 	require.ErrorIs(t, err, lock.ErrLost)
-	assert.LessOrEqual(t, cancelledAfter, ttl/3+100*time.Millisecond, "not cancelled within one renewal interval")
-	assert.Contains(t, h.events.kinds(), middleware.Lost)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, []middleware.EventKind{middleware.Obtained, middleware.Lost}, h.events.kinds())
+}
+
+func TestPanickingHandlerFreesItsKey(t *testing.T) {
+	l := newFileLocker(t)
+	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}", Lease: time.Minute, Policy: middleware.Fail},
+		func(context.Context, *asynq.Task) error { panic("boom") })
+	func() {
+		defer func() { assert.Equal(t, "boom", recover(), "the panic goes on to asynq's recoverer") }()
+		_ = h.run(`{"id":1}`)
+	}()
+	_, ok, err := l.Inspect(context.Background(), "t:job-1")
+	require.NoError(t, err)
+	assert.False(t, ok, "the panicking handler's lock outlived it: its retry would be a duplicate")
+	assert.Equal(t, []middleware.EventKind{middleware.Obtained, middleware.Released}, h.events.kinds())
+}
+
+func TestMaxRunTime(t *testing.T) {
+	l := newFileLocker(t)
+	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}", MaxRunTime: 50 * time.Millisecond},
+		func(ctx context.Context, _ *asynq.Task) error {
+			<-ctx.Done()
+			return context.Cause(ctx)
+		})
+	require.ErrorIs(t, h.run(`{"id":1}`), lock.ErrMaxRunTime)
+	assert.Equal(t, []middleware.EventKind{middleware.Obtained, middleware.Released}, h.events.kinds())
 }
 
 func TestRuleMatching(t *testing.T) {
@@ -273,10 +298,13 @@ func TestNewRejectsBadRules(t *testing.T) {
 		name string
 		rule middleware.Rule
 	}{
-		{"ttl", middleware.Rule{TTL: time.Microsecond}},
+		{"lease", middleware.Rule{Lease: time.Microsecond}},
+		{"negative max run time", middleware.Rule{MaxRunTime: -time.Second}},
+		{"negative window", middleware.Rule{Window: -time.Second}},
+		{"negative wait", middleware.Rule{Policy: middleware.Wait, MaxWait: -time.Second}},
 		{"policy", middleware.Rule{Policy: middleware.Policy(9)}},
 		{"after wait", middleware.Rule{Policy: middleware.Wait, AfterWait: middleware.Fail}},
-		{"strategy", middleware.Rule{Strategy: middleware.Strategy(7)}},
+		{"template", middleware.Rule{Template: "{{.a"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := middleware.New(l, middleware.WithRule("x", tt.rule))

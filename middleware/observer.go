@@ -18,12 +18,16 @@ const (
 	// Lost: the lock could not be renewed while the handler ran and the
 	// handler's context was cancelled; Duration is how long it was held.
 	Lost
-	// Released: the lock was released (or, under HoldUntilTTL, kept to its
-	// TTL); Duration is how long the handler held it.
+	// Released: the lock was released (or kept for the rule's Window);
+	// Duration is how long it was held. Err is set when the handler
+	// panicked (the lock was released all the same).
 	Released
 	// Error: the key could not be derived or the engine failed; Err says
 	// why.
 	Error
+	// Requeued: a duplicate under Retry had no retries left (asynq would
+	// have archived it) and was enqueued again as a new task.
+	Requeued
 )
 
 func (k EventKind) String() string {
@@ -40,6 +44,8 @@ func (k EventKind) String() string {
 		return "released"
 	case Error:
 		return "error"
+	case Requeued:
+		return "requeued"
 	}
 	return "unknown"
 }

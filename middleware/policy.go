@@ -9,20 +9,6 @@ import (
 	"github.com/hibiken/asynq"
 )
 
-// Strategy says how long a task's lock is kept.
-type Strategy int
-
-const (
-	// HoldWhileRunning keeps the lock while the handler runs and releases it
-	// when the handler returns. The default.
-	HoldWhileRunning Strategy = iota
-	// HoldUntilTTL keeps the lock after a successful run until its TTL ends
-	// (counted from the last renewal), so the key runs at most once per TTL:
-	// the spec's API rate-limit slot and once-per-window jobs. A failed run
-	// releases the lock so its retry is not blocked.
-	HoldUntilTTL
-)
-
 // Policy says what happens to a task whose key is held.
 type Policy int
 
@@ -30,7 +16,9 @@ const (
 	// Retry returns a *DuplicateError so asynq runs the task again later.
 	// With IsFailure in the server's Config it does not count as a failure
 	// (no retry is used up), and with RetryDelayFunc it comes back when the
-	// holder's lock is due to end. The default: nothing is dropped.
+	// holder's lock is due to end. A task with no retries left, which asynq
+	// would archive, is sent back as a new task (WithRedisClient) or waits
+	// for the key. The default: nothing is dropped.
 	Retry Policy = iota
 	// Skip completes the duplicate without running it.
 	Skip
@@ -112,8 +100,14 @@ func RetryDelayFunc(next asynq.RetryDelayFunc) asynq.RetryDelayFunc {
 		if !errors.As(err, &dup) {
 			return next(n, err, t)
 		}
-		lo := dup.TTL / 4
-		d := lo + time.Duration(rand.Int64N(int64(dup.TTL-lo)+1))
-		return max(d, MinRetryDelay)
+		return dupDelay(dup)
 	}
+}
+
+// dupDelay is when a duplicate should come back: between a quarter of the
+// holder's remaining lease and all of it, at least MinRetryDelay.
+func dupDelay(dup *DuplicateError) time.Duration {
+	lo := dup.TTL / 4
+	d := lo + time.Duration(rand.Int64N(int64(dup.TTL-lo)+1))
+	return max(d, MinRetryDelay)
 }

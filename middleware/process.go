@@ -4,11 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/lock"
 )
+
+// errPanicked is the Err of the event for a handler that panicked.
+var errPanicked = errors.New("middleware: the handler panicked; its lock was released")
 
 // process runs one task under its lock.
 func (m *middleware) process(ctx context.Context, t *asynq.Task, next asynq.Handler) error {
@@ -25,17 +31,7 @@ func (m *middleware) process(ctx context.Context, t *asynq.Task, next asynq.Hand
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	ev.Key = key
-
-	start := time.Now()
-	lease, err := m.obtain(ctx, r, t, &ev)
-	if err != nil {
-		return m.refused(ctx, r, t, &ev, err)
-	}
-	ev.Kind, ev.Fence, ev.Duration = Obtained, lease.Fence, time.Since(start)
-	m.emit(ev)
-	m.log.DebugContext(ctx, "joblock: lock obtained", "task", t.Type(), "key", key, "fence", lease.Fence)
-
-	return m.run(ctx, r, t, next, lease, ev)
+	return m.run(ctx, r, r.opts, t, next, ev, true)
 }
 
 // key derives and checks the task's lock key.
@@ -51,22 +47,71 @@ func (m *middleware) key(ctx context.Context, r *rule, t *asynq.Task) (string, e
 	return key, nil
 }
 
-// obtain takes the lock once, or waits for it under the Wait policy.
-func (m *middleware) obtain(ctx context.Context, r *rule, t *asynq.Task, ev *Event) (lock.Lease, error) {
-	if r.Policy != Wait {
-		return m.locker.Obtain(ctx, ev.Key, r.TTL)
-	}
+// run calls the handler under the task's lock, as lock.Renewer.Run holds
+// it, and turns what happened into events and the error asynq sees.
+// sendBack says a duplicate may still be sent back (see refused).
+func (m *middleware) run(ctx context.Context, r *rule, opts []lock.RunOption, t *asynq.Task, next asynq.Handler, ev Event, sendBack bool) error {
 	start := time.Now()
-	lease, err := lock.ObtainWait(ctx, m.locker, ev.Key, r.TTL, lock.Wait{MaxWait: r.MaxWait, Interval: r.WaitInterval, Jitter: 0.2})
-	if err == nil || errors.Is(err, lock.ErrNotObtained) {
-		m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, Key: ev.Key, Policy: Wait,
-			Duration: time.Since(start), Err: err})
+	var obtained time.Time
+	returned := false
+	defer func() {
+		if !returned && !obtained.IsZero() {
+			// The handler panicked: Run released the lock, and the panic
+			// goes on to asynq's recoverer, which retries the task.
+			ev.Kind, ev.Err, ev.Duration = Released, errPanicked, time.Since(obtained)
+			m.emit(ev)
+		}
+	}()
+	out, err := m.renewer.Run(ctx, ev.Key, func(ctx context.Context) error {
+		obtained = time.Now()
+		lease, _ := lock.LeaseFromContext(ctx)
+		ev.Kind, ev.Fence, ev.Duration = Obtained, lease.Fence, obtained.Sub(start)
+		if r.Policy == Wait {
+			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, Key: ev.Key, Policy: Wait, Duration: ev.Duration})
+		}
+		m.emit(ev)
+		m.log.DebugContext(ctx, "joblock: lock obtained", "task", t.Type(), "key", ev.Key, "fence", lease.Fence)
+		return next.ProcessTask(ctx, t)
+	}, opts...)
+	returned = true
+	if !out.Ran {
+		if r.Policy == Wait && errors.Is(err, lock.ErrNotObtained) {
+			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, Key: ev.Key, Policy: Wait,
+				Duration: time.Since(start), Err: err})
+		}
+		return m.refused(ctx, r, t, next, &ev, err, sendBack)
 	}
-	return lease, err
+	ev.Fence, ev.Duration = out.Lease.Fence, out.Held
+	switch {
+	case out.Lost != nil:
+		ev.Kind, ev.Err = Lost, out.Lost
+		m.emit(ev)
+		m.log.WarnContext(ctx, "joblock: lock lost while the task ran; its context was cancelled",
+			"task", t.Type(), "key", ev.Key, "fence", ev.Fence, "err", out.Lost)
+		if err == nil {
+			// The handler finished anyway; its work may have overlapped
+			// another holder's, which the fencing token lets it detect.
+			return nil
+		}
+		return errors.Join(err, out.Lost)
+	case out.ReleaseErr != nil:
+		ev.Kind, ev.Err = Error, out.ReleaseErr
+		m.emit(ev)
+		m.log.WarnContext(ctx, "joblock: release failed; the lock ends with its lease", "task", t.Type(), "key", ev.Key, "err", out.ReleaseErr)
+		return err
+	}
+	ev.Kind = Released
+	m.emit(ev)
+	if out.Kept {
+		m.log.DebugContext(ctx, "joblock: key kept for its window", "task", t.Type(), "key", ev.Key, "expires_at", out.Lease.ExpiresAt)
+	} else {
+		m.log.DebugContext(ctx, "joblock: lock released", "task", t.Type(), "key", ev.Key, "held", ev.Duration)
+	}
+	return err
 }
 
 // refused applies the policy to a task whose lock was not obtained.
-func (m *middleware) refused(ctx context.Context, r *rule, t *asynq.Task, ev *Event, err error) error {
+func (m *middleware) refused(ctx context.Context, r *rule, t *asynq.Task, next asynq.Handler, ev *Event, err error, sendBack bool) error {
 	var held *lock.HeldError
 	if !errors.As(err, &held) {
 		ev.Kind, ev.Err = Error, err
@@ -89,48 +134,85 @@ func (m *middleware) refused(ctx context.Context, r *rule, t *asynq.Task, ev *Ev
 	case Fail:
 		return fmt.Errorf("%w: %w", dup, asynq.SkipRetry)
 	}
-	return dup
+	if !sendBack || retriesLeft(ctx) {
+		return dup
+	}
+	return m.sendBack(ctx, r, t, next, *ev, dup)
 }
 
-// run calls the handler under the lease, renewing it, and lets it go as the
-// strategy says.
-func (m *middleware) run(ctx context.Context, r *rule, t *asynq.Task, next asynq.Handler, lease lock.Lease, ev Event) error {
-	start := time.Now()
-	workCtx, stop := lock.KeepAlive(ctx, m.locker, lease, r.TTL)
-	err := next.ProcessTask(lock.ContextWithLease(workCtx, lease), t)
-	lost := context.Cause(workCtx)
-	lease = stop()
-	ev.Duration = time.Since(start)
+// retriesLeft reports whether asynq will retry the task when it fails:
+// asynq archives a task whose retries are used up before it asks
+// IsFailure. Outside an asynq server it says yes.
+func retriesLeft(ctx context.Context) bool {
+	n, ok := asynq.GetRetryCount(ctx)
+	limit, ok2 := asynq.GetMaxRetry(ctx)
+	return !ok || !ok2 || n < limit
+}
 
-	if errors.Is(lost, lock.ErrLost) {
-		ev.Kind, ev.Err = Lost, lost
-		m.emit(ev)
-		m.log.WarnContext(ctx, "joblock: lock lost while the task ran; its context was cancelled",
-			"task", t.Type(), "key", ev.Key, "fence", lease.Fence, "err", lost)
-		if err == nil {
-			// The handler finished anyway; its work may have overlapped
-			// another holder's, which the fencing token lets it detect.
-			return nil
-		}
-		return errors.Join(err, lost)
+// sendBack keeps a duplicate that asynq would archive: it enqueues it
+// again as a new task, or without a Redis client waits for the key here.
+func (m *middleware) sendBack(ctx context.Context, r *rule, t *asynq.Task, next asynq.Handler, ev Event, dup *DuplicateError) error {
+	if m.client == nil {
+		m.log.InfoContext(ctx, "joblock: duplicate has no retries left: waiting for the key (WithRedisClient would send it back instead)",
+			"task", t.Type(), "key", ev.Key)
+		// As long as the task may run: asynq's timeout or deadline ends it.
+		wait := lock.Wait{MaxWait: math.MaxInt64, Interval: r.WaitInterval, Jitter: 0.2}
+		return m.run(ctx, r, append(r.opts[:len(r.opts):len(r.opts)], lock.WithWait(wait)), t, next, ev, false)
 	}
-
-	if r.Strategy == HoldUntilTTL && err == nil {
-		ev.Kind = Released
+	err := m.requeue(ctx, t, dup)
+	if err != nil {
+		ev.Kind, ev.Err = Error, err
 		m.emit(ev)
-		m.log.DebugContext(ctx, "joblock: lock kept until its TTL", "task", t.Type(), "key", ev.Key, "expires_at", lease.ExpiresAt)
-		return nil
+		m.log.ErrorContext(ctx, "joblock: could not send a duplicate back; asynq archives it", "task", t.Type(), "key", ev.Key, "err", err)
+		return fmt.Errorf("%w (sending it back failed: %v)", dup, err)
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.releaseTO)
-	defer cancel()
-	if rerr := m.locker.Release(rctx, lease); rerr != nil && !errors.Is(rerr, lock.ErrNotHeld) {
-		ev.Kind, ev.Err = Error, rerr
-		m.emit(ev)
-		m.log.WarnContext(ctx, "joblock: release failed; the lock ends at its TTL", "task", t.Type(), "key", ev.Key, "err", rerr)
-		return err
-	}
-	ev.Kind = Released
+	ev.Kind = Requeued
 	m.emit(ev)
-	m.log.DebugContext(ctx, "joblock: lock released", "task", t.Type(), "key", ev.Key, "held", ev.Duration)
+	return nil
+}
+
+// requeue enqueues a copy of t, with the options asynq stored for it, to
+// come back when the holder is due to finish. The copy's ID is derived
+// from t's, so a second delivery of t (after a crash) cannot enqueue a
+// second copy.
+func (m *middleware) requeue(ctx context.Context, t *asynq.Task, dup *DuplicateError) error {
+	queue, _ := asynq.GetQueueName(ctx)
+	id, _ := asynq.GetTaskID(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	info, err := m.inspect.GetTaskInfo(queue, id)
+	if err != nil {
+		return fmt.Errorf("read task %s: %w", id, err)
+	}
+	opts := []asynq.Option{asynq.Queue(queue), asynq.TaskID(resentID(id)), asynq.MaxRetry(info.MaxRetry),
+		asynq.ProcessIn(dupDelay(dup))}
+	if info.Timeout > 0 {
+		opts = append(opts, asynq.Timeout(info.Timeout))
+	}
+	if !info.Deadline.IsZero() {
+		opts = append(opts, asynq.Deadline(info.Deadline))
+	}
+	if info.Retention > 0 {
+		opts = append(opts, asynq.Retention(info.Retention))
+	}
+	_, err = m.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(t.Type(), t.Payload(), t.Headers()), opts...)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil // an earlier delivery of this task sent it back already
+	}
 	return err
+}
+
+// resentSep separates a task's ID from the count of times it was sent
+// back.
+const resentSep = "~resent-"
+
+// resentID is the ID of the copy of the task with ID id.
+func resentID(id string) string {
+	base, count := id, 0
+	if i := strings.LastIndex(id, resentSep); i >= 0 {
+		if n, err := strconv.Atoi(id[i+len(resentSep):]); err == nil {
+			base, count = id[:i], n
+		}
+	}
+	return base + resentSep + strconv.Itoa(count+1)
 }

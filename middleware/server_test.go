@@ -3,8 +3,11 @@ package middleware_test
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,23 +30,37 @@ type inProcess struct {
 	client *asynq.Client
 }
 
-func startInProcess(t *testing.T, locker func(*redistest.Server) lock.Locker, rule middleware.Rule, handler asynq.HandlerFunc) (*inProcess, lock.Locker) {
+// serverOption is a middleware option made from the test's Redis.
+type serverOption func(*redistest.Server) middleware.Option
+
+// withSendBack gives the middleware the asynq server's Redis, so it can
+// send back duplicates that asynq would archive.
+func withSendBack(t *testing.T) serverOption {
+	return func(s *redistest.Server) middleware.Option { return middleware.WithRedisClient(s.Client(t)) }
+}
+
+func startInProcess(t *testing.T, locker func(*redistest.Server) lock.Locker, rule middleware.Rule, handler asynq.HandlerFunc, opts ...serverOption) (*inProcess, lock.Locker) {
 	srv := redistest.New(t)
 	srv.RequireReal(t, "asynq")
 	p := &inProcess{redis: srv, queue: "q" + rand.Text()[:8]}
 	l := locker(srv)
-	mw, err := middleware.New(l, middleware.WithDefaultRule(rule), middleware.WithPrefix("srvtest:"))
+	mwOpts := []middleware.Option{middleware.WithDefaultRule(rule), middleware.WithPrefix("srvtest:")}
+	for _, o := range opts {
+		mwOpts = append(mwOpts, o(srv))
+	}
+	mw, err := middleware.New(l, mwOpts...)
 	require.NoError(t, err)
 	mux := asynq.NewServeMux()
 	mux.Use(mw)
 	mux.Handle("job", handler)
 	p.server = asynq.NewServer(asynq.RedisClientOpt{Addr: srv.Addr}, asynq.Config{
-		Concurrency:     10,
-		Queues:          map[string]int{p.queue: 1},
-		IsFailure:       middleware.IsFailure(nil),
-		RetryDelayFunc:  middleware.RetryDelayFunc(nil),
-		ShutdownTimeout: time.Second,
-		LogLevel:        asynq.FatalLevel,
+		Concurrency:              10,
+		Queues:                   map[string]int{p.queue: 1},
+		IsFailure:                middleware.IsFailure(nil),
+		RetryDelayFunc:           middleware.RetryDelayFunc(func(int, error, *asynq.Task) time.Duration { return 50 * time.Millisecond }),
+		DelayedTaskCheckInterval: 50 * time.Millisecond,
+		ShutdownTimeout:          time.Second,
+		LogLevel:                 asynq.FatalLevel,
 	})
 	require.NoError(t, p.server.Start(mux))
 	p.client = asynq.NewClient(asynq.RedisClientOpt{Addr: srv.Addr})
@@ -68,9 +85,24 @@ func engines(t *testing.T) map[string]func(*redistest.Server) lock.Locker {
 	return map[string]func(*redistest.Server) lock.Locker{"file": fileEngine(t), "redis": redisEngine(t)}
 }
 
-func (p *inProcess) enqueue(t *testing.T, payload string) {
-	_, err := p.client.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(p.queue))
+func (p *inProcess) enqueue(t *testing.T, payload string, opts ...asynq.Option) {
+	_, err := p.client.Enqueue(asynq.NewTask("job", []byte(payload)), append(opts, asynq.Queue(p.queue))...)
 	require.NoError(t, err)
+}
+
+// settled waits until the queue holds nothing that will still run, and
+// returns how many of its tasks asynq archived.
+func (p *inProcess) settled(t *testing.T) int {
+	in := asynq.NewInspector(asynq.RedisClientOpt{Addr: p.redis.Addr})
+	defer in.Close()
+	var q *asynq.QueueInfo
+	require.Eventually(t, func() bool {
+		var err error
+		q, err = in.GetQueueInfo(p.queue)
+		require.NoError(t, err)
+		return q.Pending+q.Active+q.Scheduled+q.Retry == 0
+	}, 30*time.Second, 20*time.Millisecond, "tasks still queued")
+	return q.Archived
 }
 
 func heldKeys(t *testing.T, l lock.Locker) []string {
@@ -91,35 +123,102 @@ func TestAsynqLostLockCancelsHandler(t *testing.T) {
 }
 
 func testAsynqLostLock(t *testing.T, engine func(*redistest.Server) lock.Locker) {
-	const ttl = 600 * time.Millisecond
-	type result struct {
-		after time.Duration
-		cause error
-	}
-	results := make(chan result, 1)
+	causes := make(chan error, 1)
 	lockers := make(chan lock.Locker, 1)
-	p, l := startInProcess(t, engine, middleware.Rule{Template: "job-{{.id}}", TTL: ttl},
+	p, l := startInProcess(t, engine, middleware.Rule{Template: "job-{{.id}}", Lease: 600 * time.Millisecond},
 		func(ctx context.Context, _ *asynq.Task) error {
 			lease, _ := lock.LeaseFromContext(ctx)
 			locker := <-lockers
 			require.NoError(t, locker.Release(context.Background(), lease), "someone frees the lock")
-			freed := time.Now()
 			select {
 			case <-ctx.Done():
-				results <- result{time.Since(freed), context.Cause(ctx)}
+				causes <- context.Cause(ctx)
 			case <-time.After(10 * time.Second):
-				results <- result{cause: nil}
+				causes <- nil
 			}
 			return ctx.Err()
 		})
 	lockers <- l
 	p.enqueue(t, `{"id":1}`)
 	select {
-	case r := <-results:
-		require.ErrorIs(t, r.cause, lock.ErrLost)
-		assert.LessOrEqual(t, r.after, ttl/3+150*time.Millisecond, "handler not cancelled within one renewal interval")
+	case cause := <-causes:
+		require.ErrorIs(t, cause, lock.ErrLost, "the handler was not told its lock was gone")
 	case <-time.After(20 * time.Second):
 		t.Fatal("task never ran")
+	}
+}
+
+// TestAsynqRetryNeverArchivesADuplicate: asynq archives a task whose
+// retries are used up before it asks IsFailure. A duplicate under Retry
+// must still run, once, after the holder finishes, whatever MaxRetry says.
+func TestAsynqRetryNeverArchivesADuplicate(t *testing.T) {
+	for name, engine := range engines(t) {
+		for _, maxRetry := range []int{0, 1} {
+			for _, sendBack := range []bool{true, false} {
+				t.Run(fmt.Sprintf("%s/max-retry-%d/send-back-%t", name, maxRetry, sendBack), func(t *testing.T) {
+					t.Parallel()
+					testRetryNeverArchives(t, engine, maxRetry, sendBack)
+				})
+			}
+		}
+	}
+}
+
+func testRetryNeverArchives(t *testing.T, engine func(*redistest.Server) lock.Locker, maxRetry int, sendBack bool) {
+	var mu sync.Mutex
+	var runs []string
+	holding := make(chan struct{})
+	var opts []serverOption
+	if sendBack {
+		opts = append(opts, withSendBack(t))
+	}
+	p, _ := startInProcess(t, engine, middleware.Rule{Template: "job-{{.id}}"},
+		func(ctx context.Context, task *asynq.Task) error {
+			mu.Lock()
+			runs = append(runs, "start "+string(task.Payload()))
+			first := len(runs) == 1
+			mu.Unlock()
+			if first {
+				close(holding)
+				time.Sleep(300 * time.Millisecond)
+			}
+			mu.Lock()
+			runs = append(runs, "end "+string(task.Payload()))
+			mu.Unlock()
+			return nil
+		}, opts...)
+	p.enqueue(t, `{"id":1,"n":"holder"}`)
+	<-holding
+	p.enqueue(t, `{"id":1,"n":"dup"}`, asynq.MaxRetry(maxRetry))
+	assert.Zero(t, p.settled(t), "a duplicate was archived")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{`start {"id":1,"n":"holder"}`, `end {"id":1,"n":"holder"}`,
+		`start {"id":1,"n":"dup"}`, `end {"id":1,"n":"dup"}`}, runs, "the duplicate runs once, after the holder")
+}
+
+// TestAsynqPanickingHandler: a handler that panics frees its key at once,
+// so asynq's retry of it is not refused as a duplicate of itself (under
+// Fail it would be archived), and the server goes on.
+func TestAsynqPanickingHandler(t *testing.T) {
+	for name, engine := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			var calls atomic.Int32
+			p, l := startInProcess(t, engine, middleware.Rule{Template: "job-{{.id}}", Lease: time.Minute, Policy: middleware.Fail},
+				func(context.Context, *asynq.Task) error {
+					if calls.Add(1) == 1 {
+						panic("boom")
+					}
+					return nil
+				})
+			p.enqueue(t, `{"id":1}`, asynq.MaxRetry(3))
+			assert.Zero(t, p.settled(t), "the retry was archived")
+			assert.EqualValues(t, 2, calls.Load(), "the task panicked, then its retry ran")
+			assert.Empty(t, heldKeys(t, l))
+			p.enqueue(t, `{"id":2}`)
+			assert.Zero(t, p.settled(t))
+			assert.EqualValues(t, 3, calls.Load(), "the server goes on")
+		})
 	}
 }
 
@@ -131,7 +230,7 @@ func TestAsynqShutdownReleasesEveryLock(t *testing.T) {
 
 func testAsynqShutdown(t *testing.T, engine func(*redistest.Server) lock.Locker) {
 	started := make(chan struct{}, 10)
-	p, l := startInProcess(t, engine, middleware.Rule{Template: "job-{{.id}}", TTL: time.Minute},
+	p, l := startInProcess(t, engine, middleware.Rule{Template: "job-{{.id}}"},
 		func(ctx context.Context, _ *asynq.Task) error {
 			started <- struct{}{}
 			<-ctx.Done() // runs until the server shuts down

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/joblock/joblock/lock"
 )
 
 // Option configures a Scheduler or a wrapper.
@@ -17,12 +19,13 @@ type config struct {
 	logger   *slog.Logger
 	location *time.Location
 	seconds  bool
-	ttl      time.Duration
+	lease    time.Duration
+	maxRun   time.Duration
 	base     context.Context
 }
 
 func newConfig(opts []Option) config {
-	c := config{prefix: "cron:", skew: DefaultSkew, location: time.Local, base: context.Background()}
+	c := config{prefix: "cron:", skew: DefaultSkew, location: time.Local, base: context.Background(), lease: lock.DefaultLease}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -42,8 +45,9 @@ func (c *config) now() time.Time {
 // WithPrefix sets the prefix of every lock key. Default "cron:".
 func WithPrefix(p string) Option { return func(c *config) { c.prefix = p } }
 
-// WithSkew sets how far apart hosts' clocks may be and still agree on a
-// tick (see Tick). Default DefaultSkew.
+// WithSkew sets how far apart hosts' clocks may be: a tick stays taken
+// until this long after the next tick, so a host whose clock is behind
+// cannot run it again. Default DefaultSkew.
 func WithSkew(d time.Duration) Option { return func(c *config) { c.skew = d } }
 
 // WithClock replaces the host's clock, for tests that play hosts whose
@@ -54,8 +58,9 @@ func WithClock(now func() time.Time) Option { return func(c *config) { c.clock =
 // WithLogger logs runs, skips and failures with log/slog. Default: none.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
-// WithLocation sets the time zone schedules are read in. Default
-// time.Local. Scheduler only.
+// WithLocation sets the time zone schedules are read in, for firing and
+// for ticks: give a wrapper the location of the cron.Cron it runs in.
+// A spec's own CRON_TZ= wins. Default time.Local.
 func WithLocation(loc *time.Location) Option { return func(c *config) { c.location = loc } }
 
 // WithSeconds makes specs start with a seconds field. Default: standard
@@ -63,9 +68,14 @@ func WithLocation(loc *time.Location) Option { return func(c *config) { c.locati
 // only.
 func WithSeconds() Option { return func(c *config) { c.seconds = true } }
 
-// WithTTL sets a wrapper's lock TTL (Job.TTL does it on a Scheduler).
-// Defaults: OncePerTick DefaultTickTTL, NoOverlap DefaultRunTTL.
-func WithTTL(d time.Duration) Option { return func(c *config) { c.ttl = d } }
+// WithLease sets NoOverlap's lease (Job.Lease does it on a Scheduler):
+// renewed every third of it while the job runs, it bounds how long a
+// crashed run keeps the next one from starting. Default lock.DefaultLease.
+func WithLease(d time.Duration) Option { return func(c *config) { c.lease = d } }
+
+// WithMaxRunTime cancels a run's context (cause lock.ErrMaxRunTime) once it
+// has run for d (Job.MaxRunTime does it on a Scheduler). Default: no limit.
+func WithMaxRunTime(d time.Duration) Option { return func(c *config) { c.maxRun = d } }
 
 // WithContext sets the context a wrapper's runs derive theirs from;
 // cancelling it cancels running jobs and stops new ones from starting.

@@ -19,34 +19,42 @@ type Job struct {
 	Name string
 	// Spec is a cron spec ("0 3 * * *", "@every 1m", "@daily"). Required.
 	Spec string
-	// Mode is ModeOncePerTick (the default) or ModeNoOverlap.
+	// Mode is ModeOncePerTick (the default), ModeNoOverlap, or both
+	// (ModeOncePerTick|ModeNoOverlap: each tick once, and a tick whose
+	// previous run is still going is skipped, with a warning).
 	Mode Mode
-	// TTL of the job's lock; defaults DefaultTickTTL or DefaultRunTTL.
-	TTL time.Duration
+	// Lease is ModeNoOverlap's lease: renewed every third of it while the
+	// job runs, it bounds how long a crashed run keeps the next one from
+	// starting. Default lock.DefaultLease.
+	Lease time.Duration
+	// MaxRunTime, if set, cancels a run's context (cause
+	// lock.ErrMaxRunTime) once it has run that long. Default: no limit.
+	MaxRunTime time.Duration
 	// Run is the job. Required.
 	Run func(ctx context.Context) error
 }
 
 // Scheduler is a cron.Cron whose jobs run under locks. Create it with New.
 type Scheduler struct {
-	locker lock.Locker
-	cfg    config
-	cron   *cron.Cron
-	parser cron.Parser
-	ctx    context.Context
-	cancel context.CancelFunc
-	stop   sync.Once
+	locker  lock.Locker
+	renewer *lock.Renewer
+	cfg     config
+	cron    *cron.Cron
+	parser  cron.Parser
+	ctx     context.Context
+	cancel  context.CancelFunc
+	stop    sync.Once
 }
 
-// New returns a Scheduler on locker, not yet started. Panics in jobs are
-// recovered and logged.
+// New returns a Scheduler on locker, not yet started. A panicking job lets
+// its locks go and is logged with its stack by cron.Recover.
 func New(locker lock.Locker, opts ...Option) *Scheduler {
 	cfg := newConfig(opts)
 	fields := cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor
 	if cfg.seconds {
 		fields |= cron.Second
 	}
-	s := &Scheduler{locker: locker, cfg: cfg, parser: cron.NewParser(fields)}
+	s := &Scheduler{locker: locker, renewer: lock.NewRenewer(locker), cfg: cfg, parser: cron.NewParser(fields)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.cfg.base = s.ctx
 	logger := CronLogger(cfg.logger)
@@ -56,42 +64,52 @@ func New(locker lock.Locker, opts ...Option) *Scheduler {
 }
 
 // Add schedules j. It returns an error naming the job for a missing name,
-// spec or function, a spec that does not parse, or an unknown mode.
+// spec or function, a spec that does not parse, an unknown mode or a bad
+// lease or run time.
 func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 	if err := validName(j.Name); err != nil {
 		return 0, err
 	}
+	fail := func(format string, args ...any) (cron.EntryID, error) {
+		return 0, fmt.Errorf("scheduler: job %q: "+format, append([]any{j.Name}, args...)...)
+	}
 	if j.Run == nil {
-		return 0, fmt.Errorf("scheduler: job %q has no Run function", j.Name)
+		return fail("no Run function")
 	}
 	sched, err := s.parser.Parse(j.Spec)
 	if err != nil {
-		return 0, fmt.Errorf("scheduler: job %q: spec %q: %w", j.Name, j.Spec, err)
+		return fail("spec %q: %w", j.Spec, err)
 	}
+	switch j.Mode {
+	case 0:
+		j.Mode = ModeOncePerTick
+	case ModeOncePerTick, ModeNoOverlap, ModeOncePerTick | ModeNoOverlap:
+	default:
+		return fail("unknown mode %v", j.Mode)
+	}
+	cfg := s.cfg
+	if j.Lease != 0 {
+		cfg.lease = j.Lease
+	}
+	if err := lock.ValidateTTL(cfg.lease); err != nil {
+		return fail("lease: %w", err)
+	}
+	if j.MaxRunTime < 0 {
+		return fail("MaxRunTime %s must not be negative", j.MaxRunTime)
+	}
+	cfg.maxRun = j.MaxRunTime
 	sched = Aligned(sched)
 	fires := sched // when cron fires: on this host's clock
 	if s.cfg.clock != nil {
 		fires = skewed{inner: sched, clock: s.cfg.clock}
 	}
-	cfg := s.cfg
-	cfg.ttl = j.TTL
-	// The tick is read off the schedule itself with this host's clock.
-	g := &guard{locker: s.locker, name: j.Name, mode: j.Mode, sched: sched, cfg: cfg}
-	switch j.Mode {
-	case ModeOncePerTick, ModeNoOverlap:
-	default:
-		return 0, fmt.Errorf("scheduler: job %q: unknown mode %v", j.Name, j.Mode)
-	}
-	if j.TTL != 0 {
-		if err := lock.ValidateTTL(j.TTL); err != nil {
-			return 0, fmt.Errorf("scheduler: job %q: %w", j.Name, err)
-		}
-	}
-	if err := lock.ValidateTTL(g.ttl()); err != nil {
-		return 0, fmt.Errorf("scheduler: job %q: %w", j.Name, err)
-	}
-	return s.cron.Schedule(fires, g.wrap(Func(j.Run))), nil
+	g := &guard{renewer: s.renewer, name: j.Name, mode: j.Mode, sched: sched, cfg: cfg}
+	return s.cron.Schedule(fires, &guarded{g: g, job: Func(j.Run), key: cfg.prefix + j.Name, id: j.Name}), nil
 }
+
+// Cron returns the cron.Cron the Scheduler runs, for its Entries. Jobs
+// added to it directly run without locks.
+func (s *Scheduler) Cron() *cron.Cron { return s.cron }
 
 // Start runs the scheduler in its own goroutine; it does not block.
 func (s *Scheduler) Start() { s.cron.Start() }

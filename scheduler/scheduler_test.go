@@ -2,6 +2,10 @@ package scheduler_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,7 +38,8 @@ func TestAddRejectsBadJobs(t *testing.T) {
 		{"bad spec", scheduler.Job{Name: "x", Spec: "every day", Run: run}, `spec "every day"`},
 		{"no run", scheduler.Job{Name: "x", Spec: "@every 1s"}, "no Run"},
 		{"bad mode", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Mode: 7}, "unknown mode"},
-		{"bad ttl", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, TTL: -time.Second}, "invalid ttl"},
+		{"bad lease", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Lease: -time.Second}, "invalid ttl"},
+		{"bad max run time", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, MaxRunTime: -time.Second}, "must not be negative"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := s.Add(tt.job)
@@ -99,48 +104,261 @@ func TestStopDeadline(t *testing.T) {
 	close(release)
 }
 
-func TestWrappersOnAPlainCron(t *testing.T) {
-	dir := t.TempDir()
-	sched, err := cron.ParseStandard("@every 1s")
-	require.NoError(t, err)
-	var runs atomic.Int32
-	job := scheduler.Func(func(context.Context) error { runs.Add(1); return nil })
-	// Two "hosts" with their own cron and locker: each tick runs once.
-	var crons []*cron.Cron
-	for range 2 {
-		l := newFileLocker(t, dir)
-		c := cron.New()
-		c.Schedule(sched, cron.NewChain(scheduler.OncePerTick(l, "report", sched)).Then(job))
-		c.Start()
-		crons = append(crons, c)
-	}
-	time.Sleep(3500 * time.Millisecond)
-	for _, c := range crons {
-		<-c.Stop().Done()
-	}
-	assert.InDelta(t, 3, runs.Load(), 1, "two crons, one run per tick")
+// hostClock is a host's clock for the wrappers, set by the test.
+type hostClock struct {
+	mu  sync.Mutex
+	now time.Time
 }
 
-func TestPanickingJobReleasesItsLock(t *testing.T) {
-	l := newFileLocker(t, t.TempDir())
-	wrapped := scheduler.NoOverlap(l, "boom")(scheduler.Func(func(context.Context) error { panic("boom") }))
-	wrapped.Run()
-	locked, err := lock.NewManager(l).IsLocked(context.Background(), "cron:boom")
+func (c *hostClock) set(t time.Time) {
+	c.mu.Lock()
+	c.now = t
+	c.mu.Unlock()
+}
+
+func (c *hostClock) read() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func at(t *testing.T, s string) time.Time {
+	v, err := time.Parse(time.RFC3339Nano, s)
 	require.NoError(t, err)
-	assert.False(t, locked)
+	return v
+}
+
+// TestWrappersOnTwoHosts: two hosts whose crons fire each tick of a
+// schedule, a little apart and some late: each tick runs exactly once,
+// under its own key.
+func TestWrappersOnTwoHosts(t *testing.T) {
+	dir := t.TempDir()
+	sched, err := cron.ParseStandard("*/5 * * * *")
+	require.NoError(t, err)
+	var keys []string
+	job := scheduler.Func(func(ctx context.Context) error {
+		lease, _ := lock.LeaseFromContext(ctx)
+		keys = append(keys, lease.Key)
+		return nil
+	})
+	var hosts []cron.Job
+	var clocks []*hostClock
+	for range 2 {
+		c := &hostClock{}
+		clocks = append(clocks, c)
+		hosts = append(hosts, cron.NewChain(scheduler.OncePerTick(newFileLocker(t, dir), "report", sched,
+			scheduler.WithClock(c.read), scheduler.WithLocation(time.UTC))).Then(scheduler.Named("report", job)))
+	}
+	base := at(t, "2026-11-25T10:00:00Z")
+	for tick := range 5 {
+		fire := base.Add(time.Duration(tick) * 5 * time.Minute)
+		clocks[0].set(fire.Add(300 * time.Millisecond))
+		clocks[1].set(fire.Add(time.Duration(tick) * time.Minute)) // later and later, up to 4 min
+		hosts[tick%2].Run()
+		hosts[(tick+1)%2].Run()
+	}
+	require.Len(t, keys, 5, "each tick once: %q", keys)
+	for i, k := range keys {
+		assert.Equal(t, "cron:report/report@"+base.Add(time.Duration(i)*5*time.Minute).Format(time.RFC3339), k)
+	}
+}
+
+func TestLateRunKeepsItsTick(t *testing.T) {
+	sched, err := cron.ParseStandard("*/5 * * * *")
+	require.NoError(t, err)
+	tick := at(t, "2026-11-25T10:00:00Z")
+	for _, late := range []time.Duration{time.Second, 6 * time.Second, 4 * time.Minute, 4*time.Minute + 59*time.Second} {
+		t.Run(late.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			var ran []string
+			run := func(host time.Time) {
+				wrapped := scheduler.OncePerTick(newFileLocker(t, dir), "report", sched,
+					scheduler.WithClock(func() time.Time { return host }), scheduler.WithLocation(time.UTC))(
+					scheduler.Named("r", scheduler.Func(func(ctx context.Context) error {
+						lease, _ := lock.LeaseFromContext(ctx)
+						ran = append(ran, lease.Key)
+						return nil
+					})))
+				wrapped.Run()
+			}
+			run(tick.Add(late))                   // this host fired late
+			run(tick.Add(200 * time.Millisecond)) // another fired on time
+			assert.Equal(t, []string{"cron:report/r@2026-11-25T10:00:00Z"}, ran)
+		})
+	}
+}
+
+// TestTickIsTheSchedules: the tick is read in the schedule's location,
+// never in the host's zone, and a run keeps its tick until the next one.
+func TestTickIsTheSchedules(t *testing.T) {
+	ny, err := time.LoadLocation("America/New_York")
+	require.NoError(t, err)
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	require.NoError(t, err)
+	daily, err := cron.ParseStandard("0 3 * * *")
+	require.NoError(t, err)
+	tokyoNoon, err := cron.ParseStandard("CRON_TZ=Asia/Tokyo 0 12 * * *")
+	require.NoError(t, err)
+	every, err := cron.ParseStandard("@every 10s")
+	require.NoError(t, err)
+	tests := []struct {
+		name  string
+		sched cron.Schedule
+		loc   *time.Location
+		give  time.Time
+		want  string
+	}{
+		{"UTC schedule, New York host", daily, time.UTC, at(t, "2026-11-26T03:00:00.2Z").In(ny), "2026-11-26T03:00:00Z"},
+		{"UTC schedule, Tokyo host", daily, time.UTC, at(t, "2026-11-26T03:00:00.2Z").In(tokyo), "2026-11-26T03:00:00Z"},
+		{"New York schedule", daily, ny, at(t, "2026-11-26T08:00:01Z"), "2026-11-26T08:00:00Z"},
+		{"CRON_TZ wins over the location", tokyoNoon, ny, at(t, "2026-11-26T03:00:00Z"), "2026-11-26T03:00:00Z"},
+		{"a day late keeps nothing older", daily, time.UTC, at(t, "2026-11-27T02:59:59Z"), "2026-11-26T03:00:00Z"},
+		{"every 10s", every, time.UTC, at(t, "2026-11-26T03:00:19.9Z"), "2026-11-26T03:00:10Z"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, scheduler.Tick(tt.sched, tt.give, tt.loc).UTC().Format(time.RFC3339))
+		})
+	}
+}
+
+// TestDaylightSavingTime: robfig/cron runs a job scheduled in a skipped
+// local hour not at all that day, and one in a repeated hour twice, at two
+// different instants. Each of those instants is a tick of its own, and runs
+// once across hosts.
+func TestDaylightSavingTime(t *testing.T) {
+	sched, err := cron.ParseStandard("CRON_TZ=America/New_York 30 1 * * *")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	runs := 0
+	for _, fire := range []string{"2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z"} { // 01:30 EDT, then 01:30 EST
+		for _, late := range []time.Duration{0, 300 * time.Millisecond, 1200 * time.Millisecond} { // hosts fire when their own clocks read 01:30
+			host := at(t, fire).Add(late)
+			scheduler.OncePerTick(newFileLocker(t, dir), "nightly", sched, scheduler.WithClock(func() time.Time { return host }))(
+				cron.FuncJob(func() { runs++ })).Run()
+		}
+	}
+	assert.Equal(t, 2, runs, "the repeated 01:30 is two ticks, each run once")
+
+	spring, err := cron.ParseStandard("CRON_TZ=America/New_York 30 2 * * *")
+	require.NoError(t, err)
+	next := spring.Next(at(t, "2026-03-08T04:00:00Z")) // 23:00 the day before
+	assert.Equal(t, "2026-03-09T06:30:00Z", next.UTC().Format(time.RFC3339), "robfig/cron skips the 02:30 that does not exist")
+}
+
+func TestCronChainKeysEachJobSeparately(t *testing.T) {
+	l := newFileLocker(t, t.TempDir())
+	chain := cron.NewChain(scheduler.NoOverlap(l, "global"))
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	var slowRuns, fastRuns atomic.Int32
+	slow := chain.Then(cron.FuncJob(func() { slowRuns.Add(1); close(inside); <-release }))
+	fast := chain.Then(scheduler.Named("fast", scheduler.Func(func(context.Context) error { fastRuns.Add(1); return nil })))
+	done := make(chan struct{})
+	go func() { slow.Run(); close(done) }()
+	<-inside
+	fast.Run() // another job of the same chain runs while slow holds its key
+	slow.Run() // slow itself is still going: skipped
+	close(release)
+	<-done
+	assert.EqualValues(t, 1, fastRuns.Load())
+	assert.EqualValues(t, 1, slowRuns.Load())
+}
+
+// recorder is a cron.Logger that keeps what it is told.
+type recorder struct {
+	mu     sync.Mutex
+	errors []string
+}
+
+func (r *recorder) Info(string, ...any) {}
+
+func (r *recorder) Error(err error, msg string, kv ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errors = append(r.errors, fmt.Sprint(err, msg, kv))
+}
+
+func TestPanicReachesCronRecoverAndFreesTheKey(t *testing.T) {
+	l := newFileLocker(t, t.TempDir())
+	rec := &recorder{}
+	job := cron.NewChain(cron.Recover(rec), scheduler.NoOverlap(l, "nightly")).Then(
+		scheduler.Named("boom", cron.FuncJob(func() { panic("boom") })))
+	job.Run()
+	require.Len(t, rec.errors, 1, "the panic did not reach cron.Recover")
+	assert.Contains(t, rec.errors[0], "boom")
+	assert.Contains(t, rec.errors[0], "TestPanicReachesCronRecoverAndFreesTheKey", "the stack is the panic's own")
+	locked, err := lock.NewManager(l).IsLocked(context.Background(), "cron:nightly/boom")
+	require.NoError(t, err)
+	assert.False(t, locked, "the panicking job kept its lock")
+}
+
+// syncBuffer is a log that a test reads while the scheduler writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestOncePerTickAndNoOverlap(t *testing.T) {
+	l := newFileLocker(t, t.TempDir())
+	clock := &hostClock{}
+	logs := &syncBuffer{}
+	s := scheduler.New(l, scheduler.WithClock(clock.read), scheduler.WithLocation(time.UTC),
+		scheduler.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	inside := make(chan string, 3)
+	release := make(chan struct{})
+	id, err := s.Add(scheduler.Job{Name: "daily", Spec: "0 3 * * *", Mode: scheduler.ModeOncePerTick | scheduler.ModeNoOverlap,
+		Run: func(ctx context.Context) error {
+			lease, _ := lock.LeaseFromContext(ctx)
+			inside <- lease.Key
+			<-release
+			return nil
+		}})
+	require.NoError(t, err)
+	// What the scheduler's cron runs at each tick, driven at chosen times.
+	job := s.Cron().Entry(id).WrappedJob
+	base := at(t, "2026-11-26T03:00:00Z")
+	clock.set(base)
+	done := make(chan struct{})
+	go func() { job.Run(); close(done) }()
+	assert.Equal(t, "cron:daily", <-inside, "the run holds the job's key while it runs")
+	clock.set(base.Add(24 * time.Hour))
+	job.Run() // the next day's tick, while the first run goes on: skipped
+	assert.Contains(t, logs.String(), "level=WARN msg=\"joblock: tick skipped: the previous run is still going\"")
+	close(release)
+	<-done
+	clock.set(base.Add(48 * time.Hour))
+	job.Run()
+	assert.Equal(t, "cron:daily", <-inside, "the tick after runs")
+	assert.Empty(t, inside, "the skipped tick ran")
+	locked, err := lock.NewManager(l).IsLocked(context.Background(), "cron:daily@2026-11-27T03:00:00Z")
+	require.NoError(t, err)
+	assert.True(t, locked, "the skipped tick stays taken, so no other host runs it")
 }
 
 func TestLostLockCancelsJob(t *testing.T) {
 	l := newFileLocker(t, t.TempDir())
 	causes := make(chan error, 1)
-	job := scheduler.NoOverlap(l, "sync", scheduler.WithTTL(300*time.Millisecond))(scheduler.Func(func(ctx context.Context) error {
+	job := scheduler.NoOverlap(l, "sync", scheduler.WithLease(300*time.Millisecond))(scheduler.Func(func(ctx context.Context) error {
 		lease, _ := lock.LeaseFromContext(ctx)
 		// An operator frees the lock while the job runs.
 		require.NoError(t, l.Release(context.Background(), lease))
 		select {
 		case <-ctx.Done():
 			causes <- context.Cause(ctx)
-		case <-time.After(5 * time.Second):
+		case <-time.After(10 * time.Second):
 			causes <- nil
 		}
 		return nil

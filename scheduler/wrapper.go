@@ -4,43 +4,40 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"reflect"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/joblock/joblock/lock"
 	"github.com/robfig/cron/v3"
 )
 
-// Mode says how a job's runs exclude each other.
+// Mode says how a job's runs exclude each other. Modes combine with |.
 type Mode int
 
 const (
 	// ModeOncePerTick: each scheduled tick runs once across all processes.
-	ModeOncePerTick Mode = iota
+	// The zero Mode means this.
+	ModeOncePerTick Mode = 1 << iota
 	// ModeNoOverlap: a run never starts while another is going, anywhere.
 	ModeNoOverlap
 )
 
 func (m Mode) String() string {
 	switch m {
-	case ModeOncePerTick:
+	case 0, ModeOncePerTick:
 		return "once-per-tick"
 	case ModeNoOverlap:
 		return "no-overlap"
+	case ModeOncePerTick | ModeNoOverlap:
+		return "once-per-tick+no-overlap"
 	}
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
-
-// Default lock TTLs.
-const (
-	// DefaultTickTTL is how long a tick stays taken after its run, so a host
-	// that fires late cannot run it again. It must exceed the hosts' clock
-	// skew plus how late a cron may fire.
-	DefaultTickTTL = time.Minute
-	// DefaultRunTTL is a NoOverlap run's lease, renewed every third of it:
-	// how long a crashed run blocks the next.
-	DefaultRunTTL = 30 * time.Second
-)
 
 // ContextJob is a cron.Job that takes a context. The wrappers give it one
 // that carries the lease (lock.LeaseFromContext) and is cancelled when the
@@ -59,100 +56,195 @@ func (f Func) Run() { _ = f(context.Background()) }
 // RunContext runs f.
 func (f Func) RunContext(ctx context.Context) error { return f(ctx) }
 
-// guard runs one job's runs under its lock.
-type guard struct {
-	locker lock.Locker
-	name   string
-	mode   Mode
-	sched  cron.Schedule // OncePerTick only
-	cfg    config
+// Named gives job a name, which the wrappers use in its lock key instead of
+// its function's or type's name: keys then survive code changes that move
+// the function.
+func Named(name string, job cron.Job) cron.Job { return named{name: name, Job: job} }
+
+type named struct {
+	cron.Job
+	name string
 }
 
-// OncePerTick returns a cron.JobWrapper that runs each tick of sched (the
-// job's own schedule, as cron.ParseStandard returns it) once across every
-// process sharing locker.
+func (n named) Name() string { return n.name }
+
+func (n named) RunContext(ctx context.Context) error { return runJob(ctx, n.Job) }
+
+// OncePerTick returns a cron.JobWrapper that runs each tick of sched once
+// across every process sharing locker. sched is the jobs' schedule, as
+// cron.ParseStandard returns it: it lets a run that starts late keep its
+// tick (see Tick). With a nil sched (a cron.WithChain over jobs on several
+// schedules) the tick is the second the run started in, which a run that
+// starts a second or more late does not keep.
+//
+// Each job the wrapper wraps locks on a key of its own: name, then the
+// job's name (see Named), function or type. Put the wrapper last in a
+// chain, next to the job, so it sees the job itself.
+//
+// A tick stays taken until the next tick plus the skew (WithSkew), or is
+// freed when its run fails or panics, so a host whose cron fires later
+// may run it. A panic goes on, after the lock is let go, to a cron.Recover
+// further out in the chain.
 func OncePerTick(locker lock.Locker, name string, sched cron.Schedule, opts ...Option) cron.JobWrapper {
-	g := &guard{locker: locker, name: name, mode: ModeOncePerTick, sched: sched, cfg: newConfig(opts)}
-	return g.wrap
+	return newGuard(locker, name, ModeOncePerTick, sched, opts).wrap
 }
 
 // NoOverlap returns a cron.JobWrapper that skips a run while another run of
-// the job named name is going in any process sharing locker.
+// the same job is going in any process sharing locker. Keys are as for
+// OncePerTick.
 func NoOverlap(locker lock.Locker, name string, opts ...Option) cron.JobWrapper {
-	g := &guard{locker: locker, name: name, mode: ModeNoOverlap, cfg: newConfig(opts)}
-	return g.wrap
+	return newGuard(locker, name, ModeNoOverlap, nil, opts).wrap
 }
 
+// guard runs the runs of the jobs one wrapper wraps under their locks.
+type guard struct {
+	renewer *lock.Renewer
+	name    string
+	mode    Mode
+	sched   cron.Schedule // OncePerTick: nil means by the second
+	cfg     config
+
+	mu   sync.Mutex
+	seen map[string]int // jobs wrapped, by name
+}
+
+func newGuard(locker lock.Locker, name string, mode Mode, sched cron.Schedule, opts []Option) *guard {
+	if sched != nil {
+		sched = Aligned(sched)
+	}
+	return &guard{renewer: lock.NewRenewer(locker), name: name, mode: mode, sched: sched, cfg: newConfig(opts), seen: map[string]int{}}
+}
+
+// wrap is the cron.JobWrapper: each job gets a key of its own.
 func (g *guard) wrap(j cron.Job) cron.Job {
-	return cron.FuncJob(func() { g.run(j) })
+	id := jobName(j)
+	g.mu.Lock()
+	g.seen[id]++
+	if n := g.seen[id]; n > 1 {
+		id += "#" + strconv.Itoa(n)
+	}
+	g.mu.Unlock()
+	return &guarded{g: g, job: j, key: g.cfg.prefix + g.name + "/" + id, id: id}
 }
 
-func (g *guard) ttl() time.Duration {
-	switch {
-	case g.cfg.ttl > 0:
-		return g.cfg.ttl
-	case g.mode == ModeOncePerTick:
-		return max(DefaultTickTTL, 2*g.cfg.skew)
+// jobName names a job for its key: by Named, else by its function or type.
+func jobName(j cron.Job) string {
+	if n, ok := j.(interface{ Name() string }); ok {
+		return n.Name()
 	}
-	return DefaultRunTTL
+	v := reflect.ValueOf(j)
+	if v.Kind() == reflect.Func {
+		if f := runtime.FuncForPC(v.Pointer()); f != nil {
+			return f.Name()
+		}
+	}
+	return strings.TrimPrefix(fmt.Sprintf("%T", j), "*")
 }
 
-// key is the run's lock key: the job name, and for OncePerTick its tick.
-func (g *guard) key() string {
-	if g.mode == ModeNoOverlap {
-		return g.cfg.prefix + g.name
-	}
-	tick := Tick(g.sched, g.cfg.now(), g.cfg.skew)
-	return g.cfg.prefix + g.name + "@" + tick.UTC().Format(time.RFC3339)
+// guarded is a job under a guard.
+type guarded struct {
+	g   *guard
+	job cron.Job
+	key string // without the tick
+	id  string
 }
 
-func (g *guard) run(j cron.Job) {
-	ctx := g.cfg.base
-	if ctx.Err() != nil {
-		return
+// Name lets a guard further out in a chain key on the job inside.
+func (j *guarded) Name() string { return j.id }
+
+// Run runs the job from a cron.
+func (j *guarded) Run() {
+	if ctx := j.g.cfg.base; ctx.Err() == nil {
+		_ = j.RunContext(ctx)
 	}
-	log := g.cfg.logger.With("job", g.name, "mode", g.mode.String())
-	key, ttl := g.key(), g.ttl()
-	lease, err := g.locker.Obtain(ctx, key, ttl)
+}
+
+// RunContext runs the job under its locks; it returns nil when the run was
+// skipped.
+func (j *guarded) RunContext(ctx context.Context) error {
+	switch j.g.mode {
+	case ModeOncePerTick | ModeNoOverlap:
+		// The tick first, so one process decides (and reports) for it.
+		return j.g.oncePerTick(ctx, j.key, func(ctx context.Context) error {
+			return j.g.noOverlap(ctx, j.key, j.job, skip{"tick skipped: the previous run is still going", slog.LevelWarn})
+		})
+	case ModeNoOverlap:
+		return j.g.noOverlap(ctx, j.key, j.job, skip{"run skipped: a run is still going", slog.LevelInfo})
+	}
+	return j.g.oncePerTick(ctx, j.key, func(ctx context.Context) error { return runJob(ctx, j.job) })
+}
+
+// skip is what to log when a run is skipped because its key is held.
+type skip struct {
+	msg   string
+	level slog.Level
+}
+
+// tick is the scheduled time a run starting now belongs to.
+func (g *guard) tick(now time.Time) (tick, next time.Time) {
+	if g.sched == nil {
+		tick = now.Truncate(time.Second)
+		return tick, tick.Add(time.Second)
+	}
+	tick = Tick(g.sched, now, g.cfg.location)
+	return tick, g.sched.Next(tick)
+}
+
+// oncePerTick runs fn under the key of the current tick, which it keeps
+// until the next tick plus the skew when fn succeeds.
+func (g *guard) oncePerTick(ctx context.Context, key string, fn func(ctx context.Context) error) error {
+	now := g.cfg.now()
+	tick, next := g.tick(now)
+	if tick.IsZero() {
+		g.cfg.logger.ErrorContext(ctx, "joblock: run skipped: no tick of the schedule before now", "key", key, "now", now)
+		return nil
+	}
+	key += "@" + tick.UTC().Format(time.RFC3339)
+	// Until no host, however late its clock, can take the run for this tick.
+	window := max(next.Add(g.cfg.skew).Sub(now), time.Millisecond)
+	return g.run(ctx, key, fn, skip{"run skipped: another process took this tick", slog.LevelDebug},
+		lock.WithLease(window), lock.WithWindow(window))
+}
+
+// noOverlap runs job under its key, held by a short lease while it runs.
+func (g *guard) noOverlap(ctx context.Context, key string, job cron.Job, busy skip) error {
+	return g.run(ctx, key, func(ctx context.Context) error { return runJob(ctx, job) }, busy,
+		lock.WithLease(g.cfg.lease), lock.WithMaxRunTime(g.cfg.maxRun))
+}
+
+// run runs fn under key, logging what happened; a held key skips the run
+// and says why.
+func (g *guard) run(ctx context.Context, key string, fn func(ctx context.Context) error, busy skip, opts ...lock.RunOption) error {
+	log := g.cfg.logger.With("job", g.name, "mode", g.mode.String(), "key", key)
+	start := time.Now()
+	out, err := g.renewer.Run(ctx, key, func(ctx context.Context) error {
+		lease, _ := lock.LeaseFromContext(ctx)
+		log.DebugContext(ctx, "joblock: run starting", "fence", lease.Fence)
+		return fn(ctx)
+	}, opts...)
 	var held *lock.HeldError
 	switch {
-	case errors.As(err, &held):
-		log.DebugContext(ctx, "joblock: run skipped: taken elsewhere", "key", key, "holder", held.Holder)
-		return
+	case !out.Ran && errors.As(err, &held):
+		log.Log(ctx, busy.level, "joblock: "+busy.msg, "holder", held.Holder, "holder_ttl", held.TTL)
+		return nil
+	case !out.Ran:
+		log.ErrorContext(ctx, "joblock: run skipped: lock engine failed", "err", err)
+		return err
+	case out.Lost != nil:
+		log.WarnContext(ctx, "joblock: lock lost during the run; the job's context was cancelled", "err", out.Lost)
 	case err != nil:
-		log.ErrorContext(ctx, "joblock: run skipped: lock engine failed", "key", key, "err", err)
-		return
-	}
-	log.InfoContext(ctx, "joblock: run starting", "key", key, "fence", lease.Fence)
-	start := time.Now()
-	workCtx, stop := lock.KeepAlive(ctx, g.locker, lease, ttl)
-	err = runJob(lock.ContextWithLease(workCtx, lease), j)
-	lost := context.Cause(workCtx)
-	lease = stop()
-	switch {
-	case errors.Is(lost, lock.ErrLost):
-		log.WarnContext(ctx, "joblock: lock lost during the run; the job's context was cancelled", "key", key, "err", lost)
-	case err != nil:
-		log.ErrorContext(ctx, "joblock: run failed", "key", key, "err", err, "took", time.Since(start))
+		log.ErrorContext(ctx, "joblock: run failed", "err", err, "took", time.Since(start))
 	default:
-		log.InfoContext(ctx, "joblock: run done", "key", key, "took", time.Since(start))
+		log.InfoContext(ctx, "joblock: run done", "took", time.Since(start))
 	}
-	if g.mode == ModeNoOverlap {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := g.locker.Release(rctx, lease); err != nil && !errors.Is(err, lock.ErrNotHeld) {
-			log.WarnContext(ctx, "joblock: release failed; the lock ends at its TTL", "key", key, "err", err)
-		}
+	if out.ReleaseErr != nil {
+		log.WarnContext(ctx, "joblock: release failed; the lock ends with its lease", "err", out.ReleaseErr)
 	}
+	return err
 }
 
-// runJob runs j, turning a panic into an error so the lock is still let go.
-func runJob(ctx context.Context, j cron.Job) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
-		}
-	}()
+// runJob runs j with ctx if it takes one.
+func runJob(ctx context.Context, j cron.Job) error {
 	if cj, ok := j.(ContextJob); ok {
 		return cj.RunContext(ctx)
 	}

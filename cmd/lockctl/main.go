@@ -1,7 +1,7 @@
 // Command lockctl uses joblock's lock engines from the shell, crontab and
 // other languages.
 //
-//	lockctl run --ttl 10m nightly-export -- ./export.sh
+//	lockctl run nightly-export -- ./export.sh
 //	id=$(lockctl acquire cache:product-1) && ... && lockctl release cache:product-1 "$id"
 //	echo '{"key":"abc","action":"acquire"}' | lockctl serve-stdio
 //
@@ -51,13 +51,17 @@ Flags (every command; environment variables give the defaults):
   -json                JSON output instead of text (acquire, release, status,
                        list, stats, cleanup; serve-stdio always speaks JSON)
 
-acquire and run:
-  -ttl D               lock TTL (default 30s); run renews it every D/3
+acquire:
+  -ttl D               lock TTL (default 30s): the lock lasts this long, then expires
   -wait D              wait up to D for a held key (default 0: do not wait)
 run:
+  -lease D             lock lease (default 15s), renewed every D/3 while COMMAND runs:
+                       how long a crashed run keeps KEY blocked, not how long it may run
+  -max-run-time D      send COMMAND SIGTERM after D (default 0: no limit)
+  -window D            after COMMAND succeeds keep KEY taken until D after it was
+                       obtained, so KEY runs at most once per D (default 0: release)
+  -wait D              wait up to D for a held key (default 0: do not wait)
   -on-held exit|wait   when KEY is held: exit 3 (default), or wait (up to -wait if set)
-  -once-per-window     keep the lock until its TTL after COMMAND succeeds, so KEY runs
-                       at most once per TTL window
 
 Exit codes:
   0  success (run: COMMAND's own exit code is passed through)

@@ -17,9 +17,12 @@ import (
 const forever = 100 * 365 * 24 * time.Hour
 
 func cmdRun(ctx context.Context, e *env) error {
-	fs := e.flags(true)
+	fs := e.flags(false)
+	lease := fs.Duration("lease", lock.DefaultLease, "lock lease, renewed every third of it while COMMAND runs")
+	maxRun := fs.Duration("max-run-time", 0, "stop COMMAND (SIGTERM) after this long; 0: no limit")
+	window := fs.Duration("window", 0, "after COMMAND succeeds, keep KEY taken until this long after it was obtained")
+	fs.DurationVar(&e.wait, "wait", 0, "wait up to this long for a held key")
 	onHeld := fs.String("on-held", "exit", "exit or wait")
-	once := fs.Bool("once-per-window", false, "keep the lock until its TTL after success")
 	if err := e.parse(-1, ""); err != nil {
 		return err
 	}
@@ -41,42 +44,48 @@ func cmdRun(ctx context.Context, e *env) error {
 	default:
 		return fail(exitUsage, "run: -on-held must be exit or wait, not %q", *onHeld)
 	}
+	if err := lock.ValidateTTL(*lease); err != nil {
+		return fail(exitUsage, "run: -lease: %v", err)
+	}
+	if *maxRun < 0 || *window < 0 {
+		return fail(exitUsage, "run: -max-run-time and -window must not be negative")
+	}
 
 	l, closeFn, err := e.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	lease, err := lock.ObtainWait(ctx, l, key, e.ttl, w)
-	if err != nil {
-		if errors.Is(err, lock.ErrNotObtained) {
-			return fail(exitHeld, "not running %s: %v", argv[0], err)
+	var code int
+	out, runErr := lock.NewRenewer(l).Run(ctx, key, func(ctx context.Context) error {
+		lease, _ := lock.LeaseFromContext(ctx)
+		var err error
+		code, err = runCommand(ctx, e, argv, lease)
+		if errors.Is(context.Cause(ctx), lock.ErrMaxRunTime) {
+			fmt.Fprintf(e.stderr, "lockctl: %s ran longer than -max-run-time %s and was sent SIGTERM\n", argv[0], *maxRun)
+		}
+		if err == nil && code != 0 {
+			err = &exitErr{code: code, err: errors.New("")}
 		}
 		return err
-	}
-
-	workCtx, stop := lock.KeepAlive(ctx, l, lease, e.ttl)
-	code, runErr := runCommand(workCtx, e, argv, lease)
-	lost := context.Cause(workCtx)
-	lease = stop()
-
-	if runErr == nil && code == 0 && *once && !errors.Is(lost, lock.ErrLost) {
-		return nil // the lock stays until its TTL: one run per window
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := l.Release(rctx, lease); err != nil && !errors.Is(err, lock.ErrNotHeld) {
-		fmt.Fprintf(e.stderr, "lockctl: release %q: %v (the lock ends at its TTL)\n", key, err)
-	}
-	switch {
-	case runErr != nil:
+	}, lock.WithLease(*lease), lock.WithMaxRunTime(*maxRun), lock.WithWindow(*window), lock.WithWait(w))
+	if !out.Ran {
+		if errors.Is(runErr, lock.ErrNotObtained) {
+			return fail(exitHeld, "not running %s: %v", argv[0], runErr)
+		}
 		return runErr
-	case errors.Is(lost, lock.ErrLost):
-		return fail(exitLockLost, "lock on %q lost while %s ran: %v", key, argv[0], lost)
-	case code != 0:
-		return &exitErr{code: code, err: errors.New("")}
 	}
-	return nil
+	if out.ReleaseErr != nil {
+		fmt.Fprintf(e.stderr, "lockctl: release %q: %v (the lock ends with its lease)\n", key, out.ReleaseErr)
+	}
+	var ee *exitErr
+	switch {
+	case runErr != nil && !errors.As(runErr, &ee):
+		return runErr
+	case out.Lost != nil:
+		return fail(exitLockLost, "lock on %q lost while %s ran: %v", key, argv[0], out.Lost)
+	}
+	return runErr
 }
 
 // runCommand runs argv with the lease in its environment, sending it

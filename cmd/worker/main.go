@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,6 +34,7 @@ import (
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/middleware"
 	"github.com/joblock/joblock/scheduler"
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
@@ -46,7 +48,7 @@ type config struct {
 	engine      engine.Config
 	queues      string
 	concurrency int
-	ttl         time.Duration
+	lease       time.Duration
 	httpAddr    string
 	role        string
 	lockDirSet  bool
@@ -83,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	c.engine.Bind(fs)
 	fs.StringVar(&c.queues, "queues", envStr("JOBLOCK_QUEUES", "default=1"), "asynq queues and priorities, name=weight,... [JOBLOCK_QUEUES]")
 	fs.IntVar(&c.concurrency, "concurrency", envInt("JOBLOCK_CONCURRENCY", 10), "tasks run at once [JOBLOCK_CONCURRENCY]")
-	fs.DurationVar(&c.ttl, "ttl", envDur("JOBLOCK_TTL", 30*time.Second), "default lock TTL, renewed every TTL/3 while a task runs [JOBLOCK_TTL]")
+	fs.DurationVar(&c.lease, "lease", envDur("JOBLOCK_LEASE", lock.DefaultLease), "lease of task locks, renewed every third of it while a task runs: how long a crashed worker keeps a key blocked [JOBLOCK_LEASE]")
 	fs.StringVar(&c.httpAddr, "http", envStr("JOBLOCK_HTTP", "127.0.0.1:8080"), "address of /healthz, /metrics and /locks; empty disables [JOBLOCK_HTTP]")
 	fs.StringVar(&c.role, "role", envStr("JOBLOCK_ROLE", "all"), "worker (asynq tasks), scheduler (cron jobs, each tick once across every scheduler) or all [JOBLOCK_ROLE]")
 	fs.BoolVar(&c.demo, "demo", false, "in-process Redis, file engine, a producer of duplicate bursts and a live summary")
@@ -102,8 +104,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if c.concurrency < 1 {
 		return c, fmt.Errorf("-concurrency must be at least 1, not %d", c.concurrency)
 	}
-	if err := lock.ValidateTTL(c.ttl); err != nil {
-		return c, fmt.Errorf("-ttl: %w", err)
+	if err := lock.ValidateTTL(c.lease); err != nil {
+		return c, fmt.Errorf("-lease: %w", err)
 	}
 	switch c.role {
 	case "all", "worker", "scheduler":
@@ -210,12 +212,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	}
 	defer closeLocker()
 	log.Info("lock engine", "engine", cfg.engine.Engine, "detail", cfg.engine.Describe())
-	manager := lock.NewManager(locker, lock.WithDefaultTTL(cfg.ttl))
+	manager := lock.NewManager(locker)
 
 	met := newMetrics(manager)
 	tally := newTally(met)
-	cases := useCases(cfg.ttl)
-	mw, err := newMiddleware(locker, cases, log, met, tally)
+	cases := useCases(cfg.lease)
+	mw, err := newMiddleware(locker, rdb, cases, log, met, tally)
 	if err != nil {
 		return err
 	}
@@ -249,7 +251,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	if cfg.role != "worker" {
 		enq := asynq.NewClient(redisOpt)
 		defer enq.Close()
-		if sched, err = startCron(locker, manager, log, tally, enq, redisOpt, queues, cfg.demo); err != nil {
+		if sched, err = startCron(locker, manager, log, tally, enq, redisOpt, rdb, queues, cfg.demo); err != nil {
 			stopServer()
 			return err
 		}
@@ -305,9 +307,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	return nil
 }
 
-func newMiddleware(locker lock.Locker, cases []useCase, log *slog.Logger, met *metrics, t *tally) (asynq.MiddlewareFunc, error) {
+func newMiddleware(locker lock.Locker, rdb redis.UniversalClient, cases []useCase, log *slog.Logger, met *metrics, t *tally) (asynq.MiddlewareFunc, error) {
 	opts := []middleware.Option{
 		middleware.WithLogger(log),
+		middleware.WithRedisClient(rdb), // duplicates asynq would archive are sent back instead
 		middleware.WithObserver(func(e middleware.Event) { met.observe(e); t.observe(e) }),
 	}
 	for _, u := range cases {
@@ -320,14 +323,14 @@ func newMiddleware(locker lock.Locker, cases []useCase, log *slog.Logger, met *m
 // duplicates, and a report), a cleanup of
 // expired lock records every 5 minutes, and a periodic cache warm-up task
 // enqueued for the workers; each tick on one scheduler only.
-func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, enq *asynq.Client, redisOpt asynq.RedisClientOpt, queues map[string]int, demo bool) (*scheduler.Scheduler, error) {
+func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, enq *asynq.Client, redisOpt asynq.RedisClientOpt, rdb redis.UniversalClient, queues map[string]int, demo bool) (*scheduler.Scheduler, error) {
 	if demo {
 		log = slog.New(skipCounter{Handler: log.Handler(), t: t})
 	}
 	s := scheduler.New(locker, scheduler.WithLogger(log))
 	jobs := []scheduler.Job{
 		{Name: "daily-cleanup", Spec: "@daily", Run: func(ctx context.Context) error {
-			n, err := deleteArchivedDuplicates(redisOpt, queues)
+			n, err := deleteArchivedDuplicates(ctx, redisOpt, rdb, queues)
 			if err != nil {
 				return err
 			}
@@ -360,8 +363,10 @@ func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, 
 }
 
 // deleteArchivedDuplicates removes the duplicates that the Fail policy
-// archived (exports refused while another ran), keeping real failures.
-func deleteArchivedDuplicates(opt asynq.RedisClientOpt, queues map[string]int) (int, error) {
+// archived (exports refused while another ran) once work on their key has
+// completed since they were archived: the work they duplicated is done.
+// Real failures, and duplicates whose work never completed, are kept.
+func deleteArchivedDuplicates(ctx context.Context, opt asynq.RedisClientOpt, rdb redis.UniversalClient, queues map[string]int) (int, error) {
 	in := asynq.NewInspector(opt)
 	defer in.Close()
 	n := 0
@@ -371,14 +376,37 @@ func deleteArchivedDuplicates(opt asynq.RedisClientOpt, queues map[string]int) (
 			return n, err
 		}
 		for _, ti := range tasks {
-			if strings.Contains(ti.LastErr, "is a duplicate") {
-				if err := in.DeleteTask(q, ti.ID); err == nil {
-					n++
-				}
+			key, ok := duplicateKey(ti.LastErr)
+			if !ok {
+				continue
+			}
+			done, err := rdb.Get(ctx, completedKey(key)).Int64()
+			if errors.Is(err, redis.Nil) || (err == nil && time.UnixMilli(done).Before(ti.LastFailedAt)) {
+				continue // nothing completed on that key since: keep it
+			}
+			if err != nil {
+				return n, err
+			}
+			if err := in.DeleteTask(q, ti.ID); err == nil {
+				n++
 			}
 		}
 	}
 	return n, nil
+}
+
+// duplicateOf finds the lock key in a middleware.DuplicateError's message.
+var duplicateOf = regexp.MustCompile(`is a duplicate: key ("(?:[^"\\]|\\.)*")`)
+
+// duplicateKey returns the lock key that an archived task's last error
+// says it was a duplicate of.
+func duplicateKey(lastErr string) (string, bool) {
+	m := duplicateOf.FindStringSubmatch(lastErr)
+	if m == nil {
+		return "", false
+	}
+	key, err := strconv.Unquote(m[1])
+	return key, err == nil
 }
 
 // asynqLevel keeps asynq's warnings (such as the archiving of duplicates

@@ -52,27 +52,32 @@ func cdnKey(_ context.Context, t *asynq.Task) (string, error) {
 	return "cdn-invalidate-" + hex.EncodeToString(sum[:]), nil
 }
 
-// useCases returns the worker's task types. ttl is the default lock TTL.
-func useCases(ttl time.Duration) []useCase {
+// useCases returns the worker's task types. lease is the lease of their
+// locks: renewed while a task runs, it is how long a crashed worker keeps
+// a key blocked.
+func useCases(lease time.Duration) []useCase {
 	return []useCase{
 		{
 			Type: TypeCacheRegenerate, Name: "cache regeneration",
-			// One process regenerates; the others skip and use the stale cache.
-			Rule:    middleware.Rule{Template: "cache-{{.key}}", TTL: ttl, Policy: middleware.Skip},
+			// One process regenerates; the others skip and use the stale
+			// cache. A skipped copy loses nothing: the holder regenerates, or
+			// if it crashed, asynq runs the holder's task again.
+			Rule:    middleware.Rule{Template: "cache-{{.key}}", Lease: lease, MaxRunTime: time.Minute, Policy: middleware.Skip},
 			Work:    300 * time.Millisecond,
 			Payload: func(i int) any { return map[string]any{"key": fmt.Sprintf("product-%d", i)} },
 		},
 		{
 			Type: TypeCDNInvalidate, Name: "CDN invalidation",
-			Rule:    middleware.Rule{Key: cdnKey, TTL: 60 * time.Second, Policy: middleware.Skip},
+			Rule:    middleware.Rule{Key: cdnKey, Lease: lease, MaxRunTime: time.Minute, Policy: middleware.Skip},
 			Work:    200 * time.Millisecond,
 			Payload: func(i int) any { return map[string]any{"url": fmt.Sprintf("https://cdn.example.com/img/%d.png", i)} },
 		},
 		{
 			Type: TypeJobProcess, Name: "job dedup",
-			// acquireWithWait(300, 5): wait up to 5s, then come back later.
-			Rule: middleware.Rule{Template: "job-{{.job_id}}", TTL: 300 * time.Second, Policy: middleware.Wait,
-				MaxWait: 5 * time.Second, AfterWait: middleware.Skip},
+			// acquireWithWait(5s): wait up to 5s, then come back later, when
+			// the job's completion mark makes the copy a no-op.
+			Rule: middleware.Rule{Template: "job-{{.job_id}}", Lease: lease, MaxRunTime: 5 * time.Minute, Policy: middleware.Wait,
+				MaxWait: 5 * time.Second},
 			Work:    400 * time.Millisecond,
 			Payload: func(i int) any { return map[string]any{"job_id": i} },
 			Once:    true,
@@ -80,16 +85,21 @@ func useCases(ttl time.Duration) []useCase {
 		{
 			Type: TypeAPICall, Name: "API rate-limit slot",
 			// One call per second across every worker: the slot is kept for
-			// its TTL after the call; others wait up to 2s for the next one.
-			Rule: middleware.Rule{Template: "api-rate-limit", TTL: time.Second, Strategy: middleware.HoldUntilTTL,
+			// a second after it was taken; others wait up to 2s for the next
+			// one, then come back later. A crashed call blocks the slot for
+			// one short lease.
+			Rule: middleware.Rule{Template: "api-rate-limit", Lease: 3 * time.Second, Window: time.Second,
 				Policy: middleware.Wait, MaxWait: 2 * time.Second, WaitInterval: 50 * time.Millisecond},
 			Work:    50 * time.Millisecond,
 			Payload: func(i int) any { return map[string]any{"endpoint": fmt.Sprintf("/v1/rates/%d", i)} },
 		},
 		{
 			Type: TypeExportUser, Name: "export prevention",
-			// A second export of the same user fails ("Export already running").
-			Rule:    middleware.Rule{Template: "export-user-{{.user_id}}", TTL: 600 * time.Second, Policy: middleware.Fail},
+			// A second export of the same user fails ("Export already
+			// running") and is archived; the daily cleanup deletes it once
+			// an export of that user has completed after it.
+			Rule: middleware.Rule{Template: "export-user-{{.user_id}}", Lease: lease, MaxRunTime: 10 * time.Minute,
+				Policy: middleware.Fail},
 			Work:    time.Second,
 			Payload: func(i int) any { return map[string]any{"user_id": i} },
 		},
@@ -124,8 +134,17 @@ func (u useCase) handler(log *slog.Logger, t *tally, rdb redis.UniversalClient) 
 		}
 		if u.Once {
 			// Still under the lock, so no copy can slip in between.
-			return rdb.Set(ctx, done, lease.Fence, doneTTL).Err()
+			if err := rdb.Set(ctx, done, lease.Fence, doneTTL).Err(); err != nil {
+				return err
+			}
 		}
-		return nil
+		return rdb.Set(ctx, completedKey(lease.Key), time.Now().UnixMilli(), completedTTL).Err()
 	}
 }
+
+// completedTTL is how long the worker remembers that work on a key
+// completed: longer than the daily cleanup's period.
+const completedTTL = 48 * time.Hour
+
+// completedKey records when work on a lock key last completed.
+func completedKey(lockKey string) string { return "joblock:completed:" + lockKey }

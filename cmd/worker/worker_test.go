@@ -213,7 +213,7 @@ func TestNoRedisExitsAtOnce(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-concurrency", "0"}, {"-ttl", "0s"}, {"-queues", "x"}, {"extra"}, {"-log-level", "loud"}, {"-role", "boss"}} {
+	for _, args := range [][]string{{"-concurrency", "0"}, {"-lease", "0s"}, {"-queues", "x"}, {"extra"}, {"-log-level", "loud"}, {"-role", "boss"}} {
 		out, err := workerCmd(nil, append(args, "-redis-url", "redis://127.0.0.1:1")...).CombinedOutput()
 		var ee *exec.ExitError
 		require.ErrorAs(t, err, &ee, "%v: %s", args, out)

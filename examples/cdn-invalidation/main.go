@@ -30,11 +30,12 @@ func main() {
 	invalidate := func(url string) string {
 		sum := md5.Sum([]byte(url))
 		key := "cdn-invalidate-" + hex.EncodeToString(sum[:])
-		// Do renews the lock while the purge runs and releases it after.
-		err := m.Do(context.Background(), key, 60*time.Second, func(ctx context.Context) error {
+		// Do renews the lock (a 15s lease) while the purge runs, releases it
+		// after, and stops a purge that hangs for more than a minute.
+		err := m.Do(context.Background(), key, func(ctx context.Context) error {
 			time.Sleep(200 * time.Millisecond) // cdn.Purge(url); cdn.Warmup(url)
 			return nil
-		})
+		}, lock.WithMaxRunTime(time.Minute))
 		switch {
 		case errors.Is(err, lock.ErrNotObtained):
 			return "left to another process"

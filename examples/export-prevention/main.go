@@ -26,10 +26,12 @@ func main() {
 
 	export := func(userID int) error {
 		key := fmt.Sprintf("export-user-%d", userID)
-		err := m.Do(context.Background(), key, 600*time.Second, func(ctx context.Context) error {
+		// The lock lasts 15s past a crash, however long the export runs; an
+		// export may run for at most 10 minutes.
+		err := m.Do(context.Background(), key, func(ctx context.Context) error {
 			time.Sleep(300 * time.Millisecond) // fetchAllUserData(); generateExport(); emailDownloadLink()
 			return nil
-		})
+		}, lock.WithMaxRunTime(10*time.Minute))
 		if errors.Is(err, lock.ErrNotObtained) {
 			return errors.New("export already running")
 		}
