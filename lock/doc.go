@@ -1,9 +1,9 @@
 // Package lock is the engine-independent core of joblock: the Locker
 // interface every engine implements, the Lease it hands out, the errors
-// callers branch on, a bounded wait on top of any engine, background lease
-// renewal, and the Manager that offers the LockManager API (acquire,
-// release, acquireWithWait, isLocked, cleanupExpiredLocks, getStats,
-// releaseAll, process).
+// callers branch on, a bounded wait on top of any engine, running work
+// under a renewed lease (Renewer), and the Manager that offers the
+// LockManager API (acquire, release, acquireWithWait, isLocked,
+// cleanupExpiredLocks, getStats, releaseAll, process).
 //
 // # Engines
 //
@@ -25,6 +25,21 @@
 // return ErrNotHeld. A late Release never removes the next holder's lock.
 // Backend failures (permission denied, a full disk, Redis down) are returned
 // as errors and are never reported as "already locked".
+//
+// # Running work under a lock
+//
+// Renewer.Run (and Manager.Do on top of it) is the one way joblock runs
+// work under a lock, in the middleware, the scheduler and lockctl alike:
+// obtain, renew, run, then stop renewing and release, on every path, a
+// panic included. Liveness and run time are kept apart: the lock is held
+// by a short lease (DefaultLease, 15s) renewed every third of it, so a
+// crashed holder blocks its key for one lease at most, whatever the work's
+// length; WithMaxRunTime bounds the run time on its own. The work's context
+// is cancelled with a cause matching ErrLost as soon as a renewal finds the
+// lock gone, and a margin (a third of the lease) before the lease could
+// run out when renewals keep failing, so the work is told before anyone
+// else can take the lock. One Renewer renews any number of leases from one
+// goroutine.
 //
 // # What no TTL lock can promise
 //

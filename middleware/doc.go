@@ -10,18 +10,29 @@
 // # What it does for each task
 //
 // It derives the key (a Rule's Key or Template, by default the task type
-// plus a hash of the payload), takes the lock, renews it every TTL/3 while
-// the handler runs and cancels the handler's context, with a cause matching
-// lock.ErrLost, if a renewal fails. The handler reads its lease, with the
-// fencing token to hand to the resource it writes, from
-// lock.LeaseFromContext. When the handler returns the lock is released, with
-// a context that survives the handler's cancellation, or, under
-// HoldUntilTTL, kept until its TTL.
+// plus a hash of the payload) and runs the handler under the lock as
+// lock.Renewer.Run does: a short lease (Rule.Lease, default 15s) renewed
+// every third of it while the handler runs, so a crashed worker blocks the
+// key for at most one lease however long its tasks may run (Rule.MaxRunTime
+// bounds that, separately). The handler's context is cancelled, with a
+// cause matching lock.ErrLost, as soon as a renewal finds the lock gone,
+// and at the latest a third of the lease before it could run out when
+// renewals keep failing, so the handler can stop before anyone else may
+// take the key. The handler reads its lease, with the fencing token to
+// hand to the resource it writes, from lock.LeaseFromContext. When the
+// handler returns, or panics, the lock is released with a context that
+// survives the handler's cancellation, or, with Rule.Window, kept until the
+// window's end after a success.
 //
 // A task whose key is held is a duplicate, and its rule's Policy decides:
 // Retry (the default; set Config.IsFailure to IsFailure and
 // Config.RetryDelayFunc to RetryDelayFunc so it neither uses up retries nor
 // comes back before the holder is due to finish), Skip, Wait or Fail.
+// asynq archives a task whose retries are used up without asking
+// IsFailure, so under Retry a duplicate with no retries left is enqueued
+// again as a new task (given WithRedisClient) or waits for the key: Retry
+// never loses a task. Skip drops the duplicate (its work is the holder's,
+// which asynq runs again if its worker crashed); Fail archives it.
 //
 // A task whose key cannot be derived (a field missing from the payload, a
 // payload that is not JSON, a key that is not valid) fails with

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/joblock/joblock/internal/redistest"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/filelock"
+	"github.com/joblock/joblock/lock/redislock"
 	"github.com/joblock/joblock/scheduler"
 	"github.com/robfig/cron/v3"
 	"github.com/stretchr/testify/assert"
@@ -280,17 +282,29 @@ func (r *recorder) Error(err error, msg string, kv ...any) {
 }
 
 func TestPanicReachesCronRecoverAndFreesTheKey(t *testing.T) {
-	l := newFileLocker(t, t.TempDir())
-	rec := &recorder{}
-	job := cron.NewChain(cron.Recover(rec), scheduler.NoOverlap(l, "nightly")).Then(
-		scheduler.Named("boom", cron.FuncJob(func() { panic("boom") })))
-	job.Run()
-	require.Len(t, rec.errors, 1, "the panic did not reach cron.Recover")
-	assert.Contains(t, rec.errors[0], "boom")
-	assert.Contains(t, rec.errors[0], "TestPanicReachesCronRecoverAndFreesTheKey", "the stack is the panic's own")
-	locked, err := lock.NewManager(l).IsLocked(context.Background(), "cron:nightly/boom")
-	require.NoError(t, err)
-	assert.False(t, locked, "the panicking job kept its lock")
+	for name, l := range testLockers(t) {
+		t.Run(name, func(t *testing.T) {
+			rec := &recorder{}
+			job := cron.NewChain(cron.Recover(rec), scheduler.NoOverlap(l, "nightly")).Then(
+				scheduler.Named("boom", cron.FuncJob(func() { panic("boom") })))
+			job.Run()
+			require.Len(t, rec.errors, 1, "the panic did not reach cron.Recover")
+			assert.Contains(t, rec.errors[0], "boom")
+			assert.Contains(t, rec.errors[0], "TestPanicReachesCronRecoverAndFreesTheKey", "the stack is the panic's own")
+			locked, err := lock.NewManager(l).IsLocked(context.Background(), "cron:nightly/boom")
+			require.NoError(t, err)
+			assert.False(t, locked, "the panicking job kept its lock")
+		})
+	}
+}
+
+// testLockers returns a locker on each engine.
+func testLockers(t *testing.T) map[string]lock.Locker {
+	srv := redistest.New(t)
+	return map[string]lock.Locker{
+		"file":  newFileLocker(t, t.TempDir()),
+		"redis": redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix)),
+	}
 }
 
 // syncBuffer is a log that a test reads while the scheduler writes it.
