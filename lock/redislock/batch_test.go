@@ -85,11 +85,40 @@ func (h slowHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 	}
 }
 
+// gateHook holds every command until its gate is closed, as a server that
+// stopped answering would.
+type gateHook struct{ gate chan struct{} }
+
+func (h gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		select {
+		case <-h.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		select {
+		case <-h.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return next(ctx, cmds)
+	}
+}
+
 func TestQueuedCallerWithdrawsOnDeadline(t *testing.T) {
 	srv := redistest.New(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { _ = c.Close() })
-	c.AddHook(slowHook{single: 2 * time.Second, pipeline: 2 * time.Second})
+	gate := make(chan struct{})
+	c.AddHook(gateHook{gate})
 	l := redislock.New(c, redislock.WithPrefix(srv.Prefix))
 
 	// Fill every in-flight slot with slow calls, then queue callers with a
@@ -106,12 +135,13 @@ func TestQueuedCallerWithdrawsOnDeadline(t *testing.T) {
 			assert.NoError(t, err)
 		}()
 	}
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // let them take every in-flight slot
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_, err := l.Obtain(ctx, "queued", 5*time.Second)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Zero(t, slowDone.Load(), "a queued caller waited for the calls ahead of it, past its deadline")
+	close(gate)
 	wg.Wait()
 
 	_, ok, err := l.Inspect(context.Background(), "queued")
