@@ -55,8 +55,12 @@ type Event struct {
 	Kind     EventKind
 	TaskType string
 	Queue    string
-	Key      string
-	Fence    uint64
+	// TaskID is asynq's ID of the task.
+	TaskID string
+	Key    string
+	Fence  uint64
+	// Holder is the lock id of the key's holder, on Duplicate events.
+	Holder   string
 	Policy   Policy
 	Duration time.Duration
 	Err      error

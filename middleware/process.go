@@ -20,7 +20,8 @@ var errPanicked = errors.New("middleware: the handler panicked; its lock was rel
 func (m *middleware) process(ctx context.Context, t *asynq.Task, next asynq.Handler) error {
 	r := m.ruleFor(t.Type())
 	queue, _ := asynq.GetQueueName(ctx)
-	ev := Event{TaskType: t.Type(), Queue: queue, Policy: r.Policy}
+	id, _ := asynq.GetTaskID(ctx)
+	ev := Event{TaskType: t.Type(), Queue: queue, TaskID: id, Policy: r.Policy}
 
 	key, err := m.key(ctx, r, t)
 	if err != nil {
@@ -67,7 +68,7 @@ func (m *middleware) run(ctx context.Context, r *rule, opts []lock.RunOption, t 
 		lease, _ := lock.LeaseFromContext(ctx)
 		ev.Kind, ev.Fence, ev.Duration = Obtained, lease.Fence, obtained.Sub(start)
 		if r.Policy == Wait {
-			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, Key: ev.Key, Policy: Wait, Duration: ev.Duration})
+			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key, Policy: Wait, Duration: ev.Duration})
 		}
 		m.emit(ev)
 		m.log.DebugContext(ctx, "joblock: lock obtained", "task", t.Type(), "key", ev.Key, "fence", lease.Fence)
@@ -76,7 +77,7 @@ func (m *middleware) run(ctx context.Context, r *rule, opts []lock.RunOption, t 
 	returned = true
 	if !out.Ran {
 		if r.Policy == Wait && errors.Is(err, lock.ErrNotObtained) {
-			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, Key: ev.Key, Policy: Wait,
+			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key, Policy: Wait,
 				Duration: time.Since(start), Err: err})
 		}
 		return m.refused(ctx, r, t, next, &ev, err, sendBack)
@@ -123,7 +124,7 @@ func (m *middleware) refused(ctx context.Context, r *rule, t *asynq.Task, next a
 	if policy == Wait {
 		policy = r.AfterWait
 	}
-	ev.Kind, ev.Policy = Duplicate, policy
+	ev.Kind, ev.Policy, ev.Holder = Duplicate, policy, held.Holder
 	m.emit(*ev)
 	m.log.DebugContext(ctx, "joblock: duplicate task", "task", t.Type(), "key", ev.Key, "holder", held.Holder,
 		"holder_ttl", held.TTL, "policy", policy.String())

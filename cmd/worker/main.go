@@ -311,7 +311,13 @@ func newMiddleware(locker lock.Locker, rdb redis.UniversalClient, cases []useCas
 	opts := []middleware.Option{
 		middleware.WithLogger(log),
 		middleware.WithRedisClient(rdb), // duplicates asynq would archive are sent back instead
-		middleware.WithObserver(func(e middleware.Event) { met.observe(e); t.observe(e) }),
+		middleware.WithObserver(func(e middleware.Event) {
+			met.observe(e)
+			t.observe(e)
+			if trace != nil {
+				trace.Event(e)
+			}
+		}),
 	}
 	for _, u := range cases {
 		opts = append(opts, middleware.WithRule(u.Type, u.Rule))

@@ -106,21 +106,55 @@ func useCases(lease time.Duration) []useCase {
 	}
 }
 
-// doneTTL is how long a Once use case remembers a finished key.
-const doneTTL = time.Hour
+// doneTTL is how long the worker remembers a finished key (Once use
+// cases) or task.
+const doneTTL = 48 * time.Hour
 
-// handler does a use case's (simulated) work under its lock.
+// tracer follows what handlers do, for the crash tests; nil otherwise.
+type tracer interface {
+	Handler(ctx context.Context, task *asynq.Task, what string)
+	Event(e middleware.Event)
+}
+
+var trace tracer
+
+// Outcomes of a handler run, as the tracer sees them.
+const (
+	traceEnter     = "enter"      // the work starts
+	traceCommitted = "committed"  // the work is done and recorded
+	traceTaskDone  = "task-done"  // an earlier delivery of this task did the work
+	traceKeyDone   = "key-done"   // another task did this key's work (Once)
+	traceExit      = "exit"       // the handler leaves its critical section
+)
+
+// handler does a use case's (simulated) work under its lock. asynq
+// delivers a task at least once (a worker that dies after the work but
+// before asynq hears of it gets it delivered again), so the work is
+// recorded per task, under the lock, and a later delivery of a task whose
+// work is recorded does nothing.
 func (u useCase) handler(log *slog.Logger, t *tally, rdb redis.UniversalClient) asynq.HandlerFunc {
 	return func(ctx context.Context, task *asynq.Task) error {
 		lease, _ := lock.LeaseFromContext(ctx)
-		done := "joblock:done:" + lease.Key
+		id, _ := asynq.GetTaskID(ctx)
+		follow(ctx, task, traceEnter)
+		defer follow(ctx, task, traceExit)
+		keyDone, taskDone := "joblock:done:"+lease.Key, "joblock:done-task:"+id
+		n, err := rdb.Exists(ctx, taskDone).Result()
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			follow(ctx, task, traceTaskDone)
+			log.InfoContext(ctx, "already done by an earlier delivery", "task", task.Type(), "id", id)
+			return nil
+		}
 		if u.Once {
-			n, err := rdb.Exists(ctx, done).Result()
-			if err != nil {
+			if n, err = rdb.Exists(ctx, keyDone).Result(); err != nil {
 				return err
 			}
 			if n > 0 {
 				t.alreadyDone(task.Type())
+				follow(ctx, task, traceKeyDone)
 				log.InfoContext(ctx, "already done", "task", task.Type(), "key", lease.Key)
 				return nil
 			}
@@ -132,13 +166,25 @@ func (u useCase) handler(log *slog.Logger, t *tally, rdb redis.UniversalClient) 
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
-		if u.Once {
-			// Still under the lock, so no copy can slip in between.
-			if err := rdb.Set(ctx, done, lease.Fence, doneTTL).Err(); err != nil {
-				return err
+		// Still under the lock, so no copy can slip in between.
+		_, err = rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			if u.Once {
+				p.Set(ctx, keyDone, lease.Fence, doneTTL)
 			}
+			p.Set(ctx, taskDone, lease.Fence, doneTTL)
+			p.Set(ctx, completedKey(lease.Key), time.Now().UnixMilli(), completedTTL)
+			return nil
+		})
+		if err == nil {
+			follow(ctx, task, traceCommitted)
 		}
-		return rdb.Set(ctx, completedKey(lease.Key), time.Now().UnixMilli(), completedTTL).Err()
+		return err
+	}
+}
+
+func follow(ctx context.Context, task *asynq.Task, what string) {
+	if trace != nil {
+		trace.Handler(ctx, task, what)
 	}
 }
 

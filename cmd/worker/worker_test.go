@@ -30,8 +30,17 @@ import (
 // real worker processes without building one inside their time budget.
 const envAsWorker = "JOBLOCK_TEST_AS_WORKER"
 
+// envTrace makes such a worker trace its handlers into a directory (see
+// worker.TraceTo).
+const envTrace = "JOBLOCK_TEST_TRACE"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(envAsWorker) == "1" {
+		if dir := os.Getenv(envTrace); dir != "" {
+			if err := worker.TraceTo(dir); err != nil {
+				panic(err)
+			}
+		}
 		worker.Main()
 		return
 	}

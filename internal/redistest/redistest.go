@@ -98,8 +98,9 @@ func realTime(t testing.TB, m *miniredis.Miniredis) {
 
 // Start starts a redis-server of the test's own on a free port, skipping
 // the test if there is no redis-server binary. Use it where the test must
-// stop or restart the server.
-func Start(t testing.TB) *Server {
+// stop or restart the server. args are added to its command line (say
+// "--appendonly", "yes" for a server that keeps its data across Restart).
+func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("JOBLOCK_TEST_REDIS") == "server" {
@@ -107,7 +108,8 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip("redistest: no redis-server on PATH")
 	}
-	s := &Server{Kind: KindServer, dir: t.TempDir(), Prefix: "joblocktest:" + rand.Text()[:10] + ":", argsFor: serverArgs}
+	s := &Server{Kind: KindServer, dir: t.TempDir(), Prefix: "joblocktest:" + rand.Text()[:10] + ":",
+		argsFor: func(port int, dir string) []string { return append(serverArgs(port, dir), args...) }}
 	s.port = FreePort(t)
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	if err := s.launch(); err != nil {
