@@ -120,11 +120,11 @@ var trace tracer
 
 // Outcomes of a handler run, as the tracer sees them.
 const (
-	traceEnter     = "enter"      // the work starts
-	traceCommitted = "committed"  // the work is done and recorded
-	traceTaskDone  = "task-done"  // an earlier delivery of this task did the work
-	traceKeyDone   = "key-done"   // another task did this key's work (Once)
-	traceExit      = "exit"       // the handler leaves its critical section
+	traceEnter     = "enter"     // the work starts
+	traceCommitted = "committed" // the work is done and recorded
+	traceTaskDone  = "task-done" // an earlier delivery of this task did the work
+	traceKeyDone   = "key-done"  // another task did this key's work (Once)
+	traceExit      = "exit"      // the handler leaves its critical section
 )
 
 // handler does a use case's (simulated) work under its lock. asynq
