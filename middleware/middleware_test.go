@@ -314,3 +314,16 @@ func TestNewRejectsBadRules(t *testing.T) {
 	_, err := middleware.New(nil)
 	require.Error(t, err)
 }
+
+// TestLockGoneAtReleaseIsLost: a lock that vanished while the handler ran
+// (a Redis restart without persistence, an operator) is reported as lost
+// when the release finds it gone, even if no renewal noticed first.
+func TestLockGoneAtReleaseIsLost(t *testing.T) {
+	l := newFileLocker(t)
+	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}", Lease: time.Minute}, func(ctx context.Context, _ *asynq.Task) error {
+		lease, _ := lock.LeaseFromContext(ctx)
+		return l.Release(context.Background(), lease)
+	})
+	require.NoError(t, h.run(`{"id":1}`), "the handler's own success stands")
+	assert.Equal(t, []middleware.EventKind{middleware.Obtained, middleware.Lost}, h.events.kinds())
+}

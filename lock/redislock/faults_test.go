@@ -224,3 +224,24 @@ func TestFenceCounterExpiresAndStaysMonotonic(t *testing.T) {
 	require.NoError(t, err)
 	assert.Greater(t, second.Fence, first.Fence, "a forgotten counter must restart above its old tokens")
 }
+
+// TestRestartWithoutPersistenceTellsTheHolder: Redis restarts empty while
+// work holds a lock; the next renewal finds the lock gone and cancels the
+// work with lock.ErrLost.
+func TestRestartWithoutPersistenceTellsTheHolder(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = c.Close() })
+	l := redislock.New(c, redislock.WithPrefix(srv.Prefix))
+	err := lock.NewManager(l).Do(context.Background(), "job", func(ctx context.Context) error {
+		srv.Restart(t) // empty: the lock is gone
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(10 * time.Second):
+			return errors.New("the holder was never told")
+		}
+	}, lock.WithLease(600*time.Millisecond))
+	require.ErrorIs(t, err, lock.ErrLost)
+	require.ErrorIs(t, err, lock.ErrNotHeld, "a renewal found the lock gone")
+}
