@@ -66,7 +66,7 @@ func (m *middleware) run(ctx context.Context, r *rule, opts []lock.RunOption, t 
 	out, err := m.renewer.Run(ctx, ev.Key, func(ctx context.Context) error {
 		obtained = time.Now()
 		lease, _ := lock.LeaseFromContext(ctx)
-		ev.Kind, ev.Fence, ev.Duration = Obtained, lease.Fence, obtained.Sub(start)
+		ev.Kind, ev.Fence, ev.Duration, ev.Holder = Obtained, lease.Fence, obtained.Sub(start), ""
 		if r.Policy == Wait {
 			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key, Policy: Wait, Duration: ev.Duration})
 		}
