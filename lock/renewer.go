@@ -33,8 +33,8 @@ type Renewer struct {
 	mu         sync.Mutex
 	due        holdHeap
 	refreshing int  // renewals on the wire
-	alive      bool // the goroutine runs
-	lingering  bool // it has nothing to do and exits unless work comes
+	alive      bool      // the goroutine runs
+	idleSince  time.Time // when it last had nothing to do; zero while busy
 }
 
 // NewRenewer returns a Renewer that renews leases of engine l.
@@ -47,8 +47,10 @@ func (r *Renewer) Locker() Locker { return r.locker }
 
 // Renewal is a lease that a Renewer keeps alive. Stop it when the work ends.
 type Renewal struct {
+	// The work's context, which the Renewal is, with the lease as a value
+	// (LeaseFromContext).
+	context.Context
 	r      *Renewer
-	ctx    context.Context // for the values renewals carry; never cancelled
 	cancel context.CancelCauseFunc
 	ttl    time.Duration
 	margin time.Duration
@@ -67,7 +69,8 @@ type Renewal struct {
 
 // Hold keeps lease, obtained for ttl, alive while work runs under it, and
 // does not block: the lease is refreshed for ttl every ttl/3. The returned
-// context is derived from ctx and is cancelled with a *LostError cause
+// context is derived from ctx, carries the lease as last renewed
+// (LeaseFromContext), and is cancelled with a *LostError cause
 // (matching ErrLost) as soon as a renewal finds the lock gone, or at the
 // latest margin before the lease could run out when renewals keep failing,
 // so the work can stop before anyone else may take the lock. A margin of
@@ -83,7 +86,7 @@ func (r *Renewer) Hold(ctx context.Context, lease Lease, ttl, margin time.Durati
 	}
 	margin = min(margin, ttl/2)
 	workCtx, cancel := context.WithCancelCause(ctx)
-	h := &Renewal{r: r, ctx: context.WithoutCancel(ctx), cancel: cancel, ttl: ttl, margin: margin,
+	h := &Renewal{Context: workCtx, r: r, cancel: cancel, ttl: ttl, margin: margin,
 		lease: lease, deadline: deadline, next: time.Now().Add(ttl / 3), index: -1}
 	r.mu.Lock()
 	heap.Push(&r.due, h)
@@ -95,7 +98,16 @@ func (r *Renewer) Hold(ctx context.Context, lease Lease, ttl, margin time.Durati
 	} else {
 		r.poke()
 	}
-	return workCtx, h
+	return h, h
+}
+
+// Value returns the lease for LeaseFromContext, and the work context's
+// values otherwise.
+func (h *Renewal) Value(key any) any {
+	if key == (leaseKey{}) {
+		return h
+	}
+	return h.Context.Value(key)
 }
 
 // Lease returns the lease as last renewed: its expiry moves with each
@@ -190,18 +202,20 @@ func (r *Renewer) step(now time.Time) (time.Duration, bool) {
 	}
 	switch {
 	case len(r.due) > 0:
-		r.lingering = false
+		r.idleSince = time.Time{}
 		return time.Until(r.due[0].when()), false
 	case r.refreshing > 0:
-		r.lingering = false
+		r.idleSince = time.Time{}
 		return time.Hour, false // a finished renewal pokes
-	case r.lingering:
-		r.alive, r.lingering = false, false
-		return 0, true
+	case r.idleSince.IsZero():
+		r.idleSince = now
 	}
-	// Linger once for new leases, then exit if none came.
-	r.lingering = true
-	return idleLinger, false
+	// Linger for new leases, then exit if none came.
+	if left := idleLinger - now.Sub(r.idleSince); left > 0 {
+		return left, false
+	}
+	r.alive, r.idleSince = false, time.Time{}
+	return 0, true
 }
 
 func renewalError(err error) error {
@@ -229,7 +243,8 @@ func (r *Renewer) refresh(h *Renewal) {
 	r.mu.Unlock()
 
 	start := time.Now()
-	ctx, cancel := context.WithDeadline(h.ctx, cut)
+	// Renewals go on after the work's context ends, until Stop.
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(h.Context), cut)
 	next, err := r.locker.Refresh(ctx, lease, h.ttl)
 	cancel()
 

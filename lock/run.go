@@ -126,7 +126,7 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 	defer func() {
 		out = r.finish(ctx, held, cfg, obtained, ok)
 	}()
-	err = fn(context.WithValue(workCtx, leaseKey{}, held))
+	err = fn(workCtx)
 	ok = err == nil
 	return out, err
 }

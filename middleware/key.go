@@ -19,6 +19,7 @@ import (
 // added. An error fails the task without retries.
 type KeyFunc func(ctx context.Context, t *asynq.Task) (string, error)
 
+
 // Fields a key template can use besides the payload's own.
 const (
 	FieldType  = "_type"  // the task type
@@ -64,12 +65,19 @@ func DefaultKey(_ context.Context, t *asynq.Task) (string, error) {
 //
 //	KeyTemplate("export-user-{{.user_id}}")
 func KeyTemplate(text string) (KeyFunc, error) {
+	key, _, err := compileTemplate(text)
+	return key, err
+}
+
+// compileTemplate is KeyTemplate, with a keyWriter when the template is a
+// simple one (text and fields only).
+func compileTemplate(text string) (KeyFunc, *fieldTemplate, error) {
 	tmpl, err := template.New("key").Option("missingkey=error").Parse(text)
 	if err != nil {
-		return nil, fmt.Errorf("middleware: key template %q: %w", text, err)
+		return nil, nil, fmt.Errorf("middleware: key template %q: %w", text, err)
 	}
 	if parts, ok := compileFields(tmpl.Tree); ok {
-		return parts.render, nil
+		return parts.key, &parts, nil
 	}
 	return func(ctx context.Context, t *asynq.Task) (string, error) {
 		data, err := templateData(ctx, t)
@@ -81,7 +89,7 @@ func KeyTemplate(text string) (KeyFunc, error) {
 			return "", fmt.Errorf("key template %q: %w", text, err)
 		}
 		return b.String(), nil
-	}, nil
+	}, nil, nil
 }
 
 // part is a piece of a simple template: literal text, or a field path.
@@ -121,39 +129,52 @@ func compileFields(tree *parse.Tree) (fieldTemplate, bool) {
 	return ft, true
 }
 
-func (ft fieldTemplate) render(ctx context.Context, t *asynq.Task) (string, error) {
+// key renders the template as a KeyFunc.
+func (ft fieldTemplate) key(ctx context.Context, t *asynq.Task) (string, error) {
+	var b strings.Builder
+	b.Grow(ft.size + 32)
+	if err := ft.write(&b, ctx, t); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// write renders the template into b.
+func (ft fieldTemplate) write(b *strings.Builder, ctx context.Context, t *asynq.Task) error {
 	payload := bytes.TrimSpace(t.Payload())
 	if len(payload) > 0 && (!json.Valid(payload) || payload[0] != '{') {
 		// Rare: let the decoder say exactly what is wrong.
 		if _, err := templateData(ctx, t); err != nil {
-			return "", err
+			return err
 		}
-		return "", errors.New("payload is not JSON")
+		return errors.New("payload is not JSON")
 	}
-	b := make([]byte, 0, ft.size+32)
 	for _, p := range ft.parts {
 		if p.path == nil {
-			b = append(b, p.text...)
+			b.WriteString(p.text)
 			continue
 		}
-		var err error
-		if b, err = appendField(ctx, b, t, payload, p.path); err != nil {
-			return "", err
+		if err := writeField(b, ctx, t, payload, p.path); err != nil {
+			return err
 		}
 	}
-	return string(b), nil
+	return nil
 }
 
-func appendField(ctx context.Context, b []byte, t *asynq.Task, payload []byte, path []string) ([]byte, error) {
+func writeField(b *strings.Builder, ctx context.Context, t *asynq.Task, payload []byte, path []string) error {
 	if len(path) == 1 {
 		switch path[0] {
 		case FieldType:
-			return append(b, t.Type()...), nil
+			b.WriteString(t.Type())
+			return nil
 		case FieldQueue:
 			q, _ := asynq.GetQueueName(ctx)
-			return append(b, q...), nil
+			b.WriteString(q)
+			return nil
 		case FieldHash:
-			return appendHash(b, t.Payload()), nil
+			var buf [32]byte
+			b.Write(appendHash(buf[:0], t.Payload()))
+			return nil
 		}
 	}
 	name := strings.Join(path, ".")
@@ -161,50 +182,55 @@ func appendField(ctx context.Context, b []byte, t *asynq.Task, payload []byte, p
 	for i, field := range path {
 		if len(raw) == 0 || raw[0] != '{' {
 			if i == 0 {
-				return nil, fmt.Errorf("payload has no field %q", name)
+				return fmt.Errorf("payload has no field %q", name)
 			}
-			return nil, fmt.Errorf("field %q: %q is not an object", name, strings.Join(path[:i], "."))
+			return fmt.Errorf("field %q: %q is not an object", name, strings.Join(path[:i], "."))
 		}
 		var found bool
 		if raw, found = member(raw, field); !found {
-			return nil, fmt.Errorf("payload has no field %q", name)
+			return fmt.Errorf("payload has no field %q", name)
 		}
 	}
-	return appendValue(b, raw, name)
+	return writeValue(b, raw, name)
 }
 
-// appendValue renders one JSON value of a key field.
-func appendValue(b, raw []byte, name string) ([]byte, error) {
+// writeValue renders one JSON value of a key field.
+func writeValue(b *strings.Builder, raw []byte, name string) error {
 	switch raw[0] {
 	case '"':
 		if len(raw) == 2 {
-			return nil, fmt.Errorf("field %q is an empty string", name)
+			return fmt.Errorf("field %q is an empty string", name)
 		}
 		if plainASCII(raw[1 : len(raw)-1]) {
-			return append(b, raw[1:len(raw)-1]...), nil
+			b.Write(raw[1 : len(raw)-1])
+			return nil
 		}
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, fmt.Errorf("field %q: %w", name, err)
+			return fmt.Errorf("field %q: %w", name, err)
 		}
-		return append(b, s...), nil
+		b.WriteString(s)
+		return nil
 	case 'n':
-		return nil, fmt.Errorf("field %q is null", name)
+		return fmt.Errorf("field %q is null", name)
 	case 't', 'f':
-		return append(b, raw...), nil
+		b.Write(raw)
+		return nil
 	case '{':
-		return nil, fmt.Errorf("field %q is an object, not a value", name)
+		return fmt.Errorf("field %q is an object, not a value", name)
 	case '[':
-		return nil, fmt.Errorf("field %q is an array, not a value", name)
+		return fmt.Errorf("field %q is an array, not a value", name)
 	}
 	if plainInt(raw) && string(raw) != "-0" {
-		return append(b, raw...), nil
+		b.Write(raw)
+		return nil
 	}
 	n, err := canonicalNumber(raw)
 	if err != nil {
-		return nil, fmt.Errorf("field %q: %w", name, err)
+		return fmt.Errorf("field %q: %w", name, err)
 	}
-	return append(b, n...), nil
+	b.WriteString(n)
+	return nil
 }
 
 // plainASCII reports whether a JSON string's contents need no decoding.

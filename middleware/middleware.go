@@ -113,6 +113,7 @@ type rule struct {
 	Rule
 	pattern string
 	opts    []lock.RunOption
+	simple  *fieldTemplate // Template, when it is text and fields only
 }
 
 type middleware struct {
@@ -175,12 +176,13 @@ func compile(name string, r Rule, releaseTO time.Duration) (*rule, error) {
 	fail := func(format string, args ...any) (*rule, error) {
 		return nil, fmt.Errorf("middleware: rule %q: "+format, append([]any{name}, args...)...)
 	}
+	var simple *fieldTemplate
 	if r.Key == nil && r.Template != "" {
-		k, err := KeyTemplate(r.Template)
+		k, ft, err := compileTemplate(r.Template)
 		if err != nil {
 			return fail("%w", err)
 		}
-		r.Key = k
+		r.Key, simple = k, ft
 	}
 	if r.Key == nil {
 		r.Key = DefaultKey
@@ -209,7 +211,7 @@ func compile(name string, r Rule, releaseTO time.Duration) (*rule, error) {
 	if r.AfterWait != Retry && r.AfterWait != Skip {
 		return fail("AfterWait must be Skip or Retry, not %v", r.AfterWait)
 	}
-	cr := &rule{Rule: r, pattern: name, opts: []lock.RunOption{lock.WithLease(r.Lease), lock.WithMaxRunTime(r.MaxRunTime),
+	cr := &rule{Rule: r, pattern: name, simple: simple, opts: []lock.RunOption{lock.WithLease(r.Lease), lock.WithMaxRunTime(r.MaxRunTime),
 		lock.WithWindow(r.Window), lock.WithReleaseTimeout(releaseTO)}}
 	if r.Policy == Wait {
 		cr.opts = append(cr.opts, lock.WithWait(lock.Wait{MaxWait: r.MaxWait, Interval: r.WaitInterval, Jitter: 0.2}))

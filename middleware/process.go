@@ -37,11 +37,23 @@ func (m *middleware) process(ctx context.Context, t *asynq.Task, next asynq.Hand
 
 // key derives and checks the task's lock key.
 func (m *middleware) key(ctx context.Context, r *rule, t *asynq.Task) (string, error) {
-	k, err := r.Key(ctx, t)
-	if err != nil {
-		return "", fmt.Errorf("middleware: task %q: %w", t.Type(), err)
+	var key string
+	if r.simple != nil {
+		// Prefix and key in one allocation.
+		var b strings.Builder
+		b.Grow(len(m.prefix) + r.simple.size + 32)
+		b.WriteString(m.prefix)
+		if err := r.simple.write(&b, ctx, t); err != nil {
+			return "", fmt.Errorf("middleware: task %q: %w", t.Type(), err)
+		}
+		key = b.String()
+	} else {
+		k, err := r.Key(ctx, t)
+		if err != nil {
+			return "", fmt.Errorf("middleware: task %q: %w", t.Type(), err)
+		}
+		key = m.prefix + k
 	}
-	key := m.prefix + k
 	if err := lock.ValidateKey(key); err != nil {
 		return "", fmt.Errorf("middleware: task %q: %w", t.Type(), err)
 	}
