@@ -141,11 +141,18 @@ func TestRenewerKeepsRenewingAfterItsParentEnds(t *testing.T) {
 	require.NoError(t, engine.Release(context.Background(), renewed))
 }
 
+// renewerLoops counts the goroutines running a Renewer's loop.
+func renewerLoops() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "lock.(*Renewer).loop(")
+}
+
 func TestRenewerUsesOneGoroutineForManyLeases(t *testing.T) {
 	ctx := context.Background()
 	engine := newEngine(t)
 	r := lock.NewRenewer(engine)
-	before := runtime.NumGoroutine()
+	require.Eventually(t, func() bool { return renewerLoops() == 0 }, 5*time.Second, 10*time.Millisecond,
+		"renewers of earlier tests still running")
 	var helds []*lock.Renewal
 	for i := range 100 {
 		lease, err := engine.Obtain(ctx, fmt.Sprint("k", i), time.Minute)
@@ -153,11 +160,13 @@ func TestRenewerUsesOneGoroutineForManyLeases(t *testing.T) {
 		_, h := r.Hold(ctx, lease, time.Minute, 0)
 		helds = append(helds, h)
 	}
-	assert.Equal(t, before+1, runtime.NumGoroutine(), "one renewer goroutine for every lease")
+	assert.Equal(t, 1, renewerLoops(), "one renewer goroutine for every lease")
 	for _, h := range helds {
 		_, lost := h.Stop()
 		require.NoError(t, lost)
 	}
+	require.Eventually(t, func() bool { return renewerLoops() == 0 }, 5*time.Second, 10*time.Millisecond,
+		"the renewer's goroutine outlived its last lease")
 }
 
 func TestRunReleasesOnPanic(t *testing.T) {

@@ -32,7 +32,7 @@ type Renewer struct {
 
 	mu         sync.Mutex
 	due        holdHeap
-	refreshing int  // renewals on the wire
+	refreshing int       // renewals on the wire
 	alive      bool      // the goroutine runs
 	idleSince  time.Time // when it last had nothing to do; zero while busy
 }

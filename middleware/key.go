@@ -19,7 +19,6 @@ import (
 // added. An error fails the task without retries.
 type KeyFunc func(ctx context.Context, t *asynq.Task) (string, error)
 
-
 // Fields a key template can use besides the payload's own.
 const (
 	FieldType  = "_type"  // the task type
