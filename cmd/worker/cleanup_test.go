@@ -43,7 +43,7 @@ func TestDeleteArchivedDuplicates(t *testing.T) {
 	}, 20*time.Second, 50*time.Millisecond)
 	server.Shutdown()
 
-	n, err := deleteArchivedDuplicates(opt, queues)
+	n, err := deleteArchivedDuplicates(in, queues)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	left, err := in.ListArchivedTasks("cleanup-test")
