@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,41 @@ import (
 type check struct {
 	name string
 	run  func(ctx context.Context) error
+}
+
+// lockCheck returns a check that takes and gives back a lock of this
+// process's own, so that it fails when the engine cannot take locks (a
+// Redis that refuses writes), not only when it cannot be read; for the
+// file engine (dir not "") it also checks that the lock directory is still
+// there, since files already open go on working after it is removed or
+// renamed while other processes no longer see them. Concurrent checks take
+// turns.
+func lockCheck(locker lock.Locker, dir string) func(ctx context.Context) error {
+	host, _ := os.Hostname()
+	key := fmt.Sprintf("joblock-healthz-%s-%d", host, os.Getpid())
+	turn := make(chan struct{}, 1)
+	return func(ctx context.Context) error {
+		select {
+		case turn <- struct{}{}:
+			defer func() { <-turn }()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if dir != "" {
+			fi, err := os.Stat(dir)
+			if err != nil {
+				return fmt.Errorf("lock directory: %w", err)
+			}
+			if !fi.IsDir() {
+				return fmt.Errorf("lock directory %s is no longer a directory", dir)
+			}
+		}
+		lease, err := locker.Obtain(ctx, key, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		return locker.Release(ctx, lease)
+	}
 }
 
 // checkTimeout bounds each check, so that a health request answers well

@@ -349,7 +349,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	}
 	st := &status{manager: manager, met: met, adminToken: cfg.adminToken, checks: []check{
 		{name: "asynq_broker", run: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
-		{name: "lock_engine", run: func(ctx context.Context) error { _, err := manager.IsLocked(ctx, "joblock-healthz"); return err }},
+		{name: "lock_engine", run: lockCheck(locker, fileDir(cfg.engine))},
 	}}
 	stopHTTP, err := startHTTP(cfg, st, log)
 	if err != nil {
@@ -387,6 +387,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	stopHTTP(rctx)
 	log.Info("worker stopped")
 	return nil
+}
+
+// fileDir returns the file engine's directory, or "" for another engine.
+func fileDir(c engine.Config) string {
+	if c.Engine == engine.File {
+		return c.Dir
+	}
+	return ""
 }
 
 // startHTTP serves st on cfg.httpAddr, if any, and returns the function
