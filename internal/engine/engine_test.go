@@ -85,6 +85,7 @@ func TestBadRedisConfig(t *testing.T) {
 		{"unknown scheme", Config{RedisURL: "http://:" + pw + "@host"}, `unknown scheme "http"`},
 		{"bad port", Config{RedisURL: "redis://:" + pw + "@host:port/0"}, "invalid port"},
 		{"bad escape in the password", Config{RedisURL: "redis://:" + pw + "%zz@host/0"}, "invalid URL escape"},
+		{"unescaped slash in the password", Config{RedisURL: "redis://:ab/" + pw + "@host/0"}, "percent-encode them"},
 		{"two hosts, one server", Config{RedisURL: "redis://:" + pw + "@a:1,b:2/0"}, "use redis-sentinel:// or redis-cluster://"},
 		{"bad database", Config{RedisURL: "redis://:" + pw + "@host/x"}, "invalid database number"},
 		{"unknown option", Config{RedisURL: "redis://:" + pw + "@host/0?colour=red"}, "unexpected option: colour"},
@@ -130,6 +131,8 @@ func TestRedact(t *testing.T) {
 		{"redis://h/0?password=" + pw + "&dial_timeout=1s", "redis://h/0?dial_timeout=1s&password=xxxxx"},
 		{"redis://h/0?password=%zz" + pw, "redis://(unparseable URL)"},
 		{pw, "(not a URL)"},
+		{"redis://:pw/" + pw + "@h:1/0", "redis://:xxxxx@h:1/0"},
+		{"redis://h:1/0?client_name=a@b", "redis://h:xxxxx@b"}, // more hidden than needed, never less
 	}
 	for _, tt := range tests {
 		assert.Equal(t, tt.want, Redact(tt.give))

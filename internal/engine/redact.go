@@ -19,16 +19,16 @@ func Redact(raw string) string {
 	if !ok {
 		return "(not a URL)"
 	}
-	authority, tail := rest, ""
-	if i := strings.IndexAny(rest, "/?"); i >= 0 {
-		authority, tail = rest[:i], rest[i:]
-	}
-	if at := strings.LastIndex(authority, "@"); at >= 0 {
-		user, _, hasPass := strings.Cut(authority[:at], ":")
+	if userinfo, after, ok := cutUserinfo(rest); ok {
+		user, _, hasPass := strings.Cut(userinfo, ":")
 		if hasPass {
 			user += ":" + redacted
 		}
-		authority = user + "@" + authority[at+1:]
+		rest = user + "@" + after
+	}
+	authority, tail := rest, ""
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		authority, tail = rest[:i], rest[i:]
 	}
 	path, query, hasQuery := strings.Cut(tail, "?")
 	if hasQuery {
@@ -41,10 +41,20 @@ func Redact(raw string) string {
 				q.Set(p, redacted)
 			}
 		}
-		query = q.Encode()
-		path += "?" + query
+		path += "?" + q.Encode()
 	}
 	return scheme + "://" + authority + path
+}
+
+// cutUserinfo splits what follows "://" at its last '@'. A password with
+// an unescaped '/', '?' or '@' is still all on the left, so it is never
+// shown; an '@' in the query hides more than needed, never less.
+func cutUserinfo(rest string) (userinfo, after string, ok bool) {
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return "", rest, false
+	}
+	return rest[:at], rest[at+1:], true
 }
 
 // redactErr returns err with every secret in its message replaced by

@@ -86,6 +86,9 @@ func parseRedisURL(raw string) (redisURL, error) {
 		if i := strings.LastIndex(authority, "@"); i >= 0 {
 			userinfo, hostList = authority[:i+1], authority[i+1:]
 		}
+		if userinfo == "" && strings.Contains(tail, "@") {
+			return redisURL{}, errors.New("an '@' after the host: if the password holds a '/', '?', '#' or '@', percent-encode them (%2F, %3F, %23, %40)")
+		}
 		hosts, err := splitHosts(hostList, u.topo)
 		if err != nil {
 			return redisURL{}, err
@@ -289,11 +292,10 @@ func (c *Config) secrets() []string {
 		s = append(s, u.pass, url.QueryEscape(u.pass), url.PathEscape(u.pass))
 	}
 	if _, rest, ok := strings.Cut(c.RedisURL, "://"); ok {
-		// An unparseable URL may still hold a password: whatever sits
-		// between the first ':' of the authority and its last '@'.
-		authority, _, _ := strings.Cut(rest, "/")
-		if at := strings.LastIndex(authority, "@"); at >= 0 {
-			if _, pw, ok := strings.Cut(authority[:at], ":"); ok && pw != "" {
+		// A URL that does not parse may still hold a password: whatever
+		// follows the first ':' of the user information.
+		if userinfo, _, ok := cutUserinfo(rest); ok {
+			if _, pw, ok := strings.Cut(userinfo, ":"); ok && pw != "" {
 				s = append(s, pw)
 			}
 		}
