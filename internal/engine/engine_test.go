@@ -192,4 +192,3 @@ func TestTLS(t *testing.T) {
 	defer rdb.Close()
 	assert.ErrorIs(t, c.Ping(context.Background(), rdb), ErrRedisUnreachable)
 }
-
