@@ -77,3 +77,11 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	stopAll(t, ws)
 }
+
+func TestCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	cfg := engine.Config{Engine: engine.Redis, RedisURL: "redis-cluster://" + strings.Join(cl.Addrs, ","), Prefix: "joblocktest:"}
+	ws := startPair(t, cfg)
+	requireDeduplicated(t, asynqClient(t, cfg), ws, "product-cluster", 20)
+	stopAll(t, ws)
+}

@@ -192,3 +192,13 @@ func TestTLS(t *testing.T) {
 	defer rdb.Close()
 	assert.ErrorIs(t, c.Ping(context.Background(), rdb), ErrRedisUnreachable)
 }
+
+func TestSkipVerifyFromURL(t *testing.T) {
+	for _, give := range []string{"rediss://h/0?skip_verify=true", "rediss-sentinel://s/0?master_name=m&skip_verify=true"} {
+		c := Config{RedisURL: give}
+		rdb, err := c.RedisClient()
+		require.NoError(t, err)
+		assert.True(t, rdb.(*redis.Client).Options().TLSConfig.InsecureSkipVerify, give)
+		require.NoError(t, rdb.Close())
+	}
+}

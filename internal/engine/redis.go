@@ -18,13 +18,13 @@ import (
 // URL schemes a Redis URL may have. The plain and TLS forms of each
 // topology differ only in the trailing "s" of "redis".
 const (
-	SchemeRedis         = "redis"           // one server
-	SchemeRedisTLS      = "rediss"          // one server over TLS
-	SchemeUnix          = "unix"            // one server on a unix socket
-	SchemeSentinel      = "redis-sentinel"  // a master found through Sentinel
-	SchemeSentinelTLS   = "rediss-sentinel" // the same, every connection over TLS
-	SchemeCluster       = "redis-cluster"   // a Redis Cluster, seed nodes listed
-	SchemeClusterTLS    = "rediss-cluster"  // the same over TLS
+	schemeRedis         = "redis"           // one server
+	schemeRedisTLS      = "rediss"          // one server over TLS
+	schemeUnix          = "unix"            // one server on a unix socket
+	schemeSentinel      = "redis-sentinel"  // a master found through Sentinel
+	schemeSentinelTLS   = "rediss-sentinel" // the same, every connection over TLS
+	schemeCluster       = "redis-cluster"   // a Redis Cluster, seed nodes listed
+	schemeClusterTLS    = "rediss-cluster"  // the same over TLS
 	defaultSentinelPort = "26379"
 	defaultRedisPort    = "6379"
 )
@@ -60,22 +60,22 @@ func parseRedisURL(raw string) (redisURL, error) {
 	}
 	var u redisURL
 	switch strings.ToLower(scheme) {
-	case SchemeRedis, SchemeUnix:
+	case schemeRedis, schemeUnix:
 		u.topo = single
-	case SchemeRedisTLS:
+	case schemeRedisTLS:
 		u.topo, u.tls = single, true
-	case SchemeSentinel:
+	case schemeSentinel:
 		u.topo = sentinel
-	case SchemeSentinelTLS:
+	case schemeSentinelTLS:
 		u.topo, u.tls = sentinel, true
-	case SchemeCluster:
+	case schemeCluster:
 		u.topo = cluster
-	case SchemeClusterTLS:
+	case schemeClusterTLS:
 		u.topo, u.tls = cluster, true
 	default:
 		return redisURL{}, fmt.Errorf("unknown scheme %q: want redis, rediss, redis-sentinel, rediss-sentinel, redis-cluster, rediss-cluster or unix", scheme)
 	}
-	if strings.ToLower(scheme) == SchemeUnix {
+	if strings.ToLower(scheme) == schemeUnix {
 		u.base = raw
 	} else {
 		authority, tail := rest, ""
@@ -94,9 +94,9 @@ func parseRedisURL(raw string) (redisURL, error) {
 			return redisURL{}, err
 		}
 		u.hosts = hosts
-		goScheme := SchemeRedis
+		goScheme := schemeRedis
 		if u.tls {
-			goScheme = SchemeRedisTLS
+			goScheme = schemeRedisTLS
 		}
 		u.base = goScheme + "://" + userinfo + hosts[0] + tail
 	}
@@ -177,7 +177,7 @@ func (c *Config) RedisClient() (redis.UniversalClient, error) {
 	}
 	if tlsConf != nil {
 		tlsConf.ServerName = opt.TLSConfig.ServerName
-		opt.TLSConfig = tlsConf
+		opt.TLSConfig = withURLTLS(tlsConf, opt.TLSConfig)
 	}
 	return redis.NewClient(opt), nil
 }
@@ -196,7 +196,7 @@ func (c *Config) sentinelClient(u redisURL, tlsConf *tls.Config) (redis.Universa
 		opt.Username, opt.Password = u.user, u.pass
 	}
 	opt.SentinelUsername, opt.SentinelPassword = "", c.SentinelPassword
-	opt.TLSConfig = tlsConf // each node checked against its own address
+	opt.TLSConfig = withURLTLS(tlsConf, opt.TLSConfig) // each node checked against its own address
 	return redis.NewFailoverClient(opt), nil
 }
 
@@ -211,8 +211,17 @@ func (c *Config) clusterClient(u redisURL, tlsConf *tls.Config) (redis.Universal
 	if err != nil {
 		return nil, c.redisError(err)
 	}
-	opt.TLSConfig = tlsConf
+	opt.TLSConfig = withURLTLS(tlsConf, opt.TLSConfig)
 	return redis.NewClusterClient(opt), nil
+}
+
+// withURLTLS keeps what the URL itself said about TLS (go-redis's
+// skip_verify option) in ours.
+func withURLTLS(ours, fromURL *tls.Config) *tls.Config {
+	if ours != nil && fromURL != nil {
+		ours.InsecureSkipVerify = fromURL.InsecureSkipVerify
+	}
+	return ours
 }
 
 // withAddrs returns u's go-redis URL with the hosts after the first as
