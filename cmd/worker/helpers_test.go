@@ -185,14 +185,13 @@ func sum(t *testing.T, ws []*workerProc, name, match string) float64 {
 }
 
 // asynqClient returns an asynq client on the Redis cfg configures, the
-// way the worker connects to it; both are closed when t ends.
+// way the worker connects to it, closed when t ends.
 func asynqClient(t *testing.T, cfg engine.Config) *asynq.Client {
 	t.Helper()
 	rdb, err := cfg.RedisClient()
 	require.NoError(t, err)
-	c := asynq.NewClientFromRedisClient(rdb)
-	t.Cleanup(func() { _ = c.Close(); _ = rdb.Close() })
-	return c
+	t.Cleanup(func() { _ = rdb.Close() }) // the client shares it
+	return asynq.NewClientFromRedisClient(rdb)
 }
 
 // requireDeduplicated enqueues n identical cache:regenerate tasks for key

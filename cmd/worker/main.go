@@ -325,10 +325,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		Logger:          asynqLogger{log},
 		LogLevel:        asynqLevel(cfg.demo),
 	})
+	// Both share rdb, which closes with it; asynq refuses to close them.
 	enq := asynq.NewClientFromRedisClient(rdb)
-	defer enq.Close()
 	inspector := asynq.NewInspectorFromRedisClient(rdb)
-	defer inspector.Close()
 
 	stopServer := func() {
 		if cfg.role != "scheduler" {
