@@ -45,7 +45,7 @@ var commands = map[string]command{
 func (e *env) flags(withTTL bool) *flag.FlagSet {
 	e.fs = flag.NewFlagSet("lockctl "+e.name, flag.ContinueOnError)
 	e.fs.SetOutput(io.Discard)
-	e.engine.Bind(e.fs)
+	e.engine.Bind(e.fs, "redis engine")
 	e.fs.BoolVar(&e.jsonOut, "json", false, "JSON output")
 	if withTTL {
 		e.fs.DurationVar(&e.ttl, "ttl", lock.DefaultTTL, "lock TTL")
@@ -64,6 +64,9 @@ func (e *env) parse(nargs int, names string) error {
 	}
 	if e.ttl < 0 || e.wait < 0 {
 		return fail(exitUsage, "%s: -ttl and -wait must not be negative", e.name)
+	}
+	if err := e.engine.Check(false); err != nil {
+		return fail(exitUsage, "%s: %v", e.name, err)
 	}
 	return nil
 }
@@ -187,14 +190,26 @@ func cmdStatus(ctx context.Context, e *env) error {
 	return nil
 }
 
+// cmdList lists the locks stats counts (held and expired); -all adds the
+// released records the file engine keeps so a key's file is reused.
 func cmdList(ctx context.Context, e *env) error {
-	l, closeFn, err := e.start(ctx, false, 0, "no arguments")
+	all := e.flags(false).Bool("all", false, "also released records")
+	if err := e.parse(0, "no arguments"); err != nil {
+		return err
+	}
+	l, closeFn, err := e.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
 	var recs []lock.Record
-	if err := l.Scan(ctx, func(r lock.Record) bool { recs = append(recs, r); return true }); err != nil {
+	err = l.Scan(ctx, func(r lock.Record) bool {
+		if *all || r.State != lock.Released {
+			recs = append(recs, r)
+		}
+		return true
+	})
+	if err != nil {
 		return err
 	}
 	if e.jsonOut {

@@ -2,11 +2,14 @@ package main_test
 
 import (
 	"bufio"
+	"crypto/rand"
 	"encoding/json"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -247,4 +250,96 @@ func TestRunMaxRunTime(t *testing.T) {
 	assert.Contains(t, stderr, "ran longer than -max-run-time 200ms")
 	_, _, code = run(t, env, "acquire", "slow")
 	assert.Equal(t, 0, code, "the stopped run released its key")
+}
+
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "-version", "--version"} {
+		out, _, code := run(t, nil, arg)
+		assert.Equal(t, 0, code)
+		assert.Regexp(t, `^lockctl \S+ .*go1\.\d+`, out)
+	}
+}
+
+func TestListAgreesWithStats(t *testing.T) {
+	env := first(engineEnvs(t))["file"]
+	for _, key := range []string{"a", "b", "c"} {
+		_, _, code := run(t, env, "acquire", "-ttl", "1m", key)
+		require.Equal(t, 0, code)
+	}
+	for _, key := range []string{"a", "b"} {
+		id, _, _ := run(t, env, "status", "-json", key)
+		var st struct {
+			Record struct {
+				Token string `json:"lock_id"`
+			} `json:"record"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(id), &st))
+		_, _, code := run(t, env, "release", key, st.Record.Token)
+		require.Equal(t, 0, code)
+	}
+	out, _, code := run(t, env, "stats", "-json")
+	require.Equal(t, 0, code)
+	var stats struct {
+		Total int `json:"total_locks"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &stats))
+	listed := func(args ...string) []string {
+		out, _, code := run(t, env, append([]string{"list", "-json"}, args...)...)
+		require.Equal(t, 0, code)
+		var recs []struct {
+			Key string `json:"key"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &recs))
+		var keys []string
+		for _, r := range recs {
+			keys = append(keys, r.Key)
+		}
+		return keys
+	}
+	assert.Equal(t, 1, stats.Total)
+	assert.Equal(t, []string{"c"}, listed(), "list shows the locks stats counts")
+	assert.ElementsMatch(t, []string{"a", "b", "c"}, listed("-all"), "-all adds the released records")
+}
+
+func TestUnknownEngineBeforeRedis(t *testing.T) {
+	_, stderr, code := run(t, []string{"JOBLOCK_ENGINE=etcd", "JOBLOCK_REDIS_URL=redis://127.0.0.1:1/0"}, "list")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, `-engine [JOBLOCK_ENGINE]: unknown lock engine "etcd"`)
+	assert.NotContains(t, stderr, "unreachable")
+}
+
+func TestNoSecretInOutput(t *testing.T) {
+	pw := "pw/" + rand.Text()[:12] + "@x"
+	srv := redistest.Start(t, redistest.WithPassword(pw))
+	env := []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=" + srv.URL(), "JOBLOCK_PREFIX=" + srv.Prefix}
+	wrongPW := "wrong-" + rand.Text()
+	free := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	tests := []struct {
+		name     string
+		secret   string
+		env      []string
+		args     []string
+		wantCode int
+	}{
+		{"acquire", pw, env, []string{"acquire", "-ttl", "1m", "k"}, 0},
+		{"status", pw, env, []string{"status", "k"}, 0},
+		{"list", pw, env, []string{"list"}, 0},
+		{"list -json", pw, env, []string{"list", "-json"}, 0},
+		{"stats", pw, env, []string{"stats"}, 0},
+		{"help", pw, env, []string{"help"}, 0},
+		{"bad flag", pw, env, []string{"list", "-nope"}, 2},
+		{"wrong password", wrongPW, []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://:" + url.PathEscape(wrongPW) + "@" + srv.Addr + "/0"}, []string{"list"}, 1},
+		{"no Redis there", pw, []string{"JOBLOCK_ENGINE=redis"}, []string{"list", "-redis-url", "redis://:" + url.PathEscape(pw) + "@" + free + "/0"}, 1},
+		{"bad port", pw, []string{"JOBLOCK_ENGINE=redis"}, []string{"list", "-redis-url", "redis://:" + url.PathEscape(pw) + "@" + srv.Addr + "x/0"}, 2},
+		{"unescaped password", pw, []string{"JOBLOCK_ENGINE=redis"}, []string{"list", "-redis-url", "redis://:" + pw + "@" + srv.Addr + "/0"}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, stderr, code := run(t, tt.env, tt.args...)
+			assert.Equal(t, tt.wantCode, code, stderr)
+			for _, form := range []string{tt.secret, url.QueryEscape(tt.secret), url.PathEscape(tt.secret)} {
+				assert.NotContains(t, out+stderr, form, "lockctl %s printed a secret:\n%s%s", tt.name, out, stderr)
+			}
+		})
+	}
 }

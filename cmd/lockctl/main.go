@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/joblock/joblock/internal/buildinfo"
 )
 
 // Exit codes, stable for scripts.
@@ -31,11 +33,15 @@ const (
 const usage = `lockctl: joblock's locks from the shell, cron and other languages.
 
 Usage:
+  lockctl version                        the version this binary was built from
   lockctl acquire [flags] KEY            take KEY, print its lock id
   lockctl release [flags] KEY LOCK_ID    release the lock with that id (any process may)
   lockctl status  [flags] KEY            who holds KEY and for how long
-  lockctl list    [flags]                every lock record
-  lockctl stats   [flags]                total, active, expired and instance locks
+  lockctl list    [flags] [-all]         the locks stats counts: held and expired
+                                         (-all: also released records, which the file
+                                         engine keeps so that a key reuses its file)
+  lockctl stats   [flags]                total (held + expired), active, expired and
+                                         instance locks
   lockctl cleanup [flags]                remove expired and released records
   lockctl run     [flags] KEY -- COMMAND [ARG...]
                                          run COMMAND under KEY, renewing the lock while it
@@ -46,7 +52,14 @@ Usage:
 Flags (every command; environment variables give the defaults):
   -engine file|redis   lock engine [JOBLOCK_ENGINE, default file]
   -lock-dir DIR        file engine directory [JOBLOCK_LOCK_DIR, default $TMPDIR/joblock]
-  -redis-url URL       Redis engine server [JOBLOCK_REDIS_URL, default redis://127.0.0.1:6379/0]
+  -redis-url URL       Redis engine server [JOBLOCK_REDIS_URL, default redis://127.0.0.1:6379/0]:
+                       redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS),
+                       redis-sentinel://[:PASSWORD@]S1[:PORT],S2.../DB?master_name=NAME,
+                       redis-cluster://[:PASSWORD@]N1[:PORT],N2...
+  -redis-ca FILE       TLS: CAs to trust instead of the system's [JOBLOCK_REDIS_CA]
+  -redis-cert FILE     TLS: client certificate [JOBLOCK_REDIS_CERT]
+  -redis-key FILE      TLS: client certificate's key [JOBLOCK_REDIS_KEY]
+                       (Sentinels' own password, if any: JOBLOCK_REDIS_SENTINEL_PASSWORD)
   -prefix P            Redis engine key prefix [JOBLOCK_PREFIX, default joblock:]
   -json                JSON output instead of text (acquire, release, status,
                        list, stats, cleanup; serve-stdio always speaks JSON)
@@ -93,6 +106,10 @@ func fail(code int, format string, args ...any) error {
 }
 
 func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "version" || args[0] == "-version" || args[0] == "--version") {
+		fmt.Fprintln(stdout, buildinfo.String("lockctl"))
+		return exitOK
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, usage)
 		if len(args) == 0 {

@@ -52,7 +52,7 @@ func TestDeleteArchivedDuplicates(t *testing.T) {
 	require.NoError(t, rdb.Set(ctx, completedKey(`asynq:export-user-"1"`), time.Now().UnixMilli(), time.Hour).Err())
 	require.NoError(t, rdb.Set(ctx, completedKey(`asynq:export-user-"2"`), time.Now().Add(-time.Hour).UnixMilli(), time.Hour).Err())
 
-	n, err := deleteArchivedDuplicates(ctx, opt, rdb, queues)
+	n, err := deleteArchivedDuplicates(ctx, in, rdb, queues)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	left, err := in.ListArchivedTasks("cleanup-test")

@@ -52,7 +52,7 @@ func testCrashMatrix(t *testing.T, engine string) {
 	// Redis keeps its data across the restart (AOF, fsync always): what a
 	// restart without persistence loses, queued tasks included, no lock
 	// could save.
-	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	srv := redistest.Start(t, redistest.WithArgs("--appendonly", "yes", "--appendfsync", "always"))
 	traceDir := t.TempDir()
 	env := []string{"JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_ENGINE=" + engine, "JOBLOCK_LOCK_DIR=" + t.TempDir(),
 		"JOBLOCK_PREFIX=" + srv.Prefix, "JOBLOCK_ROLE=worker", "JOBLOCK_LEASE=2s", envTrace + "=" + traceDir}

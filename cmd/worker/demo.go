@@ -90,9 +90,7 @@ func (s skipCounter) WithGroup(g string) slog.Handler {
 
 // runDemo enqueues a burst of identical tasks per use case every two
 // seconds and prints what ran and what was deduplicated, until ctx ends.
-func runDemo(ctx context.Context, opt asynq.RedisClientOpt, cases []useCase, t *tally, out io.Writer, log *slog.Logger) {
-	client := asynq.NewClient(opt)
-	defer client.Close()
+func runDemo(ctx context.Context, client *asynq.Client, cases []useCase, t *tally, out io.Writer, log *slog.Logger) {
 	enqueued := map[string]int{}
 	start := time.Now()
 	tick := time.NewTicker(2 * time.Second)
@@ -120,15 +118,17 @@ func runDemo(ctx context.Context, opt asynq.RedisClientOpt, cases []useCase, t *
 	}
 }
 
+// printSummary shows each task once: executed, deduplicated, or pending
+// (queued, running, or sent back to wait for its key).
 func printSummary(out io.Writer, cases []useCase, enqueued map[string]int, t *tally, elapsed time.Duration) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(out, "\njoblock demo, %s: bursts of %d identical tasks every 2s (Ctrl-C to stop)\n", elapsed.Round(time.Second), burst)
-	fmt.Fprintln(w, "use case\ttask type\tenqueued\texecuted\tdeduplicated\t")
+	fmt.Fprintln(w, "use case\ttask type\tenqueued\texecuted\tdeduplicated\tpending\t")
 	for _, u := range cases {
 		runs, dups := t.get(u.Type)
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t\n", u.Name, u.Type, enqueued[u.Type], runs, dups)
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t\n", u.Name, u.Type, enqueued[u.Type], runs, dups, enqueued[u.Type]-runs-dups)
 	}
 	runs, dups := t.get(demoCron)
-	fmt.Fprintf(w, "distributed cron (2 replicas)\t%s\t-\t%d\t%d\t\n", "@every 2s", runs, dups)
+	fmt.Fprintf(w, "distributed cron (2 replicas, ticks)\t%s\t-\t%d\t%d\t-\t\n", "@every 2s", runs, dups)
 	_ = w.Flush()
 }

@@ -8,7 +8,7 @@
 //	worker -redis-url redis://127.0.0.1:6379/0     # file engine, one host
 //	worker -engine redis                           # Redis engine, many hosts
 //
-// Run worker -h for every flag; each has an environment variable too.
+// Run worker -h for every flag; most have an environment variable too.
 package main
 
 import (
@@ -30,11 +30,17 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/internal/buildinfo"
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/middleware"
 	"github.com/joblock/joblock/scheduler"
 	"github.com/redis/go-redis/v9"
+	"github.com/robfig/cron/v3"
+
+	// Zone names in CRON_TZ= work on hosts and images without a zone
+	// database.
+	_ "time/tzdata"
 )
 
 func main() {
@@ -55,7 +61,16 @@ type config struct {
 	demo        bool
 	runFor      time.Duration
 	logLevel    string
+	schedules   schedules
+	adminToken  string
+	container   bool
+	healthcheck bool
+	version     bool
 }
+
+// envContainer is set by the project's image: the worker runs in a
+// container, whose /tmp no other replica sees.
+const envContainer = "JOBLOCK_IN_CONTAINER"
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
@@ -79,40 +94,73 @@ func envStr(name, def string) string {
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
-	var c config
+	c := config{schedules: defaultSchedules()}
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c.engine.Bind(fs)
+	c.engine.Bind(fs, "Redis for asynq (always) and for the redis engine")
 	fs.StringVar(&c.queues, "queues", envStr("JOBLOCK_QUEUES", "default=1"), "asynq queues and priorities, name=weight,... [JOBLOCK_QUEUES]")
 	fs.IntVar(&c.concurrency, "concurrency", envInt("JOBLOCK_CONCURRENCY", 10), "tasks run at once [JOBLOCK_CONCURRENCY]")
 	fs.DurationVar(&c.lease, "lease", envDur("JOBLOCK_LEASE", lock.DefaultLease), "lease of task locks, renewed every third of it while a task runs: how long a crashed worker keeps a key blocked [JOBLOCK_LEASE]")
-	fs.StringVar(&c.httpAddr, "http", envStr("JOBLOCK_HTTP", "127.0.0.1:8080"), "address of /healthz, /metrics and /locks; empty disables [JOBLOCK_HTTP]")
+	fs.StringVar(&c.httpAddr, "http", envStr("JOBLOCK_HTTP", "127.0.0.1:8080"), "address of /healthz, /readyz, /metrics and /locks; empty disables [JOBLOCK_HTTP]")
 	fs.StringVar(&c.role, "role", envStr("JOBLOCK_ROLE", "all"), "worker (asynq tasks), scheduler (cron jobs, each tick once across every scheduler) or all [JOBLOCK_ROLE]")
 	fs.BoolVar(&c.demo, "demo", false, "in-process Redis, file engine, a producer of duplicate bursts and a live summary")
 	fs.DurationVar(&c.runFor, "run-for", 0, "stop after this long (0: until SIGTERM or SIGINT)")
 	fs.StringVar(&c.logLevel, "log-level", envStr("JOBLOCK_LOG_LEVEL", "info"), "debug, info, warn or error [JOBLOCK_LOG_LEVEL]")
+	fs.BoolVar(&c.healthcheck, "healthcheck", false, "ask the worker at -http for /healthz, print the answer, exit 0 if healthy, else 1 (for container healthchecks)")
+	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	sf := scheduleFlag{c.schedules}
+	if v := os.Getenv("JOBLOCK_SCHEDULES"); v != "" {
+		if err := sf.Set(v); err != nil {
+			return c, fmt.Errorf("JOBLOCK_SCHEDULES: %w", err)
+		}
+	}
+	fs.Var(sf, "schedule", "a cron job's schedule, `NAME=SPEC`, repeatable (or several joined by ';'): SPEC is cron (\"30 3 * * *\", \"CRON_TZ=Europe/Berlin 30 3 * * *\"), a descriptor (\"@every 10m\") or off [JOBLOCK_SCHEDULES]")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if c.version || c.healthcheck {
+		return c, nil
+	}
+	c.adminToken = os.Getenv("JOBLOCK_ADMIN_TOKEN")
+	c.container = os.Getenv(envContainer) == "1"
 	c.lockDirSet = flagSet(fs, "lock-dir") || os.Getenv("JOBLOCK_LOCK_DIR") != ""
 	if c.demo && !flagSet(fs, "log-level") && os.Getenv("JOBLOCK_LOG_LEVEL") == "" {
 		c.logLevel = "warn" // the summary is the demo's output
 	}
+	return c, c.check(fs)
+}
+
+// check reports a configuration that cannot work before anything
+// connects, naming the flag and environment variable at fault.
+func (c *config) check(fs *flag.FlagSet) error {
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if c.concurrency < 1 {
-		return c, fmt.Errorf("-concurrency must be at least 1, not %d", c.concurrency)
+		return fmt.Errorf("-concurrency [JOBLOCK_CONCURRENCY] must be at least 1, not %d", c.concurrency)
 	}
 	if err := lock.ValidateTTL(c.lease); err != nil {
-		return c, fmt.Errorf("-lease: %w", err)
+		return fmt.Errorf("-lease [JOBLOCK_LEASE]: %w", err)
 	}
 	switch c.role {
 	case "all", "worker", "scheduler":
 	default:
-		return c, fmt.Errorf("-role must be worker, scheduler or all, not %q", c.role)
+		return fmt.Errorf("-role [JOBLOCK_ROLE] must be worker, scheduler or all, not %q", c.role)
 	}
-	return c, nil
+	if _, err := parseQueues(c.queues); err != nil {
+		return fmt.Errorf("-queues [JOBLOCK_QUEUES]: %w", err)
+	}
+	if c.adminToken != "" && len(c.adminToken) < minAdminToken {
+		return fmt.Errorf("JOBLOCK_ADMIN_TOKEN is %d characters: use at least %d (e.g. openssl rand -hex 32)", len(c.adminToken), minAdminToken)
+	}
+	if c.demo {
+		return nil // its own Redis and lock directory
+	}
+	if c.container && c.engine.Engine == engine.File && !c.lockDirSet {
+		return fmt.Errorf("in a container (%s=1) the file engine's default directory %s is private to this container, so replicas would not coordinate: "+
+			"set JOBLOCK_ENGINE=redis, or JOBLOCK_LOCK_DIR to a volume every replica mounts (file-engine replicas coordinate only on one host)", envContainer, c.engine.Dir)
+	}
+	return c.engine.Check(true)
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {
@@ -137,7 +185,7 @@ func parseQueues(s string) (map[string]int, error) {
 func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("-log-level %q: %w", level, err)
+		return nil, fmt.Errorf("-log-level [JOBLOCK_LOG_LEVEL] %q: %w", level, err)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
@@ -151,11 +199,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "worker:", err)
 		return 2
 	}
+	switch {
+	case cfg.version:
+		fmt.Fprintln(stdout, buildinfo.String("worker"))
+		return 0
+	case cfg.healthcheck:
+		if err := healthcheck(ctx, cfg.httpAddr, stdout); err != nil {
+			fmt.Fprintln(stderr, "worker:", err)
+			return 1
+		}
+		return 0
+	}
 	log, err := newLogger(cfg.logLevel, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "worker:", err)
 		return 2
 	}
+	// go-redis logs (Sentinel switches, pool trouble) go to the same log.
+	redis.SetLogger(redisLogger{log})
 	if err := serve(ctx, cfg, log, stdout); err != nil {
 		fmt.Fprintln(stderr, "worker:", err)
 		return 1
@@ -163,9 +224,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// redisLogger sends go-redis's logs to slog.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.InfoContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
+}
+
+// startDemo points cfg at an in-process Redis and, unless -lock-dir was
+// given, a lock directory of the demo's own. stop undoes it.
+func startDemo(cfg *config, log *slog.Logger) (stop func(), err error) {
+	mr, err := miniredis.Run()
+	if err != nil {
+		return nil, fmt.Errorf("demo: start in-process Redis: %w", err)
+	}
+	cfg.engine.RedisURL = "redis://" + mr.Addr()
+	cfg.engine.Engine = engine.File
+	dir := ""
+	if !cfg.lockDirSet {
+		// Its own directory, so the demo never meets a real worker's locks.
+		if dir, err = os.MkdirTemp("", "joblock-demo-"); err != nil {
+			mr.Close()
+			return nil, err
+		}
+		cfg.engine.Dir = dir
+	}
+	// The summary counts the tasks the demo enqueues; the warm-up would add
+	// cache tasks of its own.
+	cfg.schedules[jobCacheWarmup] = scheduleOff
+	stopClock := miniredisClock(mr)
+	log.Info("demo: in-process Redis (miniredis) for asynq, file engine for locks", "redis", mr.Addr())
+	return func() {
+		stopClock()
+		mr.Close()
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
+	}, nil
+}
+
 // serve runs the worker until ctx ends (or -run-for passes), then shuts
-// down: asynq first (running tasks finish or are cancelled, releasing their
-// locks), then the cron, then whatever the manager still holds.
+// down: /readyz turns unready, asynq stops (running tasks finish or are
+// cancelled, releasing their locks), then the cron, then whatever the
+// manager still holds, and HTTP last.
 func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
 	if cfg.runFor > 0 {
 		var cancel context.CancelFunc
@@ -173,40 +274,29 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		defer cancel()
 	}
 	if cfg.demo {
-		mr, err := miniredis.Run()
+		stop, err := startDemo(&cfg, log)
 		if err != nil {
-			return fmt.Errorf("demo: start in-process Redis: %w", err)
+			return err
 		}
-		defer mr.Close()
-		cfg.engine.RedisURL = "redis://" + mr.Addr()
-		cfg.engine.Engine = engine.File
-		if !cfg.lockDirSet {
-			// Its own directory, so the demo never meets a real worker's locks.
-			dir, err := os.MkdirTemp("", "joblock-demo-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(dir)
-			cfg.engine.Dir = dir
-		}
-		stopClock := miniredisClock(mr)
-		defer stopClock()
-		log.Info("demo: in-process Redis (miniredis) for asynq, file engine for locks", "redis", mr.Addr())
+		defer stop()
 	}
 	queues, err := parseQueues(cfg.queues)
 	if err != nil {
 		return err
 	}
 
+	// One client for everything on this Redis: asynq's server, client and
+	// inspector, the lock engine and the handlers.
 	rdb, err := cfg.engine.RedisClient()
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	if err := engine.Ping(ctx, rdb, cfg.engine.RedisURL); err != nil {
+	if err := cfg.engine.Ping(ctx, rdb); err != nil {
 		return fmt.Errorf("asynq needs Redis: %w", err)
 	}
-	locker, closeLocker, err := cfg.engine.Open(ctx)
+	log.Info("redis", "url", engine.Redact(cfg.engine.RedisURL))
+	locker, closeLocker, err := cfg.engine.OpenWith(rdb)
 	if err != nil {
 		return err
 	}
@@ -217,25 +307,29 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	met := newMetrics(manager)
 	tally := newTally(met)
 	cases := useCases(cfg.lease)
-	mw, err := newMiddleware(locker, rdb, cases, log, met, tally)
+	mw, err := newMiddleware(locker, rdb, cases, log, met)
 	if err != nil {
 		return err
 	}
+	isFailure := middleware.IsFailure(nil)
 	mux := asynq.NewServeMux()
-	mux.Use(mw)
+	mux.Use(tally.middleware, mw)
 	for _, u := range cases {
-		mux.Handle(u.Type, u.handler(log, tally, rdb))
+		mux.Handle(u.Type, markRan(u.handler(log, tally, rdb)))
 	}
-	redisOpt := asynq.RedisClientOpt{Addr: rdb.Options().Addr, Password: rdb.Options().Password, DB: rdb.Options().DB, Username: rdb.Options().Username}
-	srv := asynq.NewServer(redisOpt, asynq.Config{
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.concurrency,
 		Queues:          queues,
-		IsFailure:       middleware.IsFailure(nil),
+		IsFailure:       isFailure,
 		RetryDelayFunc:  middleware.RetryDelayFunc(nil),
 		ShutdownTimeout: 10 * time.Second,
 		Logger:          asynqLogger{log},
 		LogLevel:        asynqLevel(cfg.demo),
 	})
+	// Both share rdb, which closes with it; asynq refuses to close them.
+	enq := asynq.NewClientFromRedisClient(rdb)
+	inspector := asynq.NewInspectorFromRedisClient(rdb)
+
 	stopServer := func() {
 		if cfg.role != "scheduler" {
 			srv.Shutdown() // waits for running tasks; their locks are released as they return
@@ -249,40 +343,33 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	}
 	var sched *scheduler.Scheduler
 	if cfg.role != "worker" {
-		enq := asynq.NewClient(redisOpt)
-		defer enq.Close()
-		if sched, err = startCron(locker, manager, log, tally, enq, redisOpt, rdb, queues, cfg.demo); err != nil {
+		if sched, err = startCron(cronDeps{locker: locker, manager: manager, log: log, tally: tally, enq: enq,
+			inspector: inspector, rdb: rdb, queues: queues}, cfg.schedules, cfg.demo); err != nil {
 			stopServer()
 			return err
 		}
 		log.Info("scheduler started: each tick runs once across every scheduler sharing the lock engine")
 	}
-	var httpSrv *http.Server
-	if cfg.httpAddr != "" {
-		ln, err := net.Listen("tcp", cfg.httpAddr)
-		switch {
-		case err != nil && cfg.demo:
-			// The demo must run anywhere; its summary does not need HTTP.
-			log.Warn("demo: http disabled", "err", err)
-		case err != nil:
-			stopServer()
-			return fmt.Errorf("http: %w", err)
-		default:
-			httpSrv = &http.Server{Handler: httpHandler(manager, met), ReadHeaderTimeout: 5 * time.Second}
-			go func() { _ = httpSrv.Serve(ln) }()
-			log.Info("http listening", "addr", ln.Addr().String(), "paths", "/healthz /metrics /locks")
-		}
+	st := &status{manager: manager, met: met, adminToken: cfg.adminToken, checks: []check{
+		{name: "asynq_broker", run: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+		{name: "lock_engine", run: lockCheck(locker, fileDir(cfg.engine))},
+	}}
+	stopHTTP, err := startHTTP(cfg, st, log)
+	if err != nil {
+		stopServer()
+		return err
 	}
 	var demoDone chan struct{}
 	if cfg.demo {
 		demoDone = make(chan struct{})
 		go func() {
 			defer close(demoDone)
-			runDemo(ctx, redisOpt, cases, tally, stdout, log)
+			runDemo(ctx, enq, cases, tally, stdout, log)
 		}()
 	}
 
 	<-ctx.Done()
+	st.stopping.Store(true)
 	log.Info("shutting down")
 	if demoDone != nil {
 		<-demoDone
@@ -300,20 +387,55 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	if n, err := manager.ReleaseAll(rctx); err != nil || n > 0 {
 		log.Info("released remaining locks", "count", n, "err", err)
 	}
-	if httpSrv != nil {
-		_ = httpSrv.Shutdown(rctx)
-	}
+	stopHTTP(rctx)
 	log.Info("worker stopped")
 	return nil
 }
 
-func newMiddleware(locker lock.Locker, rdb redis.UniversalClient, cases []useCase, log *slog.Logger, met *metrics, t *tally) (asynq.MiddlewareFunc, error) {
+// fileDir returns the file engine's directory, or "" for another engine.
+func fileDir(c engine.Config) string {
+	if c.Engine == engine.File {
+		return c.Dir
+	}
+	return ""
+}
+
+// startHTTP serves st on cfg.httpAddr, if any, and returns the function
+// that stops it. The demo runs on when the address is taken.
+func startHTTP(cfg config, st *status, log *slog.Logger) (stop func(context.Context), err error) {
+	noop := func(context.Context) {}
+	if cfg.httpAddr == "" {
+		return noop, nil
+	}
+	ln, err := net.Listen("tcp", cfg.httpAddr)
+	switch {
+	case err != nil && cfg.demo:
+		// The demo must run anywhere; its summary does not need HTTP.
+		log.Warn("demo: http disabled", "err", err)
+		return noop, nil
+	case err != nil:
+		return nil, fmt.Errorf("-http [JOBLOCK_HTTP]: %w", err)
+	}
+	srv := &http.Server{Handler: st.handler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	log.Info("http listening", "addr", ln.Addr().String(), "paths", "/healthz /readyz /metrics /locks",
+		"lock_ids", st.adminToken != "")
+	return func(ctx context.Context) {
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
+}
+
+func newMiddleware(locker lock.Locker, rdb redis.UniversalClient, cases []useCase, log *slog.Logger, met *metrics) (asynq.MiddlewareFunc, error) {
 	opts := []middleware.Option{
 		middleware.WithLogger(log),
 		middleware.WithRedisClient(rdb), // duplicates asynq would archive are sent back instead
 		middleware.WithObserver(func(e middleware.Event) {
 			met.observe(e)
-			t.observe(e)
 			if trace != nil {
 				trace.Event(e)
 			}
@@ -325,39 +447,64 @@ func newMiddleware(locker lock.Locker, rdb redis.UniversalClient, cases []useCas
 	return middleware.New(locker, opts...)
 }
 
-// startCron runs the spec's distributed cron: a daily cleanup (archived
-// duplicates, and a report), a cleanup of
-// expired lock records every 5 minutes, and a periodic cache warm-up task
-// enqueued for the workers; each tick on one scheduler only.
-func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, enq *asynq.Client, redisOpt asynq.RedisClientOpt, rdb redis.UniversalClient, queues map[string]int, demo bool) (*scheduler.Scheduler, error) {
+// cronDeps is what the worker's cron jobs use.
+type cronDeps struct {
+	locker    lock.Locker
+	manager   *lock.Manager
+	log       *slog.Logger
+	tally     *tally
+	enq       *asynq.Client
+	inspector *asynq.Inspector
+	rdb       redis.UniversalClient
+	queues    map[string]int
+}
+
+// startCron runs the spec's distributed cron on the configured schedules:
+// a daily cleanup (archived duplicates, and a report), a cleanup of expired
+// lock records, and a cache warm-up task enqueued for the workers; each
+// tick on one scheduler only. A job whose schedule is "off" is left out.
+func startCron(d cronDeps, sched schedules, demo bool) (*scheduler.Scheduler, error) {
+	log := d.log
 	if demo {
-		log = slog.New(skipCounter{Handler: log.Handler(), t: t})
+		log = slog.New(skipCounter{Handler: log.Handler(), t: d.tally})
 	}
-	s := scheduler.New(locker, scheduler.WithLogger(log))
-	jobs := []scheduler.Job{
-		{Name: "daily-cleanup", Spec: "@daily", Run: func(ctx context.Context) error {
-			n, err := deleteArchivedDuplicates(ctx, redisOpt, rdb, queues)
+	s := scheduler.New(d.locker, scheduler.WithLogger(log))
+	run := map[string]func(ctx context.Context) error{
+		jobDailyCleanup: func(ctx context.Context) error {
+			n, err := deleteArchivedDuplicates(ctx, d.inspector, d.rdb, d.queues)
 			if err != nil {
 				return err
 			}
-			st, err := m.GetStats(ctx)
+			st, err := d.manager.GetStats(ctx)
 			if err != nil {
 				return err
 			}
 			log.InfoContext(ctx, "daily cleanup", "archived_duplicates_deleted", n,
 				"active_locks", st.ActiveLocks, "expired_locks", st.ExpiredLocks)
 			return nil
-		}},
-		{Name: "lock-cleanup", Spec: "@every 5m", Run: func(ctx context.Context) error {
-			n, err := m.CleanupExpiredLocks(ctx)
+		},
+		jobLockCleanup: func(ctx context.Context) error {
+			n, err := d.manager.CleanupExpiredLocks(ctx)
 			log.InfoContext(ctx, "cleaned up expired locks", "count", n)
 			return err
-		}},
-		{Name: "cache-warmup", Spec: "@every 1m", Run: scheduler.EnqueueJob(enq,
-			asynq.NewTask(TypeCacheRegenerate, []byte(`{"key":"homepage"}`)))},
+		},
+		jobCacheWarmup: scheduler.EnqueueJob(d.enq, asynq.NewTask(TypeCacheRegenerate, []byte(`{"key":"homepage"}`))),
+	}
+	var jobs []scheduler.Job
+	now := time.Now()
+	for _, name := range sched.jobNames() {
+		spec := sched[name]
+		if spec == scheduleOff {
+			log.Info("cron job off", "job", name)
+			continue
+		}
+		jobs = append(jobs, scheduler.Job{Name: name, Spec: spec, Run: run[name]})
+		if cs, err := cron.ParseStandard(spec); err == nil { // parsed once already by schedules.set
+			log.Info("cron job", "job", name, "spec", spec, "next", scheduler.Aligned(cs).Next(now).UTC().Format(time.RFC3339))
+		}
 	}
 	if demo {
-		jobs = append(jobs, demoCronJobs(t)...)
+		jobs = append(jobs, demoCronJobs(d.tally)...)
 	}
 	for _, j := range jobs {
 		if _, err := s.Add(j); err != nil {
@@ -372,9 +519,7 @@ func startCron(locker lock.Locker, m *lock.Manager, log *slog.Logger, t *tally, 
 // archived (exports refused while another ran) once work on their key has
 // completed since they were archived: the work they duplicated is done.
 // Real failures, and duplicates whose work never completed, are kept.
-func deleteArchivedDuplicates(ctx context.Context, opt asynq.RedisClientOpt, rdb redis.UniversalClient, queues map[string]int) (int, error) {
-	in := asynq.NewInspector(opt)
-	defer in.Close()
+func deleteArchivedDuplicates(ctx context.Context, in *asynq.Inspector, rdb redis.UniversalClient, queues map[string]int) (int, error) {
 	n := 0
 	for q := range queues {
 		tasks, err := in.ListArchivedTasks(q, asynq.PageSize(1000))

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/middleware"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +32,7 @@ func newMetrics(m *lock.Manager) *metrics {
 		obtained: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "joblock_obtained_total",
 			Help: "Locks obtained for tasks."}, []string{"task"}),
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "joblock_duplicates_total",
-			Help: "Tasks whose key was held, by the policy applied."}, []string{"task", "policy"}),
+			Help: "Times a task found its key held, by the policy applied (a task that Retry sends back counts each time)."}, []string{"task", "policy"}),
 		waits: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "joblock_wait_seconds",
 			Help: "Time Wait policies waited for a key.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)}, []string{"task", "outcome"}),
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "joblock_lost_total",
@@ -91,8 +94,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descExpired, prometheus.GaugeValue, float64(s.ExpiredLocks))
 }
 
-// tally counts, per task type, what the demo summary shows, and feeds the
-// handler-side counters to the metrics.
+// tally counts, per task type, what the demo summary shows: every task
+// once, as executed or deduplicated, when asynq is done with it; and feeds
+// the handler-side counters to the metrics.
 type tally struct {
 	met  *metrics
 	mu   sync.Mutex
@@ -124,14 +128,49 @@ func (t *tally) duplicate(typ string) {
 	t.mu.Unlock()
 }
 
-func (t *tally) observe(e middleware.Event) {
-	if e.Kind == middleware.Duplicate {
-		t.duplicate(e.TaskType)
-	}
-}
-
 func (t *tally) get(typ string) (runs, dups int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.runs[typ], t.dups[typ]
+}
+
+// ranKey marks, in a task's context, whether its handler ran.
+type ranKey struct{}
+
+// middleware goes outside the lock middleware: a task whose handler never
+// ran is counted as deduplicated once asynq is done with it (completed,
+// archived or revoked), not each time a Retry policy sends it back.
+// Handlers that ran count themselves (executed or alreadyDone).
+func (t *tally) middleware(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		ran := new(atomic.Bool)
+		err := next.ProcessTask(context.WithValue(ctx, ranKey{}, ran), task)
+		if !ran.Load() && lastAttempt(ctx, err) {
+			t.duplicate(task.Type())
+		}
+		return err
+	})
+}
+
+// markRan wraps a handler to record, for the tally's middleware, that it
+// ran.
+func markRan(h asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		if ran, ok := ctx.Value(ranKey{}).(*atomic.Bool); ok {
+			ran.Store(true)
+		}
+		return h.ProcessTask(ctx, task)
+	})
+}
+
+// lastAttempt says whether asynq will be done with a task whose handler
+// returned err: it completes, is revoked, or is archived (SkipRetry, or
+// its retries used up, which asynq checks before IsFailure).
+func lastAttempt(ctx context.Context, err error) bool {
+	if err == nil || errors.Is(err, asynq.RevokeTask) || errors.Is(err, asynq.SkipRetry) {
+		return true
+	}
+	retried, ok1 := asynq.GetRetryCount(ctx)
+	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
+	return ok1 && ok2 && retried >= maxRetry
 }

@@ -1,23 +1,18 @@
 package main_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	worker "github.com/joblock/joblock/cmd/worker"
+	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/redislock"
@@ -54,137 +49,32 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// workerCmd returns a command that runs the worker with args, in the
-// environment env adds to this process's.
-func workerCmd(env []string, args ...string) *exec.Cmd {
-	c := exec.Command(os.Args[0], args...)
-	c.Env = append(append(os.Environ(), envAsWorker+"=1"), env...)
-	return c
-}
-
-type workerProc struct {
-	cmd  *exec.Cmd
-	http string
-	logs *syncBuffer
-}
-
-// syncBuffer collects a process's log while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) WriteString(v string) {
-	s.mu.Lock()
-	s.b.WriteString(v)
-	s.mu.Unlock()
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func startWorker(t *testing.T, env []string, args ...string) *workerProc {
-	port := redistest.FreePort(t)
-	w := &workerProc{http: "127.0.0.1:" + strconv.Itoa(port), logs: &syncBuffer{}}
-	w.cmd = workerCmd(env, append([]string{"-http", w.http, "-log-level", "debug"}, args...)...)
-	stderr, err := w.cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, w.cmd.Start())
-	t.Cleanup(func() {
-		if w.cmd.ProcessState == nil {
-			_ = w.cmd.Process.Kill()
-			_ = w.cmd.Wait()
-		}
-	})
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		signalled := false
-		for sc.Scan() {
-			w.logs.WriteString(sc.Text() + "\n")
-			if !signalled && strings.Contains(sc.Text(), "http listening") {
-				close(ready)
-				signalled = true
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("worker did not start")
-	}
-	return w
-}
-
-func (w *workerProc) get(t *testing.T, path string) string {
-	resp, err := http.Get("http://" + w.http + path)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
-	return string(body)
-}
-
-// metric sums a Prometheus counter's samples whose labels contain match.
-func (w *workerProc) metric(t *testing.T, name, match string) float64 {
-	re := regexp.MustCompile(`(?m)^` + name + `\{([^}]*)\} (\S+)$`)
-	var sum float64
-	for _, m := range re.FindAllStringSubmatch(w.get(t, "/metrics"), -1) {
-		if strings.Contains(m[1], match) {
-			v, err := strconv.ParseFloat(m[2], 64)
-			require.NoError(t, err)
-			sum += v
-		}
-	}
-	return sum
-}
-
 func TestTwoWorkersEndToEnd(t *testing.T) {
 	srv := redistest.New(t)
 	srv.RequireReal(t, "the worker")
-	env := []string{"JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_ENGINE=redis", "JOBLOCK_PREFIX=" + srv.Prefix, "JOBLOCK_ROLE=worker"}
+	cfg := engine.Config{Engine: engine.Redis, RedisURL: "redis://" + srv.Addr, Prefix: srv.Prefix}
+	env := append(cfg.Env(), "JOBLOCK_ROLE=worker")
 	a := startWorker(t, env)
 	b := startWorker(t, env)
+	ws := []*workerProc{a, b}
 	assert.Contains(t, a.logs.String(), "coordinates processes on every host")
-	assert.Equal(t, "ok\n", a.get(t, "/healthz"))
+	requireCleanStart(t, a)
+	code, h := a.health(t, "/healthz")
+	assert.Equal(t, 200, code)
+	assert.Equal(t, health{Status: "ok", Checks: map[string]string{"asynq_broker": "ok", "lock_engine": "ok"}}, h)
 
-	client := asynq.NewClient(asynq.RedisClientOpt{Addr: srv.Addr})
-	defer client.Close()
-	enqueue := func(typ, payload string, n int) {
-		for range n {
-			_, err := client.Enqueue(asynq.NewTask(typ, []byte(payload)))
-			require.NoError(t, err)
-		}
-	}
-	enqueue("export:user", `{"user_id": 42}`, 1)
+	client := asynqClient(t, cfg)
+	_, err := client.Enqueue(asynq.NewTask("export:user", []byte(`{"user_id": 42}`)))
+	require.NoError(t, err)
 	// The export runs for a second: /locks shows its lock meanwhile.
 	require.Eventually(t, func() bool {
 		return strings.Contains(a.get(t, "/locks"), "export-user-42") || strings.Contains(b.get(t, "/locks"), "export-user-42")
 	}, 10*time.Second, 20*time.Millisecond, "/locks never showed the running export's lock")
-	enqueue("cache:regenerate", `{"key": "product-123"}`, 20)
-
-	both := func(name, match string) float64 { return a.metric(t, name, match) + b.metric(t, name, match) }
-	require.Eventually(t, func() bool {
-		return both("joblock_tasks_executed_total", `task="cache:regenerate"`)+
-			both("joblock_duplicates_total", `task="cache:regenerate"`) == 20
-	}, 30*time.Second, 100*time.Millisecond, "the 20 cache tasks were neither run nor deduplicated: %v ran, %v duplicates\n%s",
-		both("joblock_tasks_executed_total", `task="cache:regenerate"`), both("joblock_duplicates_total", `task="cache:regenerate"`), a.logs.String()+"\n----\n"+b.logs.String())
-	runs := both("joblock_tasks_executed_total", `task="cache:regenerate"`)
-	dups := both("joblock_duplicates_total", `policy="skip",task="cache:regenerate"`)
-	t.Logf("cache:regenerate: %v ran, %v skipped as duplicates", runs, dups)
-	assert.Positive(t, dups, "20 identical tasks at once and no duplicate skipped")
-	assert.GreaterOrEqual(t, runs, 1.0)
+	requireDeduplicated(t, client, ws, "product-123", 20)
 	assert.Contains(t, a.get(t, "/metrics"), "joblock_locks_active")
 
-	for _, w := range []*workerProc{a, b} {
-		require.NoError(t, w.cmd.Process.Signal(syscall.SIGTERM))
-	}
-	for _, w := range []*workerProc{a, b} {
-		require.NoError(t, w.cmd.Wait(), "SIGTERM must end the worker with exit code 0")
+	for _, w := range ws {
+		w.stop(t)
 		assert.Contains(t, w.logs.String(), "worker stopped")
 	}
 	var left []string
@@ -201,31 +91,85 @@ func TestDemoNeedsNothing(t *testing.T) {
 	for _, want := range []string{"joblock demo", "cache regeneration", "CDN invalidation", "job dedup", "API rate-limit slot", "export prevention", "distributed cron"} {
 		assert.Contains(t, string(out), want)
 	}
-	// The last summary shows duplicates deduplicated for the cache use case.
 	last := string(out)[strings.LastIndex(string(out), "joblock demo"):]
-	m := regexp.MustCompile(`cache regeneration\s+cache:regenerate\s+(\d+)\s+(\d+)\s+(\d+)`).FindStringSubmatch(last)
-	require.NotNil(t, m, last)
-	dups, _ := strconv.Atoi(m[3])
-	assert.Positive(t, dups, last)
+	rows := regexp.MustCompile(`(?m)^\s*(.+?)\s+(\w+:\w+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(-?\d+)\s*$`).FindAllStringSubmatch(last, -1)
+	require.Len(t, rows, 5, "one row per use case:\n%s", last)
+	for _, r := range rows {
+		n := make([]int, 4)
+		for i := range n {
+			n[i], _ = strconv.Atoi(r[3+i])
+		}
+		enqueued, executed, dups, pending := n[0], n[1], n[2], n[3]
+		// Each task counts once: a Retry that sends a task back does not
+		// count it again, so executed + deduplicated never exceeds enqueued.
+		assert.LessOrEqual(t, executed+dups, enqueued, "%s counted a task twice:\n%s", r[1], last)
+		assert.Equal(t, enqueued-executed-dups, pending, r[0])
+		assert.Positive(t, enqueued, r[0])
+		if r[2] == "cache:regenerate" {
+			assert.Positive(t, dups, "no duplicate deduplicated:\n%s", last)
+		}
+	}
 }
 
 func TestNoRedisExitsAtOnce(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	start := time.Now()
-	out, err := workerCmd(nil, "-redis-url", "redis://"+addr, "-http", "").CombinedOutput()
-	var ee *exec.ExitError
-	require.ErrorAs(t, err, &ee, string(out))
-	assert.NotZero(t, ee.ExitCode())
+	_, stderr, code := runWorker(t, nil, "-redis-url", "redis://"+addr, "-http", "")
+	assert.Equal(t, 1, code)
 	assert.Less(t, time.Since(start), 10*time.Second)
-	assert.Contains(t, string(out), addr, "names the address it tried")
-	assert.Contains(t, string(out), "redis-server", "says how to start Redis")
+	assert.Contains(t, stderr, addr, "names the address it tried")
+	assert.Contains(t, stderr, "redis-server", "says how to start Redis")
 }
 
-func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-concurrency", "0"}, {"-lease", "0s"}, {"-queues", "x"}, {"extra"}, {"-log-level", "loud"}, {"-role", "boss"}} {
-		out, err := workerCmd(nil, append(args, "-redis-url", "redis://127.0.0.1:1")...).CombinedOutput()
-		var ee *exec.ExitError
-		require.ErrorAs(t, err, &ee, "%v: %s", args, out)
+func TestBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"concurrency", nil, []string{"-concurrency", "0"}, "-concurrency [JOBLOCK_CONCURRENCY] must be at least 1"},
+		{"lease", nil, []string{"-lease", "0s"}, "-lease [JOBLOCK_LEASE]"},
+		{"queues", nil, []string{"-queues", "x"}, `-queues [JOBLOCK_QUEUES]: queue "x"`},
+		{"extra argument", nil, []string{"extra"}, `unexpected arguments ["extra"]`},
+		{"log level", nil, []string{"-log-level", "loud"}, `-log-level [JOBLOCK_LOG_LEVEL] "loud"`},
+		{"role", nil, []string{"-role", "boss"}, `-role [JOBLOCK_ROLE] must be worker, scheduler or all, not "boss"`},
+		// The engine name is checked before anything connects: the Redis
+		// URL here would fail.
+		{"engine", nil, []string{"-engine", "etcd"}, `-engine [JOBLOCK_ENGINE]: unknown lock engine "etcd"`},
+		{"redis URL", nil, []string{"-redis-url", "http://h"}, `-redis-url [JOBLOCK_REDIS_URL] http://h: unknown scheme "http"`},
+		{"CA without TLS", []string{"JOBLOCK_REDIS_CA=/nope"}, nil, "-redis-ca [JOBLOCK_REDIS_CA] is set but -redis-url is not a TLS URL"},
+		{"schedule name", nil, []string{"-schedule", "nightly=@daily"}, `invalid value "nightly=@daily" for flag -schedule: schedule "nightly=@daily": want NAME=SPEC with NAME one of cache-warmup, daily-cleanup, lock-cleanup`},
+		{"schedule spec", nil, []string{"-schedule", "daily-cleanup=0 25 * * *"}, `invalid value "daily-cleanup=0 25 * * *" for flag -schedule: schedule of daily-cleanup: "0 25 * * *": end of range (25) above maximum (23)`},
+		{"schedule zone", []string{"JOBLOCK_SCHEDULES=daily-cleanup=CRON_TZ=Mars/Olympus 0 3 * * *"}, nil, `JOBLOCK_SCHEDULES: schedule of daily-cleanup: "CRON_TZ=Mars/Olympus 0 3 * * *": provided bad location Mars/Olympus`},
+		{"short admin token", []string{"JOBLOCK_ADMIN_TOKEN=hunter2"}, nil, "JOBLOCK_ADMIN_TOKEN is 7 characters: use at least 16"},
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := append([]string{"JOBLOCK_REDIS_URL=redis://127.0.0.1:1/0"}, tt.env...)
+			_, stderr, code := runWorker(t, env, append([]string{"-http", ""}, tt.args...)...)
+			assert.Equal(t, 2, code, stderr)
+			assert.Contains(t, stderr, "worker: "+tt.want)
+			assert.NotContains(t, stderr, "redis unreachable", "a bad setting is reported before connecting")
+		})
+	}
+}
 
+func TestVersion(t *testing.T) {
+	out, _, code := runWorker(t, nil, "-version")
+	assert.Equal(t, 0, code)
+	assert.Regexp(t, `^worker \S+ .*go1\.\d+`, out)
+}
+
+func TestContainerRefusesPrivateLockDir(t *testing.T) {
+	srv := redistest.New(t)
+	srv.RequireReal(t, "the worker")
+	_, stderr, code := runWorker(t, []string{"JOBLOCK_IN_CONTAINER=1", "JOBLOCK_REDIS_URL=redis://" + srv.Addr}, "-http", "")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "replicas would not coordinate")
+	assert.Contains(t, stderr, "JOBLOCK_ENGINE=redis")
+
+	// A directory the operator chose (a shared volume) is accepted.
+	w := startWorker(t, []string{"JOBLOCK_IN_CONTAINER=1", "JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_LOCK_DIR=" + t.TempDir(), "JOBLOCK_ROLE=worker"})
+	w.stop(t)
 }

@@ -1,15 +1,35 @@
-// Package engine opens the lock engine that the worker and lockctl are
-// configured with, by flags or environment, with the same defaults.
+// Package engine holds the configuration the worker and lockctl share, by
+// flags or environment with the same defaults: which lock engine, and the
+// one Redis that asynq and the Redis engine both use.
+//
+// # Redis URLs
+//
+//	redis://[[user]:password@]host[:port][/db][?option=value...]
+//	rediss://...                                  TLS
+//	redis-sentinel://[[user]:password@]host[:port][,host[:port]...][/db]?master_name=NAME
+//	rediss-sentinel://...                         TLS to the Sentinels and the master
+//	redis-cluster://[[user]:password@]host[:port][,host[:port]...]
+//	rediss-cluster://...                          TLS
+//	unix://[[user]:password@]/path/to/redis.sock[?db=N]
+//
+// The credentials are always the data nodes'. Sentinels that require a
+// password of their own get it from JOBLOCK_REDIS_SENTINEL_PASSWORD. A
+// Sentinel host without a port gets 26379, any other 6379. Options are
+// go-redis's URL options (dial_timeout, read_timeout, pool_size, ...).
+// For TLS, JOBLOCK_REDIS_CA names a PEM file of CAs to trust instead of the
+// system's, and JOBLOCK_REDIS_CERT with JOBLOCK_REDIS_KEY a client
+// certificate; each certificate is checked against the address dialled.
+//
+// Nothing this package prints or returns contains a password: URLs are
+// shown through Redact.
 package engine
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/filelock"
@@ -23,19 +43,30 @@ const (
 	Redis = "redis"
 )
 
-// Config selects and configures an engine.
+// Config selects and configures an engine and the Redis behind it.
 type Config struct {
 	// Engine is File or Redis. Env JOBLOCK_ENGINE, default File.
 	Engine string
 	// Dir is the file engine's lock directory. Env JOBLOCK_LOCK_DIR,
-	// default $TMPDIR/joblock.
+	// default DefaultDir().
 	Dir string
-	// RedisURL is the Redis engine's server (redis://host:port/db). Env
-	// JOBLOCK_REDIS_URL, default redis://127.0.0.1:6379/0.
+	// RedisURL is the Redis server, in one of the forms the package
+	// comment lists. Env JOBLOCK_REDIS_URL, default DefaultRedisURL.
 	RedisURL string
 	// Prefix is the Redis engine's key prefix. Env JOBLOCK_PREFIX, default
 	// redislock.DefaultPrefix.
 	Prefix string
+	// RedisCA is a PEM file of CAs to trust for TLS. Env JOBLOCK_REDIS_CA,
+	// default none: the system's roots.
+	RedisCA string
+	// RedisCert and RedisKey are a client certificate and its key, for a
+	// Redis that asks for one. Env JOBLOCK_REDIS_CERT, JOBLOCK_REDIS_KEY,
+	// default none.
+	RedisCert, RedisKey string
+	// SentinelPassword is the Sentinels' own password, if they have one.
+	// Env JOBLOCK_REDIS_SENTINEL_PASSWORD only (a flag would show it in
+	// ps), default none.
+	SentinelPassword string
 }
 
 func env(name, def string) string {
@@ -55,42 +86,111 @@ const DefaultRedisURL = "redis://127.0.0.1:6379/0"
 // for what it does not.
 func FromEnv() Config {
 	return Config{
-		Engine:   env("JOBLOCK_ENGINE", File),
-		Dir:      env("JOBLOCK_LOCK_DIR", DefaultDir()),
-		RedisURL: env("JOBLOCK_REDIS_URL", DefaultRedisURL),
-		Prefix:   env("JOBLOCK_PREFIX", redislock.DefaultPrefix),
+		Engine:           env("JOBLOCK_ENGINE", File),
+		Dir:              env("JOBLOCK_LOCK_DIR", DefaultDir()),
+		RedisURL:         env("JOBLOCK_REDIS_URL", DefaultRedisURL),
+		Prefix:           env("JOBLOCK_PREFIX", redislock.DefaultPrefix),
+		RedisCA:          os.Getenv("JOBLOCK_REDIS_CA"),
+		RedisCert:        os.Getenv("JOBLOCK_REDIS_CERT"),
+		RedisKey:         os.Getenv("JOBLOCK_REDIS_KEY"),
+		SentinelPassword: os.Getenv("JOBLOCK_REDIS_SENTINEL_PASSWORD"),
 	}
 }
 
-// Bind registers the engine flags on fs, their defaults taken from the
-// environment (FromEnv).
-func (c *Config) Bind(fs *flag.FlagSet) {
-	d := FromEnv()
-	fs.StringVar(&c.Engine, "engine", d.Engine, "lock engine: file (one host) or redis (many hosts) [JOBLOCK_ENGINE]")
-	fs.StringVar(&c.Dir, "lock-dir", d.Dir, "file engine: lock directory [JOBLOCK_LOCK_DIR]")
-	fs.StringVar(&c.RedisURL, "redis-url", d.RedisURL, "redis engine: server URL [JOBLOCK_REDIS_URL]")
-	fs.StringVar(&c.Prefix, "prefix", d.Prefix, "redis engine: key prefix [JOBLOCK_PREFIX]")
+// Bind registers the engine and Redis flags on fs, their defaults taken
+// from the environment (FromEnv). redisUse says, in -redis-url's help,
+// what the program uses Redis for.
+func (c *Config) Bind(fs *flag.FlagSet, redisUse string) {
+	*c = FromEnv()
+	fs.StringVar(&c.Engine, "engine", c.Engine, "lock engine: file (one host) or redis (many hosts) [JOBLOCK_ENGINE]")
+	fs.StringVar(&c.Dir, "lock-dir", c.Dir, "file engine: lock directory [JOBLOCK_LOCK_DIR]")
+	fs.Var(secretURL{&c.RedisURL}, "redis-url", redisUse+": a redis://, rediss:// (TLS), redis-sentinel://, redis-cluster:// or unix:// `URL` [JOBLOCK_REDIS_URL]")
+	fs.StringVar(&c.Prefix, "prefix", c.Prefix, "redis engine: key prefix [JOBLOCK_PREFIX]")
+	fs.StringVar(&c.RedisCA, "redis-ca", c.RedisCA, "TLS: PEM file of CAs to trust instead of the system's [JOBLOCK_REDIS_CA]")
+	fs.StringVar(&c.RedisCert, "redis-cert", c.RedisCert, "TLS: client certificate (PEM), with -redis-key [JOBLOCK_REDIS_CERT]")
+	fs.StringVar(&c.RedisKey, "redis-key", c.RedisKey, "TLS: client certificate's key (PEM) [JOBLOCK_REDIS_KEY]")
 }
+
+// secretURL is a flag.Value for a URL that may hold a password: the help
+// text shows its default redacted.
+type secretURL struct{ s *string }
+
+func (v secretURL) String() string {
+	if v.s == nil {
+		return ""
+	}
+	return Redact(*v.s)
+}
+
+func (v secretURL) Set(s string) error { *v.s = s; return nil }
 
 // Env returns the environment that makes FromEnv return c, for starting
 // processes on the same engine.
 func (c Config) Env() []string {
 	return []string{"JOBLOCK_ENGINE=" + c.Engine, "JOBLOCK_LOCK_DIR=" + c.Dir,
-		"JOBLOCK_REDIS_URL=" + c.RedisURL, "JOBLOCK_PREFIX=" + c.Prefix}
+		"JOBLOCK_REDIS_URL=" + c.RedisURL, "JOBLOCK_PREFIX=" + c.Prefix,
+		"JOBLOCK_REDIS_CA=" + c.RedisCA, "JOBLOCK_REDIS_CERT=" + c.RedisCert, "JOBLOCK_REDIS_KEY=" + c.RedisKey,
+		"JOBLOCK_REDIS_SENTINEL_PASSWORD=" + c.SentinelPassword}
 }
 
-// Describe says which engine c opens, for logs.
+// Check reports a configuration that cannot work, before anything
+// connects: an unknown engine and, when needRedis is true or the engine
+// is Redis, a Redis URL or TLS setting that does not parse or load. Errors
+// name the flag and environment variable at fault.
+func (c *Config) Check(needRedis bool) error {
+	switch c.Engine {
+	case File, Redis:
+	default:
+		return unknownEngine(c.Engine)
+	}
+	if !needRedis && c.Engine != Redis {
+		return nil
+	}
+	rdb, err := c.RedisClient()
+	if err != nil {
+		return err
+	}
+	return rdb.Close()
+}
+
+// Describe says which engine c opens, for logs, with no secret in it.
 func (c *Config) Describe() string {
 	if c.Engine == Redis {
-		return fmt.Sprintf("redis engine at %s (prefix %q): coordinates processes on every host using this Redis", c.RedisURL, c.Prefix)
+		return fmt.Sprintf("redis engine at %s (prefix %q): coordinates processes on every host using this Redis", Redact(c.RedisURL), c.Prefix)
 	}
 	return fmt.Sprintf("file engine in %s: coordinates processes on this host only", c.Dir)
 }
 
-// Open opens the configured engine and checks that it can be used: the
-// directory for the file engine, a PING for Redis. close releases what it
-// holds open (no lock).
+// Open opens the configured engine on a Redis client of its own (the
+// Redis engine) and checks that it can be used: the directory for the file
+// engine, a PING for Redis. close releases what it holds open (no lock).
 func (c *Config) Open(ctx context.Context) (l lock.Locker, close func() error, err error) {
+	if err := c.Check(false); err != nil {
+		return nil, nil, err
+	}
+	if c.Engine != Redis {
+		return c.OpenWith(nil)
+	}
+	rdb, err := c.RedisClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.Ping(ctx, rdb); err != nil {
+		_ = rdb.Close()
+		return nil, nil, err
+	}
+	l, _, err = c.OpenWith(rdb)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, nil, err
+	}
+	return l, rdb.Close, nil
+}
+
+// OpenWith opens the configured engine, the Redis engine on rdb (which
+// the caller has checked with Ping and closes itself; it may be nil for
+// the file engine). close releases what the engine holds open, never rdb.
+func (c *Config) OpenWith(rdb redis.UniversalClient) (l lock.Locker, close func() error, err error) {
 	switch c.Engine {
 	case File:
 		fl, err := filelock.New(c.Dir)
@@ -99,45 +199,14 @@ func (c *Config) Open(ctx context.Context) (l lock.Locker, close func() error, e
 		}
 		return fl, fl.Close, nil
 	case Redis:
-		rdb, err := c.RedisClient()
-		if err != nil {
-			return nil, nil, err
+		if rdb == nil {
+			return nil, nil, fmt.Errorf("engine: the redis engine needs a Redis client")
 		}
-		if err := Ping(ctx, rdb, c.RedisURL); err != nil {
-			_ = rdb.Close()
-			return nil, nil, err
-		}
-		return redislock.New(rdb, redislock.WithPrefix(c.Prefix)), rdb.Close, nil
+		return redislock.New(rdb, redislock.WithPrefix(c.Prefix)), func() error { return nil }, nil
 	}
-	return nil, nil, fmt.Errorf("unknown lock engine %q: want %q or %q", c.Engine, File, Redis)
+	return nil, nil, unknownEngine(c.Engine)
 }
 
-// RedisClient returns a client for RedisURL.
-func (c *Config) RedisClient() (*redis.Client, error) {
-	opt, err := redis.ParseURL(c.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("redis URL %q: %w", c.RedisURL, err)
-	}
-	return redis.NewClient(opt), nil
-}
-
-// ErrRedisUnreachable says Redis did not answer.
-var ErrRedisUnreachable = errors.New("redis unreachable")
-
-// Ping checks, once and without retries, that the Redis rdb talks to
-// answers within a few seconds, and otherwise says where it looked and how
-// to start one.
-func Ping(ctx context.Context, rdb *redis.Client, url string) error {
-	opt := *rdb.Options()
-	opt.MaxRetries = -1
-	opt.DialTimeout = 2 * time.Second
-	probe := redis.NewClient(&opt)
-	defer probe.Close()
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if err := probe.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("%w: no Redis answered at %s (%v); start one with `redis-server` or `docker run -p 6379:6379 redis:7`, or point JOBLOCK_REDIS_URL at yours",
-			ErrRedisUnreachable, url, err)
-	}
-	return nil
+func unknownEngine(name string) error {
+	return fmt.Errorf("-engine [JOBLOCK_ENGINE]: unknown lock engine %q: want %q or %q", name, File, Redis)
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,11 +34,40 @@ type Server struct {
 	Kind string
 	// Prefix is a key prefix unique to this test; use it for every key.
 	Prefix string
+	// Password is the password the server requires (WithPassword), or "".
+	Password string
+	// TLS holds the client's certificate files when the server speaks
+	// only TLS (WithTLS), else nil.
+	TLS *TLSFiles
 
+	err     error // from an Option
 	cmd     *exec.Cmd
+	bin     string // redis-server unless set
 	dir     string
 	port    int
 	argsFor func(port int, dir string) []string
+}
+
+// Option configures a server Start starts.
+type Option func(*Server)
+
+// WithPassword makes the server require pw, and use pw when it replicates
+// from a master.
+func WithPassword(pw string) Option {
+	return func(s *Server) {
+		s.Password = pw
+		s.extend("--requirepass", pw, "--masterauth", pw)
+	}
+}
+
+// WithArgs adds args to the server's command line (say "--appendonly",
+// "yes" for a server that keeps its data across Restart).
+func WithArgs(args ...string) Option { return func(s *Server) { s.extend(args...) } }
+
+// extend adds args to the server's command line.
+func (s *Server) extend(args ...string) {
+	prev := s.argsFor
+	s.argsFor = func(port int, dir string) []string { return append(prev(port, dir), args...) }
 }
 
 // New returns a Redis for t as the package comment describes, stopped when
@@ -97,10 +127,10 @@ func realTime(t testing.TB, m *miniredis.Miniredis) {
 }
 
 // Start starts a redis-server of the test's own on a free port, skipping
-// the test if there is no redis-server binary. Use it where the test must
-// stop or restart the server. args are added to its command line (say
-// "--appendonly", "yes" for a server that keeps its data across Restart).
-func Start(t testing.TB, args ...string) *Server {
+// the test if there is no redis-server binary, configured by opts. Use it
+// where the test must stop or restart the server, or needs a password or
+// TLS.
+func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("JOBLOCK_TEST_REDIS") == "server" {
@@ -108,10 +138,15 @@ func Start(t testing.TB, args ...string) *Server {
 		}
 		t.Skip("redistest: no redis-server on PATH")
 	}
-	s := &Server{Kind: KindServer, dir: t.TempDir(), Prefix: "joblocktest:" + rand.Text()[:10] + ":",
-		argsFor: func(port int, dir string) []string { return append(serverArgs(port, dir), args...) }}
+	s := &Server{Kind: KindServer, dir: t.TempDir(), Prefix: "joblocktest:" + rand.Text()[:10] + ":", argsFor: serverArgs}
 	s.port = FreePort(t)
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	for _, o := range opts {
+		o(s)
+	}
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
 	if err := s.launch(); err != nil {
 		t.Fatal(err)
 	}
@@ -125,17 +160,34 @@ func serverArgs(port int, dir string) []string {
 }
 
 func (s *Server) launch() error {
-	s.cmd = exec.Command("redis-server", s.argsFor(s.port, s.dir)...)
-	if err := s.cmd.Start(); err != nil {
-		return fmt.Errorf("redistest: start redis-server: %w", err)
+	bin := s.bin
+	if bin == "" {
+		bin = "redis-server"
 	}
-	return waitReady(s.Addr, s.dir)
+	s.cmd = exec.Command(bin, s.argsFor(s.port, s.dir)...)
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("redistest: start %s: %w", bin, err)
+	}
+	return s.waitReady()
 }
 
-// waitReady waits until a Redis answers PING at addr.
-func waitReady(addr, dir string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+// options returns go-redis options for the server: its address, password
+// and TLS settings.
+func (s *Server) options() *redis.Options {
+	opt := &redis.Options{Addr: s.Addr, Password: s.Password}
+	if s.TLS != nil {
+		opt.TLSConfig = s.TLS.clientConfig()
+	}
+	return opt
+}
+
+// waitReady waits until the server answers PING.
+func (s *Server) waitReady() error {
+	opt := s.options()
+	opt.MaxRetries = -1
+	c := redis.NewClient(opt)
 	defer c.Close()
+	addr, dir := s.Addr, s.dir
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -164,8 +216,8 @@ func (s *Server) Stop() {
 }
 
 // Restart kills the server and starts it again on the same port and data
-// directory: empty, unless the test had it SAVE a snapshot, which it then
-// loads.
+// directory: empty, unless the test had it SAVE a snapshot or gave it
+// persistence, which it then loads.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	if s.Kind != KindServer {
@@ -179,9 +231,23 @@ func (s *Server) Restart(t testing.TB) {
 
 // Client returns a client for the server, closed when t ends.
 func (s *Server) Client(t testing.TB) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	c := redis.NewClient(s.options())
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// URL returns the server's redis:// URL (rediss:// with TLS), password
+// included, database 0.
+func (s *Server) URL() string {
+	scheme := "redis://"
+	if s.TLS != nil {
+		scheme = "rediss://"
+	}
+	auth := ""
+	if s.Password != "" {
+		auth = url.UserPassword("", s.Password).String() + "@"
+	}
+	return scheme + auth + s.Addr + "/0"
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

@@ -1,0 +1,216 @@
+package main_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/internal/engine"
+	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/lock/filelock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// fileWorkerEnv returns the environment of a worker on the file engine in
+// a fresh directory, with asynq on srv.
+func fileWorkerEnv(t *testing.T, srv *redistest.Server) (env []string, dir string) {
+	dir = filepath.Join(t.TempDir(), "locks")
+	cfg := engine.Config{Engine: engine.File, Dir: dir, RedisURL: srv.URL(), Prefix: srv.Prefix}
+	return append(cfg.Env(), "JOBLOCK_ROLE=worker"), dir
+}
+
+func TestHealthSaysWhichFailed(t *testing.T) {
+	srv := redistest.Start(t)
+	env, dir := fileWorkerEnv(t, srv)
+	w := startWorker(t, env)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		code, h := w.health(t, path)
+		assert.Equal(t, http.StatusOK, code)
+		assert.Equal(t, "ok", h.Status)
+	}
+
+	// The lock directory goes away: the lock engine fails, asynq's Redis
+	// does not.
+	require.NoError(t, os.Rename(dir, dir+".gone"))
+	code, h := w.health(t, "/healthz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, "fail", h.Status)
+	assert.Equal(t, []string{"lock_engine"}, h.Failed)
+	assert.Equal(t, "ok", h.Checks["asynq_broker"])
+	assert.Contains(t, h.Checks["lock_engine"], dir, "the error names the directory")
+	require.NoError(t, os.Rename(dir+".gone", dir))
+
+	// Redis goes away: asynq's broker fails, the file engine does not.
+	srv.Stop()
+	code, h = w.health(t, "/healthz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, []string{"asynq_broker"}, h.Failed)
+	assert.Equal(t, "ok", h.Checks["lock_engine"])
+	assert.Contains(t, h.Checks["asynq_broker"], srv.Addr)
+	code, h = w.health(t, "/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, []string{"asynq_broker"}, h.Failed)
+
+	// A container healthcheck sees the same.
+	out, stderr, exit := runWorker(t, nil, "-healthcheck", "-http", w.http)
+	assert.Equal(t, 1, exit)
+	assert.Contains(t, out, `"asynq_broker"`)
+	assert.Contains(t, stderr, "503 Service Unavailable")
+
+	srv.Restart(t)
+	require.Eventually(t, func() bool { code, _ := w.health(t, "/healthz"); return code == http.StatusOK },
+		30*time.Second, 50*time.Millisecond, "healthy again once Redis is back")
+}
+
+func TestReadyzTurnsUnreadyOnShutdown(t *testing.T) {
+	srv := redistest.Start(t)
+	env, _ := fileWorkerEnv(t, srv)
+	w := startWorker(t, env)
+	client := asynq.NewClient(asynq.RedisClientOpt{Addr: srv.Addr})
+	defer client.Close()
+	// An export runs for a second, so shutdown waits for it.
+	_, err := client.Enqueue(asynq.NewTask("export:user", []byte(`{"user_id": 7}`)))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(locks(t, w, "")) == 1 }, 10*time.Second, 10*time.Millisecond)
+
+	require.NoError(t, w.cmd.Process.Signal(syscall.SIGTERM))
+	var h health
+	require.Eventually(t, func() bool {
+		var code int
+		code, h = w.health(t, "/readyz")
+		return code == http.StatusServiceUnavailable
+	}, 5*time.Second, 5*time.Millisecond, "/readyz still ready after SIGTERM")
+	assert.Equal(t, "shutting down", h.Status)
+	assert.Empty(t, h.Failed, "unready because of the shutdown, not a failed check")
+	<-w.exited
+	require.NoError(t, w.cmd.Wait())
+	assert.Contains(t, w.logs.String(), `msg=working task=export:user`, "the running export finished")
+}
+
+func TestHealthcheckMode(t *testing.T) {
+	srv := redistest.Start(t)
+	env, _ := fileWorkerEnv(t, srv)
+	w := startWorker(t, env)
+	_, port, err := net.SplitHostPort(w.http)
+	require.NoError(t, err)
+	free := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	tests := []struct {
+		name     string
+		env      []string
+		args     []string
+		wantCode int
+		wantOut  string
+		wantErr  string
+	}{
+		{"healthy", nil, []string{"-http", w.http}, 0, `"status": "ok"`, ""},
+		{"from the environment, any address", []string{"JOBLOCK_HTTP=0.0.0.0:" + port}, nil, 0, `"status": "ok"`, ""},
+		{"nothing listening", nil, []string{"-http", free}, 1, "", "connection refused"},
+		{"no HTTP", nil, []string{"-http", ""}, 1, "", "-http [JOBLOCK_HTTP] is empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, stderr, code := runWorker(t, tt.env, append([]string{"-healthcheck"}, tt.args...)...)
+			assert.Equal(t, tt.wantCode, code, stderr)
+			assert.Contains(t, out, tt.wantOut)
+			assert.Contains(t, stderr, tt.wantErr)
+		})
+	}
+}
+
+// lockEntry is what /locks shows of a lock.
+type lockEntry struct {
+	Key       string    `json:"key"`
+	Fence     uint64    `json:"fence"`
+	PID       int       `json:"pid"`
+	Host      string    `json:"host"`
+	ExpiresAt time.Time `json:"expires_at"`
+	TTLMillis int64     `json:"ttl_ms"`
+	LockID    *string   `json:"lock_id"`
+}
+
+// locks GETs /locks (with an Authorization header unless auth is "") and
+// decodes it; it requires 200.
+func locks(t *testing.T, w *workerProc, auth string) []lockEntry {
+	t.Helper()
+	var headers []string
+	if auth != "" {
+		headers = append(headers, "Authorization: "+auth)
+	}
+	code, body := w.request(t, "/locks", headers...)
+	require.Equal(t, http.StatusOK, code, body)
+	var out []lockEntry
+	require.NoError(t, json.Unmarshal([]byte(body), &out), body)
+	return out
+}
+
+func TestLocksShowIDsOnlyToTheAdmin(t *testing.T) {
+	srv := redistest.Start(t)
+	const token = "0123456789abcdef0123456789abcdef"
+	env, dir := fileWorkerEnv(t, srv)
+	workers := map[string]*workerProc{
+		"":    startWorker(t, env),
+		token: startWorker(t, append(env, "JOBLOCK_ADMIN_TOKEN="+token)),
+	}
+	fl, err := filelock.New(dir)
+	require.NoError(t, err)
+	defer fl.Close()
+	lease, err := fl.Obtain(context.Background(), "export-user-9", time.Minute)
+	require.NoError(t, err)
+
+	tests := []struct {
+		name     string
+		token    string // configured
+		auth     string // sent
+		wantCode int
+		wantID   bool
+	}{
+		{"no token configured, none sent", "", "", http.StatusOK, false},
+		{"no token configured, one sent", "", "Bearer " + token, http.StatusForbidden, false},
+		{"token configured, none sent", token, "", http.StatusOK, false},
+		{"token configured, wrong one sent", token, "Bearer " + token[1:] + "x", http.StatusForbidden, false},
+		{"token configured, not as Bearer", token, token, http.StatusForbidden, false},
+		{"token configured and sent", token, "Bearer " + token, http.StatusOK, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var headers []string
+			if tt.auth != "" {
+				headers = append(headers, "Authorization: "+tt.auth)
+			}
+			code, body := workers[tt.token].request(t, "/locks", headers...)
+			require.Equal(t, tt.wantCode, code, body)
+			if !tt.wantID {
+				assert.NotContains(t, body, lease.Token, "lock id shown")
+			}
+			if code != http.StatusOK {
+				assert.NotContains(t, body, "export-user-9")
+				return
+			}
+			var got []lockEntry
+			require.NoError(t, json.Unmarshal([]byte(body), &got))
+			require.Len(t, got, 1, body)
+			assert.Equal(t, "export-user-9", got[0].Key)
+			assert.Equal(t, lease.Fence, got[0].Fence)
+			assert.Equal(t, os.Getpid(), got[0].PID, "the holder")
+			assert.WithinDuration(t, lease.ExpiresAt, got[0].ExpiresAt, time.Second)
+			if tt.wantID {
+				require.NotNil(t, got[0].LockID, body)
+				assert.Equal(t, lease.Token, *got[0].LockID)
+			} else {
+				assert.Nil(t, got[0].LockID, body)
+			}
+		})
+	}
+	for _, w := range workers {
+		w.stop(t)
+	}
+}

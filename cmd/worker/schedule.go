@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Names of the worker's cron jobs.
+const (
+	jobDailyCleanup = "daily-cleanup"
+	jobLockCleanup  = "lock-cleanup"
+	jobCacheWarmup  = "cache-warmup"
+)
+
+// scheduleOff disables a job.
+const scheduleOff = "off"
+
+// schedules maps each cron job to its cron spec, or to scheduleOff.
+type schedules map[string]string
+
+// defaultSchedules are the schedules the worker runs unless configured
+// otherwise.
+func defaultSchedules() schedules {
+	return schedules{jobDailyCleanup: "@daily", jobLockCleanup: "@every 5m", jobCacheWarmup: "@every 1m"}
+}
+
+// jobNames returns the configurable jobs, sorted.
+func (s schedules) jobNames() []string {
+	names := make([]string, 0, len(s))
+	for n := range s {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// scheduleFlag collects -schedule NAME=SPEC flags over the defaults and
+// JOBLOCK_SCHEDULES.
+type scheduleFlag struct{ s schedules }
+
+func (f scheduleFlag) String() string {
+	if f.s == nil {
+		return ""
+	}
+	parts := make([]string, 0, len(f.s))
+	for _, n := range f.s.jobNames() {
+		parts = append(parts, n+"="+f.s[n])
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Set takes one or more NAME=SPEC entries separated by ';'.
+func (f scheduleFlag) Set(v string) error { return f.s.set(v) }
+
+// set applies entries "NAME=SPEC; NAME=SPEC": SPEC is a five-field cron
+// spec or a descriptor (@daily, @every 10m), optionally led by
+// CRON_TZ=Zone/Name, or "off". Each spec is parsed here, so a bad one is
+// reported before the worker connects to anything.
+func (s schedules) set(v string) error {
+	for _, entry := range strings.Split(v, ";") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		name, spec, ok := strings.Cut(entry, "=")
+		name, spec = strings.TrimSpace(name), strings.TrimSpace(spec)
+		if _, known := s[name]; !ok || !known {
+			return fmt.Errorf("schedule %q: want NAME=SPEC with NAME one of %s", entry, strings.Join(s.jobNames(), ", "))
+		}
+		if spec != scheduleOff {
+			if _, err := cron.ParseStandard(spec); err != nil {
+				return fmt.Errorf("schedule of %s: %q: %w", name, spec, err)
+			}
+		}
+		s[name] = spec
+	}
+	return nil
+}

@@ -1,0 +1,40 @@
+package main_test
+
+import (
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/internal/redistest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestSchedulesFromConfiguration(t *testing.T) {
+	srv := redistest.Start(t)
+	env, _ := fileWorkerEnv(t, srv)
+	env = append(env, "JOBLOCK_ROLE=scheduler",
+		"JOBLOCK_SCHEDULES=cache-warmup=@every 1s; lock-cleanup=off; daily-cleanup=CRON_TZ=Asia/Tokyo 30 3 * * *")
+	w := startWorker(t, env)
+	log := w.startLog()
+	assert.Contains(t, log, `msg="cron job off" job=lock-cleanup`)
+	assert.Contains(t, log, `msg="cron job" job=cache-warmup spec="@every 1s"`)
+	// 03:30 in Tokyo (UTC+9, no summer time) is 18:30 UTC.
+	assert.Regexp(t, regexp.MustCompile(`msg="cron job" job=daily-cleanup spec="CRON_TZ=Asia/Tokyo 30 3 \* \* \*" next=\d{4}-\d\d-\d\dT18:30:00Z`), log)
+
+	// The warm-up, every second instead of every minute, enqueues for the
+	// workers (none runs here, so the tasks wait in the queue).
+	in := asynq.NewInspector(asynq.RedisClientOpt{Addr: srv.Addr})
+	defer in.Close()
+	require.Eventually(t, func() bool {
+		tasks, err := in.ListPendingTasks("default")
+		return err == nil && len(tasks) >= 2
+	}, 15*time.Second, 50*time.Millisecond, "no cache warm-up enqueued every second:\n%s", w.logs.String())
+	tasks, err := in.ListPendingTasks("default")
+	require.NoError(t, err)
+	for _, ti := range tasks {
+		assert.Equal(t, "cache:regenerate", ti.Type)
+	}
+	w.stop(t)
+}
