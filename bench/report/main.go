@@ -1,0 +1,160 @@
+// Command report runs joblock's benchmarks side by side with their peers and
+// prints the README's performance tables, with the machine and the date.
+// Every figure is the median of interleaved rounds, so a noisy neighbour
+// slows every contender of a round alike.
+//
+//	cd bench && go run ./report            # all sections, about 10 minutes
+//	cd bench && go run ./report -only redis
+//
+// It needs a Redis (-redis, default REDIS_ADDR or 127.0.0.1:6379), where it
+// writes under prefixes of its own and deletes nothing else.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+type options struct {
+	redisAddr string
+	rounds    int
+	tasks     int
+	only      string
+}
+
+func main() {
+	var o options
+	addr := os.Getenv("REDIS_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	flag.StringVar(&o.redisAddr, "redis", addr, "Redis address [REDIS_ADDR]")
+	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds per figure (the median is shown)")
+	flag.IntVar(&o.tasks, "tasks", 10000, "asynq tasks per measurement")
+	flag.StringVar(&o.only, "only", "", "run one section: asynq, file, redis, scale or middleware")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: o.redisAddr, PoolSize: 256})
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("no Redis at %s (start redis-server or set -redis): %w", o.redisAddr, err)
+	}
+	machine(os.Stdout, o)
+	sections := []struct {
+		name string
+		run  func(context.Context, options, *redis.Client) error
+	}{
+		{"asynq", asynqSection},
+		{"middleware", middlewareSection},
+		{"file", fileSection},
+		{"redis", redisSection},
+		{"scale", scaleSection},
+	}
+	for _, s := range sections {
+		if o.only != "" && o.only != s.name {
+			continue
+		}
+		if err := s.run(ctx, o, rdb); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	return nil
+}
+
+// machine prints what the figures were measured on.
+func machine(w *os.File, o options) {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if name, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+				break
+			}
+		}
+	}
+	kernel, _ := exec.Command("uname", "-sr").Output()
+	redisVersion, _ := exec.Command("redis-server", "--version").Output()
+	fmt.Fprintf(w, "Measured %s on %s, %d CPUs (%s), %s, %s; Redis %s; medians of %d interleaved rounds.\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU(), cpu,
+		strings.TrimSpace(string(kernel)), runtime.Version(), redisField(string(redisVersion)), o.rounds)
+	fmt.Fprintln(w, "Regenerate with `cd bench && go run ./report`.")
+}
+
+func redisField(v string) string {
+	for _, f := range strings.Fields(v) {
+		if s, ok := strings.CutPrefix(f, "v="); ok {
+			return s
+		}
+	}
+	return "(version unknown)"
+}
+
+// measurement is one contender's figures over the rounds.
+type measurement struct {
+	name   string
+	values []float64
+}
+
+func (m *measurement) median() float64 {
+	v := slices.Clone(m.values)
+	sort.Float64s(v)
+	if len(v) == 0 {
+		return 0
+	}
+	return v[len(v)/2]
+}
+
+// interleave runs each contender once per round, in turn, rounds times.
+func interleave(rounds int, names []string, measure func(name string) (float64, error)) ([]*measurement, error) {
+	ms := make([]*measurement, len(names))
+	for i, n := range names {
+		ms[i] = &measurement{name: n}
+	}
+	for r := range rounds {
+		for _, m := range ms {
+			v, err := measure(m.name)
+			if err != nil {
+				return nil, fmt.Errorf("%s, round %d: %w", m.name, r+1, err)
+			}
+			m.values = append(m.values, v)
+		}
+	}
+	return ms, nil
+}
+
+func table(header ...string) {
+	fmt.Println()
+	fmt.Println("| " + strings.Join(header, " | ") + " |")
+	fmt.Println("|" + strings.Repeat("---|", len(header)))
+}
+
+func row(cells ...string) { fmt.Println("| " + strings.Join(cells, " | ") + " |") }
+
+func thousands(v float64) string {
+	s := fmt.Sprintf("%.0f", v)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
