@@ -248,3 +248,30 @@ func TestRunRejectsBadOptions(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestRunWithHeldLease(t *testing.T) {
+	ctx := context.Background()
+	engine := newEngine(t)
+	r := lock.NewRenewer(engine)
+	// Taken earlier, with a long TTL, by another process.
+	taken, err := engine.Obtain(ctx, "k", time.Hour)
+	require.NoError(t, err)
+	out, err := r.Run(ctx, "k", func(ctx context.Context) error {
+		lease, _ := lock.LeaseFromContext(ctx)
+		assert.Equal(t, taken.Token, lease.Token, "the same lease, not a new one")
+		rec, ok, err := engine.Inspect(ctx, "k")
+		require.NoError(t, err)
+		require.True(t, ok)
+		assert.LessOrEqual(t, rec.TTL, time.Minute, "refreshed to the lease, no longer the hour it was taken for")
+		return nil
+	}, lock.WithHeldLease(taken), lock.WithLease(time.Minute))
+	require.NoError(t, err)
+	require.True(t, out.Ran)
+	_, ok, err := engine.Inspect(ctx, "k")
+	require.NoError(t, err)
+	assert.False(t, ok, "released at the end")
+
+	out, err = r.Run(ctx, "k", func(context.Context) error { return nil }, lock.WithHeldLease(taken))
+	require.ErrorIs(t, err, lock.ErrNotHeld, "a lease no longer held")
+	assert.False(t, out.Ran)
+}

@@ -25,6 +25,7 @@ type runConfig struct {
 	window    time.Duration
 	wait      Wait
 	releaseTO time.Duration
+	held      *Lease
 }
 
 // WithLease sets how long the lock lasts between renewals while the work
@@ -48,6 +49,13 @@ func WithMaxRunTime(d time.Duration) RunOption { return func(c *runConfig) { c.m
 // that fails or panics releases the key so a retry is not blocked. Default
 // 0: the key is released when the work returns.
 func WithWindow(d time.Duration) RunOption { return func(c *runConfig) { c.window = d } }
+
+// WithHeldLease makes Run start from lease, which the caller already holds
+// on the key (taken earlier, perhaps by another process), instead of
+// obtaining the key: Run refreshes it for the lease's length and carries on
+// as usual. When lease is no longer held, Run returns ErrNotHeld without
+// running the work. Default: Run obtains the key.
+func WithHeldLease(lease Lease) RunOption { return func(c *runConfig) { c.held = &lease } }
 
 // WithWait makes Run wait for a held key as w says. Default: try once.
 func WithWait(w Wait) RunOption { return func(c *runConfig) { c.wait = w } }
@@ -103,15 +111,23 @@ type Outcome struct {
 // released and the panic goes on, so recoverers up the stack see it.
 //
 // When the key cannot be obtained fn does not run, out.Ran is false and err
-// is why: a *HeldError (matching ErrNotObtained), ctx's cause, or the
-// engine's error. Otherwise err is fn's own error and out says what
+// is why: a *HeldError (matching ErrNotObtained), ErrNotHeld (a lease given
+// WithHeldLease had been lost), ctx's cause, or the engine's error. Otherwise err is fn's own error and out says what
 // happened to the lock.
 func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...RunOption) (out Outcome, err error) {
 	cfg, err := newRunConfig(opts)
 	if err != nil {
 		return Outcome{}, err
 	}
-	lease, err := ObtainWait(ctx, r.locker, key, cfg.lease, cfg.wait)
+	var lease Lease
+	if cfg.held != nil {
+		if cfg.held.Key != key {
+			return Outcome{}, fmt.Errorf("lock: the held lease is on %q, not %q", cfg.held.Key, key)
+		}
+		lease, err = r.locker.Refresh(ctx, *cfg.held, cfg.lease)
+	} else {
+		lease, err = ObtainWait(ctx, r.locker, key, cfg.lease, cfg.wait)
+	}
 	if err != nil {
 		return Outcome{}, err
 	}

@@ -54,6 +54,16 @@
 // guarantee that copies never run concurrently, and both when you want
 // both: they do not interfere.
 //
+// # Keeping copies out of the queue
+//
+// Client enqueues tasks under the same rules: a rule with Unique set keeps
+// a copy out of the queue while its key is taken (UniqueUntilExecuting,
+// UniqueUntilExecuted, UniqueUntilAndWhileExecuting say until when), and
+// OnConflict says what happens to the copy (Reject, Ignore, Replace,
+// Debounce). The middleware frees the key at the moment the rule says, and
+// the Client frees a key whose task will not run (deleted, archived,
+// completed, never enqueued).
+//
 // # Observing
 //
 // WithObserver receives an Event for every decision (obtained, duplicate,

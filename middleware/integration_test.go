@@ -39,9 +39,13 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envChild) != "" {
-		if err := workerMain(); err != nil {
-			fmt.Fprintln(os.Stderr, "worker:", err)
+	if mode := os.Getenv(envChild); mode != "" {
+		run := workerMain
+		if mode == "enqueuer" {
+			run = enqueuerMain
+		}
+		if err := run(); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(1)
 		}
 		os.Exit(0)
@@ -62,6 +66,10 @@ func workerMain() error {
 	ttl, _ := time.ParseDuration(os.Getenv(envTTL))
 	hold, _ := time.ParseDuration(os.Getenv(envHold))
 	policy := map[string]middleware.Policy{"skip": middleware.Skip, "retry": middleware.Retry}[os.Getenv(envPolicy)]
+	unique := middleware.NotUnique
+	if os.Getenv(envPolicy) == "unique" {
+		unique = middleware.UniqueUntilExecuted
+	}
 	runs, err := locktest.OpenSectionLog(os.Getenv(envLog))
 	if err != nil {
 		return err
@@ -69,7 +77,7 @@ func workerMain() error {
 	defer runs.Close()
 	write := func(format string, args ...any) { _ = runs.Line(format, args...) }
 	mw, err := middleware.New(locker,
-		middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Lease: ttl, Policy: policy}),
+		middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Lease: ttl, Policy: policy, Unique: unique}),
 		middleware.WithPrefix("mwtest:"),
 		middleware.WithObserver(func(e middleware.Event) {
 			if e.Kind == middleware.Duplicate {

@@ -167,8 +167,7 @@ func writeField(b *strings.Builder, ctx context.Context, t *asynq.Task, payload 
 			b.WriteString(t.Type())
 			return nil
 		case FieldQueue:
-			q, _ := asynq.GetQueueName(ctx)
-			b.WriteString(q)
+			b.WriteString(QueueName(ctx))
 			return nil
 		case FieldHash:
 			var buf [32]byte
@@ -263,9 +262,8 @@ func templateData(ctx context.Context, t *asynq.Task) (map[string]any, error) {
 			return nil, err
 		}
 	}
-	queue, _ := asynq.GetQueueName(ctx)
 	data[FieldType] = t.Type()
-	data[FieldQueue] = queue
+	data[FieldQueue] = QueueName(ctx)
 	data[FieldHash] = PayloadHash(t.Payload())
 	return data, nil
 }

@@ -56,6 +56,21 @@ type Rule struct {
 	// AfterWait is what a Wait policy does when MaxWait passes: Skip or
 	// Retry. Default Retry.
 	AfterWait Policy
+
+	// Unique keeps copies of a task out of the queue when they are enqueued
+	// through a Client (see Uniqueness for when the key is free again).
+	// Default NotUnique.
+	Unique Uniqueness
+	// OnConflict says what Client.Enqueue does with a task whose key is
+	// taken. Default Reject.
+	OnConflict Conflict
+	// DebounceFor is how long a task enqueued under Debounce waits before
+	// it can run; every later copy replaces it and starts the wait again.
+	// Required with Debounce.
+	DebounceFor time.Duration
+	// UniqueFor bounds how long a key stays taken for a queued task, should
+	// nothing free it (a lost release). Default DefaultUniqueFor.
+	UniqueFor time.Duration
 }
 
 // Option configures the middleware.
@@ -117,7 +132,9 @@ type rule struct {
 }
 
 type middleware struct {
-	renewer  *lock.Renewer
+	locker    lock.Locker
+	releaseTO time.Duration
+	renewer   *lock.Renewer
 	prefix   string
 	exact    map[string]*rule
 	prefixes []*rule // longest first
@@ -133,6 +150,15 @@ type middleware struct {
 // for a rule whose key template does not parse or whose settings make no
 // sense; nothing is checked later that could be checked here.
 func New(locker lock.Locker, opts ...Option) (asynq.MiddlewareFunc, error) {
+	m, err := newMiddleware(locker, opts)
+	if err != nil {
+		return nil, err
+	}
+	return m.wrap, nil
+}
+
+// newMiddleware builds what New and NewClient share: the rules, compiled.
+func newMiddleware(locker lock.Locker, opts []Option) (*middleware, error) {
 	if locker == nil {
 		return nil, errors.New("middleware: locker is nil")
 	}
@@ -143,8 +169,8 @@ func New(locker lock.Locker, opts ...Option) (asynq.MiddlewareFunc, error) {
 	if cfg.releaseTO <= 0 {
 		return nil, fmt.Errorf("middleware: release timeout %s must be positive", cfg.releaseTO)
 	}
-	m := &middleware{renewer: lock.NewRenewer(locker), prefix: cfg.prefix, exact: map[string]*rule{}, log: cfg.logger,
-		observe: cfg.observer}
+	m := &middleware{locker: locker, renewer: lock.NewRenewer(locker), prefix: cfg.prefix, exact: map[string]*rule{}, log: cfg.logger,
+		observe: cfg.observer, releaseTO: cfg.releaseTO}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -169,7 +195,7 @@ func New(locker lock.Locker, opts ...Option) (asynq.MiddlewareFunc, error) {
 		}
 	}
 	sort.Slice(m.prefixes, func(i, j int) bool { return len(m.prefixes[i].pattern) > len(m.prefixes[j].pattern) })
-	return m.wrap, nil
+	return m, nil
 }
 
 func compile(name string, r Rule, releaseTO time.Duration) (*rule, error) {
@@ -210,6 +236,9 @@ func compile(name string, r Rule, releaseTO time.Duration) (*rule, error) {
 	}
 	if r.AfterWait != Retry && r.AfterWait != Skip {
 		return fail("AfterWait must be Skip or Retry, not %v", r.AfterWait)
+	}
+	if err := checkUnique(&r); err != nil {
+		return fail("%w", err)
 	}
 	cr := &rule{Rule: r, pattern: name, simple: simple, opts: []lock.RunOption{lock.WithLease(r.Lease), lock.WithMaxRunTime(r.MaxRunTime),
 		lock.WithWindow(r.Window), lock.WithReleaseTimeout(releaseTO)}}

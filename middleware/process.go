@@ -32,7 +32,34 @@ func (m *middleware) process(ctx context.Context, t *asynq.Task, next asynq.Hand
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	ev.Key = key
-	return m.run(ctx, r, r.opts, t, next, ev, true)
+	c := &call{r: r, opts: r.opts, t: t, next: next, ev: ev, sendBack: true}
+	if r.Unique == NotUnique {
+		return m.run(ctx, c)
+	}
+	// The task holds its unique key under its first ID (see resentBase).
+	held := lock.Lease{Key: m.uniqueKey(queue, key), Token: resentBase(id)}
+	free := func(ctx context.Context) { m.freeUnique(ctx, held) }
+	switch r.Unique {
+	case UniqueUntilExecuting:
+		free(ctx) // and runs are not kept apart
+		return next.ProcessTask(ctx, t)
+	case UniqueUntilExecuted:
+		// The run holds the unique key itself, renewed as any run lock,
+		// and releases it when it ends, whatever the outcome.
+		c.ev.Key, c.held = held.Key, &held
+	default:
+		c.started, c.dropped = free, free
+	}
+	return m.run(ctx, c)
+}
+
+// freeUnique releases the unique key a task held while it was queued.
+func (m *middleware) freeUnique(ctx context.Context, held lock.Lease) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.releaseTO)
+	defer cancel()
+	if err := m.locker.Release(rctx, held); err != nil && !errors.Is(err, lock.ErrNotHeld) {
+		m.log.WarnContext(ctx, "joblock: could not free a task's unique key; it ends with its UniqueFor", "key", held.Key, "err", err)
+	}
 }
 
 // key derives and checks the task's lock key.
@@ -60,10 +87,32 @@ func (m *middleware) key(ctx context.Context, r *rule, t *asynq.Task) (string, e
 	return key, nil
 }
 
+// call is one task on its way through the middleware.
+type call struct {
+	r    *rule
+	opts []lock.RunOption
+	t    *asynq.Task
+	next asynq.Handler
+	ev   Event
+	// sendBack says a duplicate may still be sent back (see refused).
+	sendBack bool
+	// held, if set, is the lease the task already holds on ev.Key (its
+	// unique key), which the run takes over instead of obtaining the key.
+	held *lock.Lease
+	// started runs once the lock is taken, before the handler; dropped
+	// when the task completes without running (Skip, Fail).
+	started, dropped func(ctx context.Context)
+}
+
 // run calls the handler under the task's lock, as lock.Renewer.Run holds
 // it, and turns what happened into events and the error asynq sees.
-// sendBack says a duplicate may still be sent back (see refused).
-func (m *middleware) run(ctx context.Context, r *rule, opts []lock.RunOption, t *asynq.Task, next asynq.Handler, ev Event, sendBack bool) error {
+func (m *middleware) run(ctx context.Context, c *call) error {
+	r, t, next := c.r, c.t, c.next
+	ev := c.ev
+	opts := c.opts
+	if c.held != nil {
+		opts = append(opts[:len(opts):len(opts)], lock.WithHeldLease(*c.held))
+	}
 	start := time.Now()
 	var obtained time.Time
 	returned := false
@@ -84,15 +133,24 @@ func (m *middleware) run(ctx context.Context, r *rule, opts []lock.RunOption, t 
 		}
 		m.emit(ev)
 		m.log.DebugContext(ctx, "joblock: lock obtained", "task", t.Type(), "key", ev.Key, "fence", lease.Fence)
+		if c.started != nil {
+			c.started(ctx)
+		}
 		return next.ProcessTask(ctx, t)
 	}, opts...)
 	returned = true
+	if !out.Ran && c.held != nil && errors.Is(err, lock.ErrNotHeld) {
+		// The unique key ran out (UniqueFor) or was taken over while the
+		// task waited: run as any task of the key, taking it anew.
+		c.held = nil
+		return m.run(ctx, c)
+	}
 	if !out.Ran {
 		if r.Policy == Wait && errors.Is(err, lock.ErrNotObtained) {
 			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key, Policy: Wait,
 				Duration: time.Since(start), Err: err})
 		}
-		return m.refused(ctx, r, t, next, &ev, err, sendBack)
+		return m.refused(ctx, c, &ev, err)
 	}
 	ev.Fence, ev.Duration = out.Lease.Fence, out.Held
 	switch {
@@ -124,7 +182,8 @@ func (m *middleware) run(ctx context.Context, r *rule, opts []lock.RunOption, t 
 }
 
 // refused applies the policy to a task whose lock was not obtained.
-func (m *middleware) refused(ctx context.Context, r *rule, t *asynq.Task, next asynq.Handler, ev *Event, err error, sendBack bool) error {
+func (m *middleware) refused(ctx context.Context, c *call, ev *Event, err error) error {
+	r, t := c.r, c.t
 	var held *lock.HeldError
 	if !errors.As(err, &held) {
 		ev.Kind, ev.Err = Error, err
@@ -142,15 +201,19 @@ func (m *middleware) refused(ctx context.Context, r *rule, t *asynq.Task, next a
 		"holder_ttl", held.TTL, "policy", policy.String())
 	dup := &DuplicateError{TaskType: t.Type(), Key: ev.Key, Holder: held.Holder, TTL: held.TTL}
 	switch policy {
-	case Skip:
+	case Skip, Fail:
+		if c.dropped != nil {
+			c.dropped(ctx)
+		}
+		if policy == Fail {
+			return fmt.Errorf("%w: %w", dup, asynq.SkipRetry)
+		}
 		return nil
-	case Fail:
-		return fmt.Errorf("%w: %w", dup, asynq.SkipRetry)
 	}
-	if !sendBack || retriesLeft(ctx) {
+	if !c.sendBack || retriesLeft(ctx) {
 		return dup
 	}
-	return m.sendBack(ctx, r, t, next, *ev, dup)
+	return m.sendBack(ctx, c, *ev, dup)
 }
 
 // retriesLeft reports whether asynq will retry the task when it fails:
@@ -164,13 +227,17 @@ func retriesLeft(ctx context.Context) bool {
 
 // sendBack keeps a duplicate that asynq would archive: it enqueues it
 // again as a new task, or without a Redis client waits for the key here.
-func (m *middleware) sendBack(ctx context.Context, r *rule, t *asynq.Task, next asynq.Handler, ev Event, dup *DuplicateError) error {
+func (m *middleware) sendBack(ctx context.Context, c *call, ev Event, dup *DuplicateError) error {
+	r, t := c.r, c.t
 	if m.client == nil {
 		m.log.InfoContext(ctx, "joblock: duplicate has no retries left: waiting for the key (WithRedisClient would send it back instead)",
 			"task", t.Type(), "key", ev.Key)
 		// As long as the task may run: asynq's timeout or deadline ends it.
 		wait := lock.Wait{MaxWait: math.MaxInt64, Interval: r.WaitInterval, Jitter: 0.2}
-		return m.run(ctx, r, append(r.opts[:len(r.opts):len(r.opts)], lock.WithWait(wait)), t, next, ev, false)
+		waiting := *c
+		waiting.opts = append(c.opts[:len(c.opts):len(c.opts)], lock.WithWait(wait))
+		waiting.sendBack = false
+		return m.run(ctx, &waiting)
 	}
 	err := m.requeue(ctx, t, dup)
 	if err != nil {

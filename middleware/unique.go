@@ -1,0 +1,307 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/lock"
+	"github.com/redis/go-redis/v9"
+)
+
+// Uniqueness says which copies of a task a Client keeps out of the queue,
+// and when the task's key is free again.
+type Uniqueness int
+
+const (
+	// NotUnique: every task is enqueued; the middleware keeps runs of a key
+	// apart (sidekiq-unique-jobs' while_executing, Laravel's
+	// WithoutOverlapping). The default.
+	NotUnique Uniqueness = iota
+	// UniqueUntilExecuting: at most one task per key waits in the queue;
+	// its key is free again the moment it starts, and runs are not kept
+	// apart (until_executing; Laravel's ShouldBeUniqueUntilProcessing).
+	UniqueUntilExecuting
+	// UniqueUntilExecuted: at most one task per key, waiting or running;
+	// its key is free again when it finishes, successfully or not, so its
+	// retry or a new task can go (until_executed; Laravel's
+	// ShouldBeUnique). A crashed run frees the key within one lease.
+	UniqueUntilExecuted
+	// UniqueUntilAndWhileExecuting: at most one task per key waits in the
+	// queue and at most one runs: the key is free for a new copy the moment
+	// the queued one starts, and that copy waits its turn to run
+	// (until_and_while_executing).
+	UniqueUntilAndWhileExecuting
+)
+
+func (u Uniqueness) String() string {
+	switch u {
+	case NotUnique:
+		return "not-unique"
+	case UniqueUntilExecuting:
+		return "until-executing"
+	case UniqueUntilExecuted:
+		return "until-executed"
+	case UniqueUntilAndWhileExecuting:
+		return "until-and-while-executing"
+	}
+	return fmt.Sprintf("Uniqueness(%d)", int(u))
+}
+
+// Conflict says what Client.Enqueue does with a task whose key is taken by
+// a task still in the queue.
+type Conflict int
+
+const (
+	// Reject returns a *DuplicateTaskError, which matches
+	// asynq.ErrDuplicateTask. The default.
+	Reject Conflict = iota
+	// Ignore enqueues nothing and returns the queued task's info.
+	Ignore
+	// Replace deletes the queued task and enqueues the new one: the newest
+	// payload wins. A task of the key that is already running is not
+	// replaced: under UniqueUntilExecuted the new one is rejected.
+	Replace
+	// Debounce replaces the queued task with the new one and makes it wait
+	// Rule.DebounceFor before it can run, so a burst of copies runs once,
+	// after the burst.
+	Debounce
+)
+
+func (c Conflict) String() string {
+	switch c {
+	case Reject:
+		return "reject"
+	case Ignore:
+		return "ignore"
+	case Replace:
+		return "replace"
+	case Debounce:
+		return "debounce"
+	}
+	return fmt.Sprintf("Conflict(%d)", int(c))
+}
+
+// DefaultUniqueFor is how long a key stays taken for a queued task unless
+// Rule.UniqueFor says otherwise.
+const DefaultUniqueFor = 24 * time.Hour
+
+// DuplicateTaskError is Client.Enqueue's refusal of a task whose key is
+// taken. It matches asynq.ErrDuplicateTask, as asynq's own Unique does.
+type DuplicateTaskError struct {
+	TaskType string
+	Key      string
+	// TaskID is the ID of the task that holds the key.
+	TaskID string
+}
+
+func (e *DuplicateTaskError) Error() string {
+	return fmt.Sprintf("middleware: task %q not enqueued: key %q is taken by task %s", e.TaskType, e.Key, e.TaskID)
+}
+
+// Is makes a *DuplicateTaskError match asynq.ErrDuplicateTask.
+func (e *DuplicateTaskError) Is(target error) bool { return target == asynq.ErrDuplicateTask }
+
+func checkUnique(r *Rule) error {
+	if r.Unique < NotUnique || r.Unique > UniqueUntilAndWhileExecuting {
+		return fmt.Errorf("unknown uniqueness %v", r.Unique)
+	}
+	if r.OnConflict < Reject || r.OnConflict > Debounce {
+		return fmt.Errorf("unknown conflict strategy %v", r.OnConflict)
+	}
+	if r.UniqueFor == 0 {
+		r.UniqueFor = DefaultUniqueFor
+	}
+	if err := lock.ValidateTTL(r.UniqueFor); err != nil {
+		return fmt.Errorf("UniqueFor: %w", err)
+	}
+	if r.OnConflict == Debounce && r.DebounceFor <= 0 {
+		return fmt.Errorf("Debounce needs a positive DebounceFor, not %s", r.DebounceFor)
+	}
+	return nil
+}
+
+// uniqueKey is the lock key that a queued task of key holds in queue.
+func (m *middleware) uniqueKey(queue, key string) string {
+	return m.prefix + "unique:" + queue + ":" + strings.TrimPrefix(key, m.prefix)
+}
+
+// resentBase is the ID a task was first enqueued under, before the
+// middleware sent it back (see requeue): the holder of its unique key.
+func resentBase(id string) string {
+	if i := strings.LastIndex(id, resentSep); i >= 0 {
+		return id[:i]
+	}
+	return id
+}
+
+// queueKey carries the queue a task is enqueued to, for keys derived at
+// enqueue time, when asynq's context has none.
+type queueKey struct{}
+
+// QueueName returns the queue of the task whose key is being derived: in
+// the handler, asynq's; in Client.Enqueue, the one it enqueues to. Custom
+// KeyFuncs that use the queue should read it here.
+func QueueName(ctx context.Context) string {
+	if q, ok := ctx.Value(queueKey{}).(string); ok {
+		return q
+	}
+	q, _ := asynq.GetQueueName(ctx)
+	return q
+}
+
+// Client enqueues asynq tasks under the same Rules as the middleware:
+// tasks whose rule is Unique are kept out of the queue while their key is
+// taken, and the middleware frees the key at the moment the rule says.
+type Client struct {
+	m       *middleware
+	client  *asynq.Client
+	inspect *asynq.Inspector
+}
+
+// NewClient returns a Client on rdb, the Redis the asynq servers work on
+// (the caller keeps it and closes it), taking keys on locker, the engine
+// the workers' middleware uses, with the same options as New (WithRule,
+// WithDefaultRule, WithPrefix, ...). It returns New's errors.
+func NewClient(rdb redis.UniversalClient, locker lock.Locker, opts ...Option) (*Client, error) {
+	if rdb == nil {
+		return nil, errors.New("middleware: redis client is nil")
+	}
+	m, err := newMiddleware(locker, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{m: m, client: asynq.NewClientFromRedisClient(rdb), inspect: asynq.NewInspectorFromRedisClient(rdb)}, nil
+}
+
+// Enqueue is EnqueueContext with a background context.
+func (c *Client) Enqueue(task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	return c.EnqueueContext(context.Background(), task, opts...)
+}
+
+// EnqueueContext enqueues task as asynq.Client.EnqueueContext does, except
+// for a task whose rule is Unique: it is enqueued only if its key is free
+// (or was taken by a task that no longer waits to run: deleted, archived,
+// completed, lost), under a task ID the Client chooses; a taken key is
+// handled as the rule's OnConflict says. Enqueuers of one key, in any
+// process sharing the engine, take turns, so at most one copy is queued.
+// It blocks for the enqueue and, under contention, for its turn.
+//
+// It returns a *DuplicateTaskError (matching asynq.ErrDuplicateTask) for a
+// rejected task, asynq's errors, and the key derivation's errors, which
+// name the task type and the field.
+func (c *Client) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	r := c.m.ruleFor(task.Type())
+	if r.Unique == NotUnique {
+		return c.client.EnqueueContext(ctx, task, opts...)
+	}
+	queue := "default"
+	for _, o := range opts {
+		switch o.Type() {
+		case asynq.QueueOpt:
+			queue, _ = o.Value().(string)
+		case asynq.TaskIDOpt:
+			return nil, fmt.Errorf("middleware: task %q: its rule is unique, so the Client chooses its task ID; drop asynq.TaskID", task.Type())
+		}
+	}
+	key, err := c.m.key(context.WithValue(ctx, queueKey{}, queue), r, task)
+	if err != nil {
+		return nil, err
+	}
+	e := enqueue{c: c, r: r, task: task, opts: opts, queue: queue, key: c.m.uniqueKey(queue, key)}
+	// One enqueuer of the key at a time, in every process: what it sees of
+	// the key and the queue stays true until it has enqueued.
+	_, err = c.m.renewer.Run(ctx, e.key+"#enqueue", e.run,
+		lock.WithLease(10*time.Second), lock.WithWait(lock.Wait{MaxWait: time.Minute, Interval: 2 * time.Millisecond, Jitter: 0.5}))
+	if err != nil {
+		return nil, err
+	}
+	return e.info, nil
+}
+
+// enqueue is one Client.EnqueueContext of a unique task.
+type enqueue struct {
+	c     *Client
+	r     *rule
+	task  *asynq.Task
+	opts  []asynq.Option
+	queue string
+	key   string
+	info  *asynq.TaskInfo
+}
+
+func (e *enqueue) run(ctx context.Context) error {
+	l := e.c.m.locker
+	rec, ok, err := l.Inspect(ctx, e.key)
+	if err != nil {
+		return err
+	}
+	if ok && rec.State == lock.Held {
+		done, err := e.conflict(ctx, rec.Token)
+		if done || err != nil {
+			return err
+		}
+	}
+	lease, err := l.Obtain(ctx, e.key, e.r.UniqueFor)
+	if err != nil {
+		return err
+	}
+	opts := append(e.opts[:len(e.opts):len(e.opts)], asynq.Queue(e.queue), asynq.TaskID(lease.Token))
+	if e.r.OnConflict == Debounce {
+		opts = append(opts, asynq.ProcessIn(e.r.DebounceFor))
+	}
+	e.info, err = e.c.client.EnqueueContext(ctx, e.task, opts...)
+	if err != nil {
+		// Nothing was queued (asynq's own Unique, say): the key is free.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.m.releaseTO)
+		defer cancel()
+		_ = l.Release(rctx, lease)
+	}
+	return err
+}
+
+// conflict handles a key held by the task with ID holder. done says the
+// enqueue is over (rejected or ignored); otherwise the key has been freed
+// and the new task may take it.
+func (e *enqueue) conflict(ctx context.Context, holder string) (done bool, err error) {
+	info, err := e.c.inspect.GetTaskInfo(e.queue, holder)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+		info = nil // deleted, expired, or its enqueuer died before enqueuing it
+	case err != nil:
+		return true, err
+	case info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted:
+		info = nil // it will not run again
+	}
+	if info != nil {
+		switch e.r.OnConflict {
+		case Reject:
+			return true, &DuplicateTaskError{TaskType: e.task.Type(), Key: e.key, TaskID: holder}
+		case Ignore:
+			e.info = info
+			return true, nil
+		}
+		if info.State != asynq.TaskStateActive {
+			err := e.c.inspect.DeleteTask(e.queue, holder)
+			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+				// Only a task that started meanwhile cannot be deleted.
+				if info, _ = e.c.inspect.GetTaskInfo(e.queue, holder); info == nil || info.State != asynq.TaskStateActive {
+					return true, fmt.Errorf("middleware: replace task %s: %w", holder, err)
+				}
+			}
+		}
+		if info != nil && info.State == asynq.TaskStateActive && e.r.Unique == UniqueUntilExecuted {
+			return true, &DuplicateTaskError{TaskType: e.task.Type(), Key: e.key, TaskID: holder}
+		}
+		// Deleted, or started and about to free the key itself.
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.m.releaseTO)
+	defer cancel()
+	if err := e.c.m.locker.Release(rctx, lock.Lease{Key: e.key, Token: holder}); err != nil && !errors.Is(err, lock.ErrNotHeld) {
+		return true, err
+	}
+	return false, nil
+}
