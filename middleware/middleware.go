@@ -135,14 +135,14 @@ type middleware struct {
 	locker    lock.Locker
 	releaseTO time.Duration
 	renewer   *lock.Renewer
-	prefix   string
-	exact    map[string]*rule
-	prefixes []*rule // longest first
-	fallback *rule
-	log      *slog.Logger
-	observe  Observer
-	client   *asynq.Client    // nil without WithRedisClient
-	inspect  *asynq.Inspector // likewise
+	prefix    string
+	exact     map[string]*rule
+	prefixes  []*rule // longest first
+	fallback  *rule
+	log       *slog.Logger
+	observe   Observer
+	client    *asynq.Client    // nil without WithRedisClient
+	inspect   *asynq.Inspector // likewise
 }
 
 // New returns asynq middleware that runs each task under a lock on a key
