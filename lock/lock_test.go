@@ -275,3 +275,34 @@ func TestRunWithHeldLease(t *testing.T) {
 	require.ErrorIs(t, err, lock.ErrNotHeld, "a lease no longer held")
 	assert.False(t, out.Ran)
 }
+
+// TestRunWaitWakesOnRelease: a Run waiting for a key that another Run of
+// the same Renewer releases tries again at once, not at its next interval.
+func TestRunWaitWakesOnRelease(t *testing.T) {
+	ctx := context.Background()
+	r := lock.NewRenewer(newEngine(t))
+	holding, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		_, err := r.Run(ctx, "k", func(context.Context) error {
+			close(holding)
+			<-release
+			return nil
+		})
+		assert.NoError(t, err)
+	}()
+	<-holding
+	got := make(chan error, 1)
+	go func() {
+		_, err := r.Run(ctx, "k", func(context.Context) error { return nil },
+			lock.WithWait(lock.Wait{MaxWait: 10 * time.Minute, Interval: 5 * time.Minute}))
+		got <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let it try once and start waiting
+	close(release)
+	select {
+	case err := <-got:
+		require.NoError(t, err)
+	case <-time.After(time.Minute): // far less than the 5 min interval
+		t.Fatal("the waiter was not woken by the release")
+	}
+}

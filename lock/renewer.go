@@ -35,6 +35,48 @@ type Renewer struct {
 	refreshing int       // renewals on the wire
 	alive      bool      // the goroutine runs
 	idleSince  time.Time // when it last had nothing to do; zero while busy
+	waiters    map[string]*waiters
+}
+
+// waiters are the Runs of one Renewer waiting for a key, woken when
+// another of its Runs releases it.
+type waiters struct {
+	released chan struct{}
+	n        int
+}
+
+// waitFor returns a channel closed when a Run of r next releases key, and
+// the function to call when no longer waiting.
+func (r *Renewer) waitFor(key string) (<-chan struct{}, func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.waiters == nil {
+		r.waiters = map[string]*waiters{}
+	}
+	w := r.waiters[key]
+	if w == nil {
+		w = &waiters{released: make(chan struct{})}
+		r.waiters[key] = w
+	}
+	w.n++
+	return w.released, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if w.n--; w.n == 0 && r.waiters[key] == w {
+			delete(r.waiters, key)
+		}
+	}
+}
+
+// released wakes the Runs of r waiting for key.
+func (r *Renewer) released(key string) {
+	r.mu.Lock()
+	w := r.waiters[key]
+	delete(r.waiters, key)
+	r.mu.Unlock()
+	if w != nil {
+		close(w.released)
+	}
 }
 
 // NewRenewer returns a Renewer that renews leases of engine l.

@@ -126,7 +126,15 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 		}
 		lease, err = r.locker.Refresh(ctx, *cfg.held, cfg.lease)
 	} else {
-		lease, err = ObtainWait(ctx, r.locker, key, cfg.lease, cfg.wait)
+		var released <-chan struct{}
+		if cfg.wait.MaxWait > 0 {
+			// Waiters in this process try again the moment a Run of this
+			// Renewer releases the key; others, every interval.
+			var done func()
+			released, done = r.waitFor(key)
+			defer done()
+		}
+		lease, err = obtainWait(ctx, r.locker, key, cfg.lease, cfg.wait, released)
 	}
 	if err != nil {
 		return Outcome{}, err
@@ -167,6 +175,9 @@ func (r *Renewer) finish(ctx context.Context, held *Renewal, cfg runConfig, obta
 		err = r.locker.Release(rctx, lease)
 	}
 	out.Held = time.Since(obtained)
+	if err == nil && !out.Kept {
+		r.released(lease.Key)
+	}
 	switch {
 	case errors.Is(err, ErrNotHeld):
 		if out.Lost == nil {

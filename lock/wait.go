@@ -45,6 +45,12 @@ func (w Wait) pause() time.Duration {
 // when ctx ends first it returns ctx's cause; any other error from the
 // engine is returned at once. It leaves nothing held on failure.
 func ObtainWait(ctx context.Context, l Locker, key string, ttl time.Duration, w Wait) (Lease, error) {
+	return obtainWait(ctx, l, key, ttl, w, nil)
+}
+
+// obtainWait is ObtainWait that also tries again at once when released
+// (if not nil) is closed.
+func obtainWait(ctx context.Context, l Locker, key string, ttl time.Duration, w Wait, released <-chan struct{}) (Lease, error) {
 	start := time.Now()
 	var timer *time.Timer
 	defer func() {
@@ -74,6 +80,8 @@ func ObtainWait(ctx context.Context, l Locker, key string, ttl time.Duration, w 
 		case <-ctx.Done():
 			return Lease{}, context.Cause(ctx)
 		case <-timer.C:
+		case <-released:
+			released = nil // one early try per release
 		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/joblock/joblock/lock/locktest"
 	"github.com/joblock/joblock/lock/redislock"
 	"github.com/joblock/joblock/middleware"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -36,7 +37,21 @@ const (
 	envLog    = "JOBLOCK_MW_LOG"
 	envHold   = "JOBLOCK_MW_HOLD"
 	envTTL    = "JOBLOCK_MW_TTL"
+	// envRetryDelay is the duplicates' retry delay: a duration, or
+	// "holder" for RetryDelayFunc's guess from the holder's lease.
+	envRetryDelay = "JOBLOCK_MW_RETRY_DELAY"
 )
+
+func retryDelay(spec string) asynq.RetryDelayFunc {
+	if spec == "holder" {
+		return middleware.RetryDelayFunc(nil)
+	}
+	d, err := time.ParseDuration(spec)
+	if err != nil {
+		d = 100 * time.Millisecond
+	}
+	return middleware.RetryDelayFunc(func(int, error, *asynq.Task) time.Duration { return d })
+}
 
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(envChild); mode != "" {
@@ -76,12 +91,18 @@ func workerMain() error {
 	}
 	defer runs.Close()
 	write := func(format string, args ...any) { _ = runs.Line(format, args...) }
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
 	mw, err := middleware.New(locker,
 		middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Lease: ttl, Policy: policy, Unique: unique}),
 		middleware.WithPrefix("mwtest:"),
+		middleware.WithRedisClient(rdb),
 		middleware.WithObserver(func(e middleware.Event) {
-			if e.Kind == middleware.Duplicate {
+			switch e.Kind {
+			case middleware.Duplicate:
 				write("dup 0 %s", e.Policy)
+			case middleware.HandedOff:
+				write("handoff 0 %s", e.TaskID)
 			}
 		}))
 	if err != nil {
@@ -104,10 +125,13 @@ func workerMain() error {
 		Concurrency:              10,
 		Queues:                   map[string]int{os.Getenv(envQueue): 1},
 		IsFailure:                middleware.IsFailure(nil),
-		RetryDelayFunc:           middleware.RetryDelayFunc(func(int, error, *asynq.Task) time.Duration { return 100 * time.Millisecond }),
+		RetryDelayFunc:           retryDelay(os.Getenv(envRetryDelay)),
 		DelayedTaskCheckInterval: 25 * time.Millisecond,
-		ShutdownTimeout:          2 * time.Second,
-		LogLevel:                 asynq.WarnLevel,
+		// A task moved to pending (handed a key) is picked up this soon by
+		// an idle worker.
+		TaskCheckInterval: 20 * time.Millisecond,
+		ShutdownTimeout:   2 * time.Second,
+		LogLevel:          asynq.WarnLevel,
 	})
 	if err := srv.Start(mux); err != nil {
 		return err
@@ -135,11 +159,12 @@ func newWorkerSetup(t *testing.T, kind string) *workerSetup {
 	return ws
 }
 
-// start runs a worker process and waits until it serves.
-func (ws *workerSetup) start(t *testing.T, policy string, hold, ttl time.Duration) *exec.Cmd {
+// start runs a worker process and waits until it serves. env adds to its
+// environment.
+func (ws *workerSetup) start(t *testing.T, policy string, hold, ttl time.Duration, env ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(append(os.Environ(), ws.engine.Env()...), envChild+"=1", envRedis+"="+ws.redis.Addr, envQueue+"="+ws.queue,
-		envPolicy+"="+policy, envLog+"="+ws.log, envHold+"="+hold.String(), envTTL+"="+ttl.String())
+	cmd.Env = append(append(append(os.Environ(), ws.engine.Env()...), envChild+"=1", envRedis+"="+ws.redis.Addr, envQueue+"="+ws.queue,
+		envPolicy+"="+policy, envLog+"="+ws.log, envHold+"="+hold.String(), envTTL+"="+ttl.String()), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -268,5 +293,34 @@ func TestTwoWorkerProcessesOneKey(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestHandOffRunsDuplicatesBackToBack: 30 tasks on one key across two
+// worker processes, under Retry with the retry delay guessed from the
+// holder's lease (seconds): each release hands the key to a waiting
+// duplicate at once, so the runs follow one another without waiting for
+// retry timers, and a task is refused only a few times.
+func TestHandOffRunsDuplicatesBackToBack(t *testing.T) {
+	for _, eng := range []string{"file", "redis"} {
+		t.Run(eng, func(t *testing.T) {
+			t.Parallel()
+			ws := newWorkerSetup(t, eng)
+			const tasks, hold = 30, 100 * time.Millisecond
+			env := envRetryDelay + "=holder"
+			a := ws.start(t, "retry", hold, 5*time.Second, env)
+			b := ws.start(t, "retry", hold, 5*time.Second, env)
+			ws.enqueue(t, tasks, `{"id": 11}`)
+			require.Eventually(t, func() bool { return ws.count(t, "enter") == tasks && ws.idle(t) }, 2*time.Minute, 20*time.Millisecond)
+			stop(t, a, b)
+			s := ws.check(t)
+			assert.Equal(t, tasks, s.Sections)
+			handoffs, dups := ws.count(t, "handoff"), ws.count(t, "dup")
+			t.Logf("%d runs, %d handed the key by the one before, %d refusals", s.Sections, handoffs, dups)
+			// Every run but the first follows a release; a few may be taken
+			// by a duplicate whose timer fired first.
+			assert.GreaterOrEqual(t, handoffs, tasks*2/3, "the key was not handed on")
+			assert.LessOrEqual(t, dups, 3*tasks, "duplicates kept coming back on their own")
+		})
 	}
 }

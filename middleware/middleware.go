@@ -115,12 +115,18 @@ func WithObserver(o Observer) Option { return func(c *config) { c.observer = o }
 func WithReleaseTimeout(d time.Duration) Option { return func(c *config) { c.releaseTO = d } }
 
 // WithRedisClient gives the middleware the Redis that the asynq server
-// works on (the caller keeps it and closes it). With it, a duplicate under
-// the Retry policy whose task has no retries left (asynq would archive it,
-// whatever IsFailure says) is enqueued again as a new task that comes back
-// when the holder is due to finish. Without it such a duplicate waits for
-// the key inside its handler, for as long as the task may run. Default:
-// none.
+// works on (the caller keeps it and closes it). With it:
+//
+//   - a duplicate sent back under Retry is handed the key when its holder
+//     releases it: the oldest one waiting is moved to pending at once,
+//     rather than coming back on its retry timer;
+//   - a duplicate under Retry whose task has no retries left (asynq would
+//     archive it, whatever IsFailure says) is enqueued again as a new task
+//     that comes back when the holder is due to finish. Without it such a
+//     duplicate waits for the key inside its handler, for as long as the
+//     task may run.
+//
+// Default: none.
 func WithRedisClient(c redis.UniversalClient) Option { return func(cfg *config) { cfg.broker = c } }
 
 // rule is a Rule ready to use.
@@ -141,8 +147,9 @@ type middleware struct {
 	fallback  *rule
 	log       *slog.Logger
 	observe   Observer
-	client    *asynq.Client    // nil without WithRedisClient
-	inspect   *asynq.Inspector // likewise
+	broker    redis.UniversalClient // nil without WithRedisClient
+	client    *asynq.Client         // likewise
+	inspect   *asynq.Inspector      // likewise
 }
 
 // New returns asynq middleware that runs each task under a lock on a key
@@ -175,6 +182,7 @@ func newMiddleware(locker lock.Locker, opts []Option) (*middleware, error) {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if cfg.broker != nil {
+		m.broker = cfg.broker
 		m.client = asynq.NewClientFromRedisClient(cfg.broker)
 		m.inspect = asynq.NewInspectorFromRedisClient(cfg.broker)
 	}

@@ -28,6 +28,9 @@ const (
 	// Requeued: a duplicate under Retry had no retries left (asynq would
 	// have archived it) and was enqueued again as a new task.
 	Requeued
+	// HandedOff: a released key was handed to the oldest duplicate waiting
+	// for it, which was moved to pending; TaskID is that duplicate's.
+	HandedOff
 )
 
 func (k EventKind) String() string {
@@ -46,6 +49,8 @@ func (k EventKind) String() string {
 		return "error"
 	case Requeued:
 		return "requeued"
+	case HandedOff:
+		return "handed-off"
 	}
 	return "unknown"
 }

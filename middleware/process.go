@@ -173,6 +173,9 @@ func (m *middleware) run(ctx context.Context, c *call) error {
 	}
 	ev.Kind = Released
 	m.emit(ev)
+	if !out.Kept {
+		m.handOff(ctx, ev)
+	}
 	if out.Kept {
 		m.log.DebugContext(ctx, "joblock: key kept for its window", "task", t.Type(), "key", ev.Key, "expires_at", out.Lease.ExpiresAt)
 	} else {
@@ -211,6 +214,7 @@ func (m *middleware) refused(ctx context.Context, c *call, ev *Event, err error)
 		return nil
 	}
 	if !c.sendBack || retriesLeft(ctx) {
+		m.addWaiter(ctx, ev.Key, ev.Queue, ev.TaskID)
 		return dup
 	}
 	return m.sendBack(ctx, c, *ev, dup)

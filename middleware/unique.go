@@ -119,7 +119,7 @@ func checkUnique(r *Rule) error {
 		return fmt.Errorf("UniqueFor: %w", err)
 	}
 	if r.OnConflict == Debounce && r.DebounceFor <= 0 {
-		return fmt.Errorf("Debounce needs a positive DebounceFor, not %s", r.DebounceFor)
+		return fmt.Errorf("the Debounce strategy needs a positive DebounceFor, not %s", r.DebounceFor)
 	}
 	return nil
 }

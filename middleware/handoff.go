@@ -1,0 +1,61 @@
+package middleware
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Handing a released key to a waiting duplicate. Duplicates sent back
+// under Retry come back on a timer (RetryDelayFunc), which can only guess
+// when the holder will finish. With the asynq server's Redis
+// (WithRedisClient), each duplicate also signs up in a list of the key's
+// waiters, and the holder, once it has released the key, moves the oldest
+// waiter from asynq's retry set to pending, so it starts at once.
+
+// waitersTTL bounds how long a key's list of waiters outlives its last
+// entry.
+const waitersTTL = 24 * time.Hour
+
+func waitersKey(lockKey string) string { return "joblock:waiters:" + lockKey }
+
+// addWaiter signs the task up as waiting for lockKey.
+func (m *middleware) addWaiter(ctx context.Context, lockKey, queue, id string) {
+	if m.broker == nil || id == "" {
+		return
+	}
+	key := waitersKey(lockKey)
+	_, err := m.broker.TxPipelined(context.WithoutCancel(ctx), func(p redis.Pipeliner) error {
+		p.ZAddNX(ctx, key, redis.Z{Score: float64(time.Now().UnixMilli()), Member: queue + "\x00" + id})
+		p.PExpire(ctx, key, waitersTTL)
+		return nil
+	})
+	if err != nil {
+		m.log.WarnContext(ctx, "joblock: could not sign a duplicate up for the key; it comes back on its timer", "key", lockKey, "err", err)
+	}
+}
+
+// handOff moves the oldest duplicate waiting for lockKey to pending. It
+// drops waiters that asynq cannot move (they ran on their timers, or are
+// running), ten at most.
+func (m *middleware) handOff(ctx context.Context, ev Event) {
+	if m.broker == nil {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	for range 10 {
+		popped, err := m.broker.ZPopMin(ctx, waitersKey(ev.Key), 1).Result()
+		if err != nil || len(popped) == 0 {
+			return
+		}
+		member, _ := popped[0].Member.(string)
+		queue, id, _ := strings.Cut(member, "\x00")
+		if m.inspect.RunTask(queue, id) == nil {
+			ev.Kind, ev.TaskID, ev.Err = HandedOff, id, nil
+			m.emit(ev)
+			return
+		}
+	}
+}
