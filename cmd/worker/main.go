@@ -323,8 +323,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		IsFailure:       isFailure,
 		RetryDelayFunc:  middleware.RetryDelayFunc(nil),
 		ShutdownTimeout: 10 * time.Second,
-		Logger:          asynqLogger{log},
-		LogLevel:        asynqLevel(cfg.demo),
+		// A duplicate handed a released key is moved to pending; an idle
+		// worker picks it up this soon (asynq's default is a second).
+		TaskCheckInterval: 100 * time.Millisecond,
+		Logger:            asynqLogger{log},
+		LogLevel:          asynqLevel(cfg.demo),
 	})
 	// Both share rdb, which closes with it; asynq refuses to close them.
 	enq := asynq.NewClientFromRedisClient(rdb)
