@@ -37,6 +37,24 @@ type Locker interface {
 	Cleanup(ctx context.Context) (int, error)
 }
 
+// Limiter is an engine whose keys can admit several holders at once: a
+// counting lock, or semaphore. Both of joblock's engines are Limiters.
+type Limiter interface {
+	Locker
+
+	// ObtainLimit tries once to take one of limit slots of key for ttl, as
+	// Obtain takes a lock; limit 1 is Obtain. A full key gives a *HeldError
+	// naming the holder whose slot frees first. Every lease is a normal
+	// one: Refresh and Release take it as they are, it expires alike, and
+	// its fencing token is above every token the key handed out before.
+	// All holders of a key must ask for the same limit.
+	ObtainLimit(ctx context.Context, key string, limit int, ttl time.Duration) (Lease, error)
+
+	// InspectSlots returns the records of key's live and expired slots
+	// (not the released ones), for a key used with ObtainLimit.
+	InspectSlots(ctx context.Context, key string) ([]Record, error)
+}
+
 // Lease is a held lock. It is a value: Refresh returns a new one.
 type Lease struct {
 	// Key is the lock's key.
@@ -90,4 +108,7 @@ type Record struct {
 	State      State     `json:"state"`
 	// TTL is the time left on a held lock, as the engine judges it.
 	TTL time.Duration `json:"ttl"`
+	// Limit is how many holders the key admits, for a slot of a key used
+	// with ObtainLimit; 0 for a plain lock.
+	Limit int `json:"limit,omitempty"`
 }

@@ -26,6 +26,7 @@ type runConfig struct {
 	wait      Wait
 	releaseTO time.Duration
 	held      *Lease
+	limit     int
 }
 
 // WithLease sets how long the lock lasts between renewals while the work
@@ -57,6 +58,10 @@ func WithWindow(d time.Duration) RunOption { return func(c *runConfig) { c.windo
 // running the work. Default: Run obtains the key.
 func WithHeldLease(lease Lease) RunOption { return func(c *runConfig) { c.held = &lease } }
 
+// WithLimit lets up to n holders run under key at once (see Limiter): the
+// engine must be a Limiter when n is over 1. Default 1: one holder.
+func WithLimit(n int) RunOption { return func(c *runConfig) { c.limit = n } }
+
 // WithWait makes Run wait for a held key as w says. Default: try once.
 func WithWait(w Wait) RunOption { return func(c *runConfig) { c.wait = w } }
 
@@ -65,12 +70,15 @@ func WithWait(w Wait) RunOption { return func(c *runConfig) { c.wait = w } }
 func WithReleaseTimeout(d time.Duration) RunOption { return func(c *runConfig) { c.releaseTO = d } }
 
 func newRunConfig(opts []RunOption) (runConfig, error) {
-	c := runConfig{lease: DefaultLease, releaseTO: DefaultReleaseTimeout}
+	c := runConfig{lease: DefaultLease, releaseTO: DefaultReleaseTimeout, limit: 1}
 	for _, o := range opts {
 		o(&c)
 	}
 	if err := ValidateTTL(c.lease); err != nil {
 		return c, fmt.Errorf("lease: %w", err)
+	}
+	if c.limit < 1 {
+		return c, fmt.Errorf("lock: limit %d: at least one holder", c.limit)
 	}
 	if c.margin < 0 || c.maxRun < 0 || c.window < 0 || c.releaseTO <= 0 {
 		return c, fmt.Errorf("lock: margin %s, maximum run time %s, window %s and release timeout %s must not be negative",
@@ -126,6 +134,10 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 		}
 		lease, err = r.locker.Refresh(ctx, *cfg.held, cfg.lease)
 	} else {
+		obtain, oerr := r.obtainer(key, cfg)
+		if oerr != nil {
+			return Outcome{}, oerr
+		}
 		var released <-chan struct{}
 		if cfg.wait.MaxWait > 0 {
 			// Waiters in this process try again the moment a Run of this
@@ -134,7 +146,7 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 			released, done = r.waitFor(key)
 			defer done()
 		}
-		lease, err = obtainWait(ctx, r.locker, key, cfg.lease, cfg.wait, released)
+		lease, err = obtainWait(ctx, obtain, key, cfg.wait, released)
 	}
 	if err != nil {
 		return Outcome{}, err
@@ -153,6 +165,18 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 	err = fn(workCtx)
 	ok = err == nil
 	return out, err
+}
+
+// obtainer says how a Run takes key: a lock, or one of cfg.limit slots.
+func (r *Renewer) obtainer(key string, cfg runConfig) (func(context.Context) (Lease, error), error) {
+	if cfg.limit == 1 {
+		return func(ctx context.Context) (Lease, error) { return r.locker.Obtain(ctx, key, cfg.lease) }, nil
+	}
+	l, ok := r.locker.(Limiter)
+	if !ok {
+		return nil, fmt.Errorf("lock: a limit of %d holders needs an engine that is a Limiter, not %T", cfg.limit, r.locker)
+	}
+	return func(ctx context.Context) (Lease, error) { return l.ObtainLimit(ctx, key, cfg.limit, cfg.lease) }, nil
 }
 
 // finish stops renewing and releases the lock, or keeps it for its window

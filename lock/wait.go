@@ -45,12 +45,12 @@ func (w Wait) pause() time.Duration {
 // when ctx ends first it returns ctx's cause; any other error from the
 // engine is returned at once. It leaves nothing held on failure.
 func ObtainWait(ctx context.Context, l Locker, key string, ttl time.Duration, w Wait) (Lease, error) {
-	return obtainWait(ctx, l, key, ttl, w, nil)
+	return obtainWait(ctx, func(ctx context.Context) (Lease, error) { return l.Obtain(ctx, key, ttl) }, key, w, nil)
 }
 
-// obtainWait is ObtainWait that also tries again at once when released
-// (if not nil) is closed.
-func obtainWait(ctx context.Context, l Locker, key string, ttl time.Duration, w Wait, released <-chan struct{}) (Lease, error) {
+// obtainWait is ObtainWait over any way of obtaining key, that also tries
+// again at once when released (if not nil) is closed.
+func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, error), key string, w Wait, released <-chan struct{}) (Lease, error) {
 	start := time.Now()
 	var timer *time.Timer
 	defer func() {
@@ -59,7 +59,7 @@ func obtainWait(ctx context.Context, l Locker, key string, ttl time.Duration, w 
 		}
 	}()
 	for {
-		lease, err := l.Obtain(ctx, key, ttl)
+		lease, err := obtain(ctx)
 		if err == nil || !errors.Is(err, ErrNotObtained) {
 			return lease, err
 		}
