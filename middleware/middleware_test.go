@@ -115,9 +115,10 @@ func TestPolicies(t *testing.T) {
 	t.Run("retry is not a failure and comes back when the holder ends", func(t *testing.T) {
 		l := newFileLocker(t)
 		h := newHarness(t, l, rule(middleware.Retry), nil)
-		hold(t, l, 8*time.Second)
+		holder := hold(t, l, 8*time.Second)
 		err := h.run(`{"id":1}`)
 		require.ErrorIs(t, err, middleware.ErrDuplicate)
+		assert.NotContains(t, err.Error(), holder.Token, "asynq keeps the error: it must not hold the lock id")
 		assert.NotErrorIs(t, err, asynq.SkipRetry)
 		assert.Zero(t, h.calls)
 		assert.False(t, middleware.IsFailure(nil)(err))

@@ -64,7 +64,8 @@ type Event struct {
 	TaskID string
 	Key    string
 	Fence  uint64
-	// Holder is the lock id of the key's holder, on Duplicate events.
+	// Holder is the lock id of the key's holder, on Duplicate events: it
+	// releases the lock, so keep it out of what others read.
 	Holder   string
 	Policy   Policy
 	Duration time.Duration

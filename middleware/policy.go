@@ -48,18 +48,21 @@ func (p Policy) String() string {
 var ErrDuplicate = errors.New("middleware: duplicate task, its key is held")
 
 // DuplicateError says which lock a duplicate task ran into. It matches
-// ErrDuplicate.
+// ErrDuplicate. Its message leaves out the holder's lock id, which would
+// let whoever reads it (asynq keeps it as the task's last error) release
+// the lock.
 type DuplicateError struct {
 	TaskType string
 	Key      string
-	Holder   string
+	// Holder is the holder's lock id.
+	Holder string
 	// TTL is how long the holder's lock still runs.
 	TTL time.Duration
 }
 
 func (e *DuplicateError) Error() string {
-	return fmt.Sprintf("middleware: task %q is a duplicate: key %q is held by %s for another %s",
-		e.TaskType, e.Key, e.Holder, e.TTL.Round(time.Millisecond))
+	return fmt.Sprintf("middleware: task %q is a duplicate: key %q is held for another %s",
+		e.TaskType, e.Key, e.TTL.Round(time.Millisecond))
 }
 
 // Is makes a *DuplicateError match ErrDuplicate.

@@ -200,7 +200,7 @@ func (m *middleware) refused(ctx context.Context, c *call, ev *Event, err error)
 	}
 	ev.Kind, ev.Policy, ev.Holder = Duplicate, policy, held.Holder
 	m.emit(*ev)
-	m.log.DebugContext(ctx, "joblock: duplicate task", "task", t.Type(), "key", ev.Key, "holder", held.Holder,
+	m.log.DebugContext(ctx, "joblock: duplicate task", "task", t.Type(), "key", ev.Key,
 		"holder_ttl", held.TTL, "policy", policy.String())
 	dup := &DuplicateError{TaskType: t.Type(), Key: ev.Key, Holder: held.Holder, TTL: held.TTL}
 	switch policy {

@@ -225,7 +225,7 @@ func (g *guard) run(ctx context.Context, key string, fn func(ctx context.Context
 	var held *lock.HeldError
 	switch {
 	case !out.Ran && errors.As(err, &held):
-		log.Log(ctx, busy.level, "joblock: "+busy.msg, "holder", held.Holder, "holder_ttl", held.TTL)
+		log.Log(ctx, busy.level, "joblock: "+busy.msg, "holder_ttl", held.TTL)
 		return nil
 	case !out.Ran:
 		log.ErrorContext(ctx, "joblock: run skipped: lock engine failed", "err", err)
