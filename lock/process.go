@@ -21,7 +21,8 @@ type Request struct {
 	// Action is ActionAcquire or ActionRelease. Required.
 	Action string `json:"action"`
 	// Timeout is the lock's TTL in whole seconds. Nil means the Manager's
-	// default TTL; zero or negative is an error.
+	// default TTL; zero, negative, or more than MaxTTL is an error (see
+	// TTLFromSeconds).
 	Timeout *int `json:"timeout,omitempty"`
 	// LockID, on a release, frees the lock with that lock_id even if
 	// another Manager or process acquired it. Without it a release frees
@@ -66,26 +67,37 @@ func (m *Manager) Process(ctx context.Context, req Request) Result {
 func (m *Manager) processAcquire(ctx context.Context, req Request) Result {
 	var ttl time.Duration
 	if req.Timeout != nil {
-		if *req.Timeout <= 0 {
-			return Result{Error: fmt.Sprintf("timeout must be a positive number of seconds, got %d", *req.Timeout)}
+		var err error
+		if ttl, err = TTLFromSeconds(int64(*req.Timeout)); err != nil {
+			return Result{Error: err.Error()}
 		}
-		ttl = time.Duration(*req.Timeout) * time.Second
 	}
 	return AcquireResult(m.Acquire(ctx, req.Key, ttl))
 }
 
 // AcquireResult describes the outcome of an acquire (Obtain, ObtainWait,
-// Manager.Acquire) as the spec's process() output.
+// Manager.Acquire) as the spec's process() output. Its expires_at is the
+// lease's expiry rounded up to the second, as the file engine writes it,
+// so a whole-second reader never sees the lock end early.
 func AcquireResult(l Lease, err error) Result {
 	var held *HeldError
 	switch {
 	case err == nil:
-		exp := l.ExpiresAt.Unix()
+		exp := unixCeil(l.ExpiresAt)
 		return Result{Locked: true, LockID: &l.Token, ExpiresAt: &exp}
 	case errors.As(err, &held):
 		return Result{AlreadyLocked: true, LockedBy: held.Holder}
 	}
 	return Result{Error: err.Error()}
+}
+
+// unixCeil is t in unix seconds, rounded up.
+func unixCeil(t time.Time) int64 {
+	s := t.Unix()
+	if t.Nanosecond() > 0 {
+		s++
+	}
+	return s
 }
 
 // ReleaseResult describes the outcome of releasing lockID as the spec's

@@ -62,8 +62,14 @@ func (e *env) parse(nargs int, names string) error {
 	if nargs >= 0 && e.fs.NArg() != nargs {
 		return fail(exitUsage, "%s: want %s, got %d argument(s) (see lockctl help)", e.name, names, e.fs.NArg())
 	}
-	if e.ttl < 0 || e.wait < 0 {
-		return fail(exitUsage, "%s: -ttl and -wait must not be negative", e.name)
+	if e.fs.Lookup("ttl") == nil {
+		return nil
+	}
+	if err := lock.ValidateTTL(e.ttl); err != nil {
+		return fail(exitUsage, "%s: -ttl: %v", e.name, err)
+	}
+	if e.wait < 0 {
+		return fail(exitUsage, "%s: -wait must not be negative, got %s", e.name, e.wait)
 	}
 	return nil
 }

@@ -223,11 +223,25 @@ func TestUsageErrors(t *testing.T) {
 		_, _, code := run(t, env, args...)
 		assert.Equal(t, 2, code, "%v", args)
 	}
+	for _, tt := range []struct{ give, want string }{
+		{"0s", "-ttl: lock: invalid ttl: 0s, must be positive"},
+		{"-1s", "-ttl: lock: invalid ttl: -1s, must be positive"},
+		{"500us", "is under the minimum of 1ms"},
+		{"8761h", "8761h0m0s is over the maximum of 8760h0m0s"},
+	} {
+		_, stderr, code := run(t, env, "acquire", "-ttl", tt.give, "k")
+		assert.Equal(t, 2, code, "-ttl %s", tt.give)
+		assert.Contains(t, stderr, tt.want)
+	}
+	_, stderr, code := run(t, env, "run", "-wait", "-1s", "k", "--", "true")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "-wait must not be negative, got -1s")
+
 	out, _, code := run(t, env, "help")
 	assert.Equal(t, 0, code)
 	assert.Contains(t, out, "Exit codes:")
 
-	_, stderr, code := run(t, []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://127.0.0.1:1"}, "acquire", "k")
+	_, stderr, code = run(t, []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://127.0.0.1:1"}, "acquire", "k")
 	assert.Equal(t, 1, code, "Redis down is an error, not 'held'")
 	assert.Contains(t, stderr, "127.0.0.1:1")
 	_, stderr, code = run(t, []string{"JOBLOCK_LOCK_DIR=/proc/nope/locks"}, "acquire", "k")

@@ -52,7 +52,8 @@ Flags (every command; environment variables give the defaults):
                        list, stats, cleanup; serve-stdio always speaks JSON)
 
 acquire and run:
-  -ttl D               lock TTL (default 30s); run renews it every D/3
+  -ttl D               lock TTL, 1ms to 8760h (365 days) (default 30s); run renews it
+                       every D/3
   -wait D              wait up to D for a held key (default 0: do not wait)
 run:
   -on-held exit|wait   when KEY is held: exit 3 (default), or wait (up to -wait if set)
