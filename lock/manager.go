@@ -192,6 +192,11 @@ type Stats struct {
 	ExpiredLocks int `json:"expired_locks"`
 	// InstanceLocks counts live leases this Manager holds.
 	InstanceLocks int `json:"instance_locks"`
+	// SkippedEntries counts entries of the store that are not lock records
+	// and that the engine leaves alone (Skipped records): a symlink,
+	// directory or FIFO named like a lock file. They are in no other count.
+	// Not in the spec; omitted from JSON when zero.
+	SkippedEntries int `json:"skipped_entries,omitempty"`
 }
 
 // GetStats scans the engine's records and counts them.
@@ -203,6 +208,8 @@ func (m *Manager) GetStats(ctx context.Context) (Stats, error) {
 			s.ActiveLocks++
 		case Expired:
 			s.ExpiredLocks++
+		case Skipped:
+			s.SkippedEntries++
 		}
 		return true
 	})

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -211,10 +212,23 @@ func cmdList(ctx context.Context, e *env) error {
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "KEY\tSTATE\tTTL\tFENCE\tLOCK_ID\tPID\tHOST")
+	var skipped []string
 	for _, r := range recs {
+		if r.State == lock.Skipped {
+			skipped = append(skipped, r.Note)
+			continue
+		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%s\n", r.Key, r.State, r.TTL.Round(time.Millisecond), r.Fence, r.Token, r.PID, r.Host)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if len(skipped) > 0 {
+		_, err := fmt.Fprintf(e.stdout, "skipped %d entries that are not lock records (left alone; remove them by hand): %s\n",
+			len(skipped), strings.Join(skipped, "; "))
+		return err
+	}
+	return nil
 }
 
 func cmdStats(ctx context.Context, e *env) error {
@@ -232,6 +246,9 @@ func cmdStats(ctx context.Context, e *env) error {
 	}
 	fmt.Fprintf(e.stdout, "total_locks     %d\nactive_locks    %d\nexpired_locks   %d\ninstance_locks  %d\n",
 		s.TotalLocks, s.ActiveLocks, s.ExpiredLocks, s.InstanceLocks)
+	if s.SkippedEntries > 0 {
+		fmt.Fprintf(e.stdout, "skipped_entries %d (not lock records; lockctl list names them)\n", s.SkippedEntries)
+	}
 	return nil
 }
 

@@ -34,7 +34,8 @@ Usage:
   lockctl acquire [flags] KEY            take KEY, print its lock id
   lockctl release [flags] KEY LOCK_ID    release the lock with that id (any process may)
   lockctl status  [flags] KEY            who holds KEY and for how long
-  lockctl list    [flags]                every lock record
+  lockctl list    [flags]                every lock record, and entries skipped as not
+                                         lock records (stray symlinks, directories, ...)
   lockctl stats   [flags]                total, active, expired and instance locks
   lockctl cleanup [flags]                remove expired and released records
   lockctl run     [flags] KEY -- COMMAND [ARG...]

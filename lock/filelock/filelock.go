@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,8 +26,7 @@ type Locker struct {
 	host string
 	pid  int
 
-	mu   sync.Mutex
-	open map[fileID]*entry
+	scratch sync.Pool // of *scratch
 
 	floorMu sync.Mutex
 	floorFD int
@@ -55,7 +55,7 @@ func New(dir string, opts ...Option) (*Locker, error) {
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	l := &Locker{dir: dir, cfg: cfg, host: host, pid: os.Getpid(), open: make(map[fileID]*entry), floorFD: -1}
+	l := &Locker{dir: dir, cfg: cfg, host: host, pid: os.Getpid(), floorFD: -1}
 	// Creating the floor file proves the directory takes new files.
 	if err := l.openFloor(); err != nil {
 		return nil, err
@@ -93,18 +93,10 @@ func prepareDir(dir string) error {
 // Dir returns the lock directory.
 func (l *Locker) Dir() string { return l.dir }
 
-// Close closes the lock files the Locker keeps open. It releases no lock.
-// The Locker must not be used afterwards.
+// Close closes the fencing floor file the Locker keeps open; lock files
+// are open only during an operation. It releases no lock. The Locker must
+// not be used afterwards.
 func (l *Locker) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for id, e := range l.open {
-		e.mu.Lock()
-		_ = unix.Close(e.fd)
-		e.fd = -1
-		e.mu.Unlock()
-		delete(l.open, id)
-	}
 	l.floorMu.Lock()
 	defer l.floorMu.Unlock()
 	if l.floorFD >= 0 {
@@ -119,16 +111,27 @@ func newToken() string { return "lock_" + rand.Text() }
 // unreadableHolder is the holder named for an empty or corrupt lock file.
 func unreadableHolder(name string) string { return "unknown (unreadable lock file " + name + ")" }
 
-// unreadable judges an empty or corrupt lock file by its modification time.
-func (l *Locker) unreadable(v *view, now instant) (lock.State, time.Duration, error) {
-	info, err := v.stat()
-	if err != nil {
-		return 0, 0, err
+// unreadable judges a lock file without a readable record by how long ago
+// it last changed: held for the corrupt-file grace, then expired.
+func (l *Locker) unreadable(v *view, now instant) (lock.State, time.Duration) {
+	if left := l.corruptRemaining(v.info, now.wall); left > 0 {
+		return lock.Held, left
 	}
-	if left := info.mtime.Add(l.cfg.corruptGrace).Sub(now.wall); left > 0 {
-		return lock.Held, left, nil
+	return lock.Expired, 0
+}
+
+// corruptRemaining is how much of the corrupt-file grace an unreadable
+// file has left, negative once it is over. The grace runs from the file's
+// change time, which nobody can set, not its modification time, which
+// anyone who can write the file can set to any date. A change time further
+// in the future than the grace itself (the wall clock was stepped back
+// since) cannot be a write in progress: no grace at all.
+func (l *Locker) corruptRemaining(info fileInfo, now time.Time) time.Duration {
+	age := now.Sub(info.ctime)
+	if age < -l.cfg.corruptGrace {
+		return math.MinInt64
 	}
-	return lock.Expired, 0, nil
+	return l.cfg.corruptGrace - max(age, 0)
 }
 
 // Obtain implements lock.Locker. It creates key's lock file on first use
@@ -143,7 +146,7 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 	var lease lock.Lease
 	err := l.update(ctx, key, true, func(v *view) (*record, error) {
 		now := readClock(l.cfg.clock)
-		old, ok := parseRecord(v.content)
+		old, ok := v.parse()
 		var fence uint64
 		switch {
 		case ok:
@@ -153,16 +156,9 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 			fence = old.Fence
 		case len(v.content) == 0 && v.created:
 		default:
-			st, left, err := l.unreadable(v, now)
-			if err != nil {
-				return nil, err
-			}
-			if st == lock.Held {
+			if st, left := l.unreadable(v, now); st == lock.Held {
 				return nil, &lock.HeldError{Key: key, Holder: unreadableHolder(v.name()), TTL: left}
 			}
-		}
-		if err := v.live(); err != nil {
-			return nil, err
 		}
 		if fence == 0 {
 			floor, err := l.readFloor(ctx)
@@ -195,7 +191,7 @@ func owned(v *view, lease lock.Lease) (record, error) {
 	if !v.exists {
 		return record{}, lock.ErrNotHeld
 	}
-	rec, ok := parseRecord(v.content)
+	rec, ok := v.parse()
 	if !ok || rec.Key != lease.Key || rec.LockID != lease.Token || rec.State == stateReleased {
 		return record{}, lock.ErrNotHeld
 	}
@@ -219,9 +215,6 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 		now := readClock(l.cfg.clock)
 		if st, _ := rec.judge(now); st != lock.Held {
 			return nil, lock.ErrNotHeld
-		}
-		if err := v.live(); err != nil {
-			return nil, err
 		}
 		rec.setExpiry(now, ttl)
 		lease.Fence = rec.Fence
@@ -266,13 +259,8 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 		if !v.exists {
 			return nil, nil
 		}
-		if err := v.live(); err != nil {
-			return nil, err
-		}
-		var err error
-		out, err = l.toRecord(v, readClock(l.cfg.clock))
-		found = err == nil
-		return nil, err
+		out, found = l.toRecord(v, readClock(l.cfg.clock)), true
+		return nil, nil
 	})
 	if err != nil || !found || out.State == lock.Released {
 		return lock.Record{}, false, err
@@ -281,11 +269,15 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 }
 
 // toRecord describes a lock file, readable or not.
-func (l *Locker) toRecord(v *view, now instant) (lock.Record, error) {
-	if rec, ok := parseRecord(v.content); ok {
+func (l *Locker) toRecord(v *view, now instant) lock.Record {
+	if rec, ok := v.parse(); ok {
 		rec = rec.retained()
-		return rec.toRecord(now), nil
+		return rec.toRecord(now)
 	}
-	st, left, err := l.unreadable(v, now)
-	return lock.Record{Token: unreadableHolder(v.name()), State: st, TTL: left}, err
+	st, left := l.unreadable(v, now)
+	what := "empty or not a lock record"
+	if v.oversized {
+		what = fmt.Sprintf("over %d bytes, too large for a lock record", maxRecordSize)
+	}
+	return lock.Record{Token: unreadableHolder(v.name()), State: st, TTL: left, Note: v.name() + ": " + what}
 }

@@ -38,17 +38,13 @@ func (l *Locker) withFloor(ctx context.Context, how int, fn func(cur uint64) uin
 	path := l.floorPath()
 	l.floorMu.Lock()
 	defer l.floorMu.Unlock()
-	// Opened on first need and kept: only new files and cleanup use it.
-	if err := l.openFloor(); err != nil {
+	fd, err := l.lockFloor(ctx, how)
+	if err != nil {
 		return 0, err
 	}
-	fd := l.floorFD
-	if err := flock(ctx, fd, how); err != nil {
-		return 0, pathError("flock", path, err)
-	}
 	defer func() { _ = unix.Flock(fd, unix.LOCK_UN) }()
-	buf := make([]byte, 32)
-	n, err := unix.Pread(fd, buf, 0)
+	var buf [32]byte
+	n, err := unix.Pread(fd, buf[:], 0)
 	if err != nil {
 		return 0, pathError("read", path, err)
 	}
@@ -65,6 +61,33 @@ func (l *Locker) withFloor(ctx context.Context, how int, fn func(cur uint64) uin
 		return 0, pathError("write", path, err)
 	}
 	return next, nil
+}
+
+// lockFloor takes a flock of kind how on the floor file and returns its
+// descriptor. The descriptor is opened on first need and kept, since the
+// file is never removed; if someone removed it anyway, it is opened again,
+// so that every Locker agrees on one floor. l.floorMu must be held.
+func (l *Locker) lockFloor(ctx context.Context, how int) (int, error) {
+	for {
+		if err := l.openFloor(); err != nil {
+			return -1, err
+		}
+		fd := l.floorFD
+		if err := flock(ctx, fd, how); err != nil {
+			return -1, pathError("flock", l.floorPath(), err)
+		}
+		info, err := fstat(fd)
+		if err != nil {
+			_ = unix.Flock(fd, unix.LOCK_UN)
+			return -1, pathError("fstat", l.floorPath(), err)
+		}
+		if info.nlink > 0 {
+			return fd, nil
+		}
+		_ = unix.Flock(fd, unix.LOCK_UN)
+		_ = unix.Close(fd)
+		l.floorFD = -1
+	}
 }
 
 func (l *Locker) readFloor(ctx context.Context) (uint64, error) {

@@ -9,11 +9,10 @@ type config struct {
 	clock        Clock
 	corruptGrace time.Duration
 	cleanupAge   time.Duration
-	maxOpen      int
 }
 
 func defaultConfig() config {
-	return config{corruptGrace: 2 * time.Second, maxOpen: 1024}
+	return config{corruptGrace: 2 * time.Second}
 }
 
 // WithClock replaces the host's clocks, for tests. Default: the wall clock
@@ -22,10 +21,11 @@ func WithClock(c Clock) Option {
 	return func(cfg *config) { cfg.clock = c }
 }
 
-// WithCorruptGrace sets how long an empty or unparseable lock file counts
-// as held, measured from its last modification, because another process or
-// implementation may be writing it. After that it counts as expired.
-// Default 2s.
+// WithCorruptGrace sets how long an empty, unparseable or oversized lock
+// file counts as held, because another process or implementation may be
+// writing it. The grace runs from the file's last change (its ctime, which
+// unlike its mtime cannot be set to a future date). After that it counts as
+// expired. Default 2s.
 func WithCorruptGrace(d time.Duration) Option {
 	return func(cfg *config) { cfg.corruptGrace = d }
 }
@@ -35,10 +35,4 @@ func WithCorruptGrace(d time.Duration) Option {
 // Cleanup removes every record that is not live.
 func WithCleanupAge(d time.Duration) Option {
 	return func(cfg *config) { cfg.cleanupAge = d }
-}
-
-// WithMaxOpenFiles bounds how many lock files the Locker keeps open for
-// reuse. Default 1024; values under 1 mean 1.
-func WithMaxOpenFiles(n int) Option {
-	return func(cfg *config) { cfg.maxOpen = max(n, 1) }
 }
