@@ -2,6 +2,7 @@ package lock_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -162,6 +163,52 @@ func TestAcquireResultRoundsExpiryUp(t *testing.T) {
 			require.True(t, res.Locked)
 			require.NotNil(t, res.ExpiresAt)
 			assert.Equal(t, tt.want, *res.ExpiresAt)
+		})
+	}
+}
+
+func TestRequestTimeoutDecoding(t *testing.T) {
+	tests := []struct {
+		give    string
+		want    int // 0: no timeout
+		wantErr string
+	}{
+		{`{"key":"k","action":"acquire"}`, 0, ""},
+		{`{"key":"k","action":"acquire","timeout":null}`, 0, ""},
+		{`{"key":"k","action":"acquire","timeout":30}`, 30, ""},
+		{`{"key":"k","action":"acquire","timeout":30.0}`, 30, ""},
+		{`{"key":"k","action":"acquire","timeout":3e1}`, 30, ""},
+		{`{"key":"k","action":"acquire","timeout":31536000}`, 31536000, ""},
+		{`{"key":"k","action":"acquire","timeout":0}`, 0, "timeout must be a positive number of seconds, got 0"},
+		{`{"key":"k","action":"acquire","timeout":-1e999}`, 0, "timeout must be a positive number of seconds, got -1e999"},
+		{`{"key":"k","action":"acquire","timeout":1.5}`, 0, "timeout 1.5 is not a whole number of seconds"},
+		{`{"key":"k","action":"acquire","timeout":"30"}`, 0, `timeout must be a number of seconds, got "30"`},
+		{`{"key":"k","action":"acquire","timeout":true}`, 0, "timeout must be a number of seconds, got true"},
+		{`{"key":"k","action":"acquire","timeout":18446744074}`, 0, "timeout 18446744074 s is over the maximum of 31536000 s"},
+		{`{"key":"k","action":"acquire","timeout":9223372036}`, 0, "timeout 9223372036 s is over the maximum of 31536000 s"},
+		{`{"key":"k","action":"acquire","timeout":9223372037}`, 0, "timeout 9223372037 s is over the maximum of 31536000 s"},
+		{`{"key":"k","action":"acquire","timeout":99999999999999999999}`, 0, "timeout 99999999999999999999 s is over the maximum"},
+		{`{"key":"k","action":"acquire","timeout":1e999}`, 0, "timeout 1e999 s is over the maximum"},
+		{`{"key":"k","action":"acquire","timeout":3.1536001e7}`, 0, "timeout 3.1536001e7 s is over the maximum"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			var req lock.Request
+			err := json.Unmarshal([]byte(tt.give), &req)
+			if tt.wantErr != "" {
+				require.ErrorIs(t, err, lock.ErrInvalidTTL)
+				assert.Contains(t, err.Error(), tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, "k", req.Key)
+			assert.Equal(t, lock.ActionAcquire, req.Action)
+			if tt.want == 0 {
+				assert.Nil(t, req.Timeout)
+				return
+			}
+			require.NotNil(t, req.Timeout)
+			assert.Equal(t, tt.want, *req.Timeout)
 		})
 	}
 }

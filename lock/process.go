@@ -2,8 +2,11 @@ package lock
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"time"
 )
 
@@ -28,6 +31,60 @@ type Request struct {
 	// another Manager or process acquired it. Without it a release frees
 	// only this Manager's own lock.
 	LockID string `json:"lock_id,omitempty"`
+}
+
+// UnmarshalJSON decodes the spec's request. A timeout, when present and
+// not null, must be a JSON number holding a whole number of seconds that
+// TTLFromSeconds accepts (30, 30.0 and 3e1 are the same); anything else is
+// an error wrapping ErrInvalidTTL that names the value and the limit.
+func (r *Request) UnmarshalJSON(b []byte) error {
+	type plain Request // the same fields without this method
+	var in struct {
+		plain
+		Timeout json.RawMessage `json:"timeout"`
+	}
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	*r = Request(in.plain)
+	r.Timeout = nil
+	if len(in.Timeout) == 0 || string(in.Timeout) == "null" {
+		return nil
+	}
+	secs, err := timeoutSeconds(string(in.Timeout))
+	if err != nil {
+		return err
+	}
+	n := int(secs)
+	r.Timeout = &n
+	return nil
+}
+
+// timeoutSeconds reads a JSON timeout: a number of whole seconds within
+// TTLFromSeconds's range, in any JSON number form.
+func timeoutSeconds(raw string) (int64, error) {
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err == nil {
+		_, err = TTLFromSeconds(n)
+		return n, err
+	}
+	f, ferr := strconv.ParseFloat(raw, 64)
+	var num *strconv.NumError
+	switch {
+	case errors.As(ferr, &num) && num.Err == strconv.ErrRange && f < 0:
+		return 0, fmt.Errorf("%w: timeout must be a positive number of seconds, got %s", ErrInvalidTTL, raw)
+	case errors.As(ferr, &num) && num.Err == strconv.ErrRange:
+		return 0, fmt.Errorf("%w: timeout %s s is over the maximum of %d s (365 days)", ErrInvalidTTL, raw, maxTTLSeconds)
+	case ferr != nil:
+		return 0, fmt.Errorf("%w: timeout must be a number of seconds, got %s", ErrInvalidTTL, raw)
+	case f != math.Trunc(f):
+		return 0, fmt.Errorf("%w: timeout %s is not a whole number of seconds", ErrInvalidTTL, raw)
+	case f > float64(maxTTLSeconds):
+		return 0, fmt.Errorf("%w: timeout %s s is over the maximum of %d s (365 days)", ErrInvalidTTL, raw, maxTTLSeconds)
+	}
+	// Whole and at most the maximum: exact as an int64.
+	_, err = TTLFromSeconds(int64(f))
+	return int64(f), err
 }
 
 // Result is the spec's process() output, field for field. LockID and

@@ -194,21 +194,18 @@ func (l *Locker) openLockFile(path string, create bool) (fd int, created bool, e
 	}
 }
 
-// readRecord reads the lock file's content into buf. oversized is true,
-// and content nil, when the file holds more than maxRecordSize bytes.
+// readRecord reads the lock file's content into buf in one pread (a
+// regular file reads short only at its end). oversized is true, and
+// content nil, when the file holds more than maxRecordSize bytes.
 func readRecord(fd int, buf []byte) (content []byte, oversized bool, err error) {
-	var n int
-	for n < len(buf) {
-		m, err := unix.Pread(fd, buf[n:], int64(n))
-		if err != nil {
-			return nil, false, err
-		}
-		if m == 0 {
-			return buf[:n], false, nil
-		}
-		n += m
+	n, err := unix.Pread(fd, buf, 0)
+	switch {
+	case err != nil:
+		return nil, false, err
+	case n == len(buf):
+		return nil, true, nil
 	}
-	return nil, true, nil
+	return buf[:n], false, nil
 }
 
 // update runs fn on key's lock file under an exclusive flock and writes the
