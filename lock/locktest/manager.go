@@ -114,7 +114,10 @@ func testManagerProcess(t *testing.T, newLocker NewLocker) {
 	do := func(m *lock.Manager, in string) map[string]any {
 		t.Helper()
 		var req lock.Request
-		require.NoError(t, json.Unmarshal([]byte(in), &req))
+		if err := json.Unmarshal([]byte(in), &req); err != nil {
+			// Answered as serve-stdio answers a request it cannot decode.
+			return map[string]any{"locked": false, "lock_id": nil, "error": err.Error()}
+		}
 		out, err := json.Marshal(m.Process(ctx, req))
 		require.NoError(t, err)
 		var res map[string]any
@@ -183,6 +186,17 @@ func testManagerProcess(t *testing.T, newLocker NewLocker) {
 			assert.False(t, locked, "a refused request must leave nothing held")
 		})
 	}
+	t.Run("timeout set in Go over the maximum", func(t *testing.T) {
+		key := Key(t, "k")
+		for _, secs := range []int{0, -1, 31536001, 18446744074, 9223372036, 9223372037} {
+			res := m.Process(ctx, lock.Request{Key: key, Action: lock.ActionAcquire, Timeout: &secs})
+			assert.False(t, res.Locked, "%d", secs)
+			assert.Contains(t, res.Error, "invalid ttl: timeout", "%d", secs)
+		}
+		locked, err := m.IsLocked(ctx, key)
+		require.NoError(t, err)
+		assert.False(t, locked)
+	})
 	t.Run("manager with an invalid default TTL", func(t *testing.T) {
 		bad := lock.NewManager(newLocker(t), lock.WithDefaultTTL(-time.Second))
 		_, err := bad.Acquire(ctx, Key(t, "k"), 0)
