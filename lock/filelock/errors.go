@@ -9,3 +9,11 @@ import "errors"
 // records and Cleanup leaves them alone; removing them is for a person to
 // decide.
 var ErrNotLockFile = errors.New("filelock: not a lock file")
+
+// ErrFenceExhausted is returned, wrapped with the key and the file, by an
+// Obtain that would have to hand out a fencing token greater than the
+// largest uint64: a lock file, or the fencing floor file (.fence), holds
+// that largest token, which this engine never reaches by counting, so
+// something else wrote it. Tokens never wrap around: the lock is not taken
+// and nothing is written.
+var ErrFenceExhausted = errors.New("filelock: fencing tokens exhausted")

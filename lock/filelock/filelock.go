@@ -160,12 +160,17 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 				return nil, &lock.HeldError{Key: key, Holder: unreadableHolder(v.name()), TTL: left}
 			}
 		}
+		from := v.name()
 		if fence == 0 {
 			floor, err := l.readFloor(ctx)
 			if err != nil {
 				return nil, err
 			}
-			fence = floor
+			fence, from = floor, floorName
+		}
+		if fence == math.MaxUint64 {
+			return nil, fmt.Errorf("%w: key %q: %s in %s holds fencing token %d, the largest there is, so no later holder can get a greater one; this engine never writes it: remove the forged file",
+				ErrFenceExhausted, key, from, l.dir, fence)
 		}
 		v.out = record{
 			LockID:       newToken(),
