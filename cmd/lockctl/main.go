@@ -46,7 +46,10 @@ Usage:
 
 Flags (every command; environment variables give the defaults):
   -engine file|redis   lock engine [JOBLOCK_ENGINE, default file]
-  -lock-dir DIR        file engine directory [JOBLOCK_LOCK_DIR, default $TMPDIR/joblock]
+  -lock-dir DIR        file engine directory, private to this user [JOBLOCK_LOCK_DIR,
+                       default $XDG_RUNTIME_DIR/joblock, else $TMPDIR/joblock-UID]
+  -shared-group        file engine: let the users of the directory's group share it
+                       (group-writable directory, files 0660) [JOBLOCK_SHARED_GROUP=1]
   -redis-url URL       Redis engine server [JOBLOCK_REDIS_URL, default redis://127.0.0.1:6379/0]
   -prefix P            Redis engine key prefix [JOBLOCK_PREFIX, default joblock:]
   -json                JSON output instead of text (acquire, release, status,

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/joblock/joblock/lock"
@@ -28,8 +29,12 @@ type Config struct {
 	// Engine is File or Redis. Env JOBLOCK_ENGINE, default File.
 	Engine string
 	// Dir is the file engine's lock directory. Env JOBLOCK_LOCK_DIR,
-	// default $TMPDIR/joblock.
+	// default DefaultDir().
 	Dir string
+	// SharedGroup lets users of one group share Dir (see
+	// filelock.WithSharedGroup). Env JOBLOCK_SHARED_GROUP=1, default off:
+	// Dir must be private to this user.
+	SharedGroup bool
 	// RedisURL is the Redis engine's server (redis://host:port/db). Env
 	// JOBLOCK_REDIS_URL, default redis://127.0.0.1:6379/0.
 	RedisURL string
@@ -45,8 +50,24 @@ func env(name, def string) string {
 	return def
 }
 
-// DefaultDir is the file engine's directory when none is configured.
-func DefaultDir() string { return filepath.Join(os.TempDir(), "joblock") }
+// DefaultDir is the file engine's directory when none is configured, one
+// per user: $XDG_RUNTIME_DIR/joblock when XDG_RUNTIME_DIR names a
+// directory (a private tmpfs on systemd hosts: fast, and emptied at
+// reboot, which locks can afford), else joblock-<uid> in the system's
+// temporary directory. filelock.New creates it with mode 0700 and refuses
+// it if another user made it first.
+func DefaultDir() string {
+	if run := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(run) {
+		if st, err := os.Stat(run); err == nil && st.IsDir() {
+			return filepath.Join(run, "joblock")
+		}
+	}
+	name := "joblock"
+	if uid := os.Geteuid(); uid >= 0 {
+		name += "-" + strconv.Itoa(uid)
+	}
+	return filepath.Join(os.TempDir(), name)
+}
 
 // DefaultRedisURL is the Redis URL when none is configured.
 const DefaultRedisURL = "redis://127.0.0.1:6379/0"
@@ -55,11 +76,17 @@ const DefaultRedisURL = "redis://127.0.0.1:6379/0"
 // for what it does not.
 func FromEnv() Config {
 	return Config{
-		Engine:   env("JOBLOCK_ENGINE", File),
-		Dir:      env("JOBLOCK_LOCK_DIR", DefaultDir()),
-		RedisURL: env("JOBLOCK_REDIS_URL", DefaultRedisURL),
-		Prefix:   env("JOBLOCK_PREFIX", redislock.DefaultPrefix),
+		Engine:      env("JOBLOCK_ENGINE", File),
+		Dir:         env("JOBLOCK_LOCK_DIR", DefaultDir()),
+		SharedGroup: isTrue(os.Getenv("JOBLOCK_SHARED_GROUP")),
+		RedisURL:    env("JOBLOCK_REDIS_URL", DefaultRedisURL),
+		Prefix:      env("JOBLOCK_PREFIX", redislock.DefaultPrefix),
 	}
+}
+
+func isTrue(v string) bool {
+	b, _ := strconv.ParseBool(v)
+	return b
 }
 
 // Bind registers the engine flags on fs, their defaults taken from the
@@ -67,7 +94,8 @@ func FromEnv() Config {
 func (c *Config) Bind(fs *flag.FlagSet) {
 	d := FromEnv()
 	fs.StringVar(&c.Engine, "engine", d.Engine, "lock engine: file (one host) or redis (many hosts) [JOBLOCK_ENGINE]")
-	fs.StringVar(&c.Dir, "lock-dir", d.Dir, "file engine: lock directory [JOBLOCK_LOCK_DIR]")
+	fs.StringVar(&c.Dir, "lock-dir", d.Dir, "file engine: lock directory, private to this user [JOBLOCK_LOCK_DIR]")
+	fs.BoolVar(&c.SharedGroup, "shared-group", d.SharedGroup, "file engine: let the users of the lock directory's group share it [JOBLOCK_SHARED_GROUP=1]")
 	fs.StringVar(&c.RedisURL, "redis-url", d.RedisURL, "redis engine: server URL [JOBLOCK_REDIS_URL]")
 	fs.StringVar(&c.Prefix, "prefix", d.Prefix, "redis engine: key prefix [JOBLOCK_PREFIX]")
 }
@@ -76,6 +104,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 // processes on the same engine.
 func (c Config) Env() []string {
 	return []string{"JOBLOCK_ENGINE=" + c.Engine, "JOBLOCK_LOCK_DIR=" + c.Dir,
+		"JOBLOCK_SHARED_GROUP=" + strconv.FormatBool(c.SharedGroup),
 		"JOBLOCK_REDIS_URL=" + c.RedisURL, "JOBLOCK_PREFIX=" + c.Prefix}
 }
 
@@ -83,6 +112,9 @@ func (c Config) Env() []string {
 func (c *Config) Describe() string {
 	if c.Engine == Redis {
 		return fmt.Sprintf("redis engine at %s (prefix %q): coordinates processes on every host using this Redis", c.RedisURL, c.Prefix)
+	}
+	if c.SharedGroup {
+		return fmt.Sprintf("file engine in %s, shared by its group: coordinates processes on this host only", c.Dir)
 	}
 	return fmt.Sprintf("file engine in %s: coordinates processes on this host only", c.Dir)
 }
@@ -93,7 +125,14 @@ func (c *Config) Describe() string {
 func (c *Config) Open(ctx context.Context) (l lock.Locker, close func() error, err error) {
 	switch c.Engine {
 	case File:
-		fl, err := filelock.New(c.Dir)
+		var opts []filelock.Option
+		if c.SharedGroup {
+			opts = append(opts, filelock.WithSharedGroup())
+		}
+		fl, err := filelock.New(c.Dir, opts...)
+		if errors.Is(err, filelock.ErrUnsafeDir) && !c.SharedGroup {
+			err = fmt.Errorf("%w (WithSharedGroup is -shared-group or JOBLOCK_SHARED_GROUP=1 here; -lock-dir or JOBLOCK_LOCK_DIR picks another directory)", err)
+		}
 		if err != nil {
 			return nil, nil, err
 		}

@@ -25,6 +25,7 @@ type Locker struct {
 	cfg  config
 	host string
 	pid  int
+	uid  uint32 // this process's effective user, who must own a private directory
 
 	scratch sync.Pool // of *scratch
 
@@ -35,10 +36,12 @@ type Locker struct {
 var _ lock.Locker = (*Locker)(nil)
 
 // New returns a Locker keeping its lock files in dir, creating dir (but not
-// its parents) if it is missing. It returns an error naming the path when
-// dir cannot be used safely: its parent is missing, it is not a directory,
-// it is not writable, or it is on a network filesystem where flock does not
-// exclude other hosts.
+// its parents) if it is missing, with mode 0700 (0770 and setgid with
+// WithSharedGroup). It returns an error naming the path, and saying how to
+// fix it, when dir cannot be used safely: its parent is missing, it is not
+// a directory, it is not writable, it is on a network filesystem where
+// flock does not exclude other hosts, or another user could delete or forge
+// its lock files (ErrUnsafeDir: see WithSharedGroup).
 func New(dir string, opts ...Option) (*Locker, error) {
 	if dir == "" {
 		return nil, errors.New("filelock: lock directory is empty")
@@ -51,11 +54,11 @@ func New(dir string, opts ...Option) (*Locker, error) {
 		cfg.clock = systemClock{bootID: bootID()}
 	}
 	dir = filepath.Clean(dir)
-	if err := prepareDir(dir); err != nil {
+	l := &Locker{dir: dir, cfg: cfg, pid: os.Getpid(), uid: uint32(os.Geteuid()), floorFD: -1}
+	if err := l.prepareDir(); err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
-	l := &Locker{dir: dir, cfg: cfg, host: host, pid: os.Getpid(), floorFD: -1}
+	l.host, _ = os.Hostname()
 	// Creating the floor file proves the directory takes new files.
 	if err := l.openFloor(); err != nil {
 		return nil, err
@@ -63,31 +66,6 @@ func New(dir string, opts ...Option) (*Locker, error) {
 	_ = unix.Close(l.floorFD)
 	l.floorFD = -1
 	return l, nil
-}
-
-func prepareDir(dir string) error {
-	st, err := os.Stat(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("filelock: create lock directory: %w", err)
-		}
-		st, err = os.Stat(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("filelock: lock directory: %w", err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("filelock: lock directory %s is not a directory", dir)
-	}
-	if fs, err := networkFS(dir); err != nil {
-		return pathError("statfs", dir, err)
-	} else if fs != "" {
-		return fmt.Errorf("filelock: lock directory %s is on %s; flock there does not exclude other hosts, use the Redis engine", dir, fs)
-	}
-	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
-		return pathError("access", dir, err)
-	}
-	return nil
 }
 
 // Dir returns the lock directory.

@@ -170,6 +170,8 @@ func (l *Locker) strange(info fileInfo) string {
 		return info.kind()
 	case info.nlink > 1:
 		return fmt.Sprintf("a file with %d hard links", info.nlink)
+	case !l.cfg.shared && info.uid != l.uid:
+		return fmt.Sprintf("owned by uid %d, not by this process's user (uid %d)", info.uid, l.uid)
 	}
 	return ""
 }
@@ -182,7 +184,15 @@ func (l *Locker) openLockFile(path string, create bool) (fd int, created bool, e
 		if err != unix.ENOENT || !create {
 			return fd, false, err
 		}
-		fd, err = unix.Open(path, openFlags|unix.O_CREAT|unix.O_EXCL, 0o644)
+		fd, err = unix.Open(path, openFlags|unix.O_CREAT|unix.O_EXCL, l.fileMode())
+		if err == nil && l.cfg.shared {
+			// The umask may have taken the group's write access.
+			err = unix.Fchmod(fd, l.fileMode())
+			if err != nil {
+				_ = unix.Close(fd)
+				_ = unix.Unlink(path)
+			}
+		}
 		if err == nil {
 			return fd, true, nil
 		}

@@ -23,7 +23,7 @@ func (l *Locker) openFloor() error {
 	if l.floorFD >= 0 {
 		return nil
 	}
-	fd, err := unix.Open(l.floorPath(), openFlags|unix.O_CREAT, 0o644)
+	fd, _, err := l.openLockFile(l.floorPath(), true)
 	if err != nil {
 		return pathError("open", l.floorPath(), err)
 	}
@@ -80,6 +80,10 @@ func (l *Locker) lockFloor(ctx context.Context, how int) (int, error) {
 		if err != nil {
 			_ = unix.Flock(fd, unix.LOCK_UN)
 			return -1, pathError("fstat", l.floorPath(), err)
+		}
+		if what := l.strange(info); info.nlink > 0 && what != "" {
+			_ = unix.Flock(fd, unix.LOCK_UN)
+			return -1, notLockFile(l.floorPath(), what)
 		}
 		if info.nlink > 0 {
 			return fd, nil

@@ -9,6 +9,7 @@ type config struct {
 	clock        Clock
 	corruptGrace time.Duration
 	cleanupAge   time.Duration
+	shared       bool
 }
 
 func defaultConfig() config {
@@ -35,4 +36,16 @@ func WithCorruptGrace(d time.Duration) Option {
 // Cleanup removes every record that is not live.
 func WithCleanupAge(d time.Duration) Option {
 	return func(cfg *config) { cfg.cleanupAge = d }
+}
+
+// WithSharedGroup lets processes of several users share the lock
+// directory through its group: the directory may be owned by another user
+// and writable by its group, lock files may be owned by any user, and the
+// files (and a directory New creates) are made group-writable: 0660 and
+// 0770 with setgid, so new files keep the directory's group. Every member
+// of the group can then delete or forge any lock: use it only for a group
+// that is trusted as a whole. Default: a private directory, owned by this
+// process's user and writable by no one else, with files 0600.
+func WithSharedGroup() Option {
+	return func(cfg *config) { cfg.shared = true }
 }
