@@ -8,9 +8,12 @@ import "time"
 type Clock interface {
 	// Now returns the wall-clock time.
 	Now() time.Time
-	// Boot returns an identifier of the current boot of this host and the
-	// time elapsed since it, counting suspended time. An empty id means the
-	// platform has no such clock and Now alone is used.
+	// Boot returns an identifier of the boot clock this process reads and
+	// the time elapsed on it since boot, counting suspended time. Readings
+	// are compared only under equal identifiers, so the identifier must
+	// change with anything that shifts the clock: the boot, and on Linux
+	// the time namespace. An empty id means there is no such clock and Now
+	// alone is used.
 	Boot() (id string, elapsed time.Duration)
 }
 

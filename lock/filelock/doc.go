@@ -19,10 +19,12 @@
 // it opens the path again. The fencing token is kept in the file and, for
 // removed files, in a floor file (.fence) that is never deleted.
 //
-// Expiry of a record written on this host since its last boot is judged by
-// the boot clock (CLOCK_BOOTTIME on Linux), so stepping the wall clock
-// neither frees a live lock nor holds a dead one. Records from another boot
-// or another implementation are judged by the wall clock.
+// Expiry of a record written on this host since its last boot, by a
+// process in the same time namespace, is judged by the boot clock
+// (CLOCK_BOOTTIME on Linux), so stepping the wall clock neither frees a live
+// lock nor holds a dead one. Records from another boot, another time
+// namespace (whose boot clock is shifted) or another implementation are
+// judged by the wall clock.
 //
 // An empty, unparseable or oversized lock file may be half written by
 // another process or implementation: it counts as held for a grace period
