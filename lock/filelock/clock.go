@@ -2,8 +2,8 @@ package filelock
 
 import "time"
 
-// Clock tells the engine the time. The engine judges a record written on
-// this host since its last boot by Boot, which wall-clock steps do not
+// Clock tells the engine the time. The engine judges a record written
+// under the same Boot identifier by Boot, which wall-clock steps do not
 // move, and any other record by Now.
 type Clock interface {
 	// Now returns the wall-clock time.

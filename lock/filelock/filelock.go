@@ -10,7 +10,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -129,7 +128,7 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 		switch {
 		case ok:
 			if st, left := old.judge(now); st == lock.Held {
-				return nil, &lock.HeldError{Key: key, Holder: strings.Clone(old.LockID), TTL: left}
+				return nil, &lock.HeldError{Key: key, Holder: old.LockID, TTL: left}
 			}
 			fence = old.Fence
 		case len(v.content) == 0 && v.created:
@@ -254,7 +253,6 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 // toRecord describes a lock file, readable or not.
 func (l *Locker) toRecord(v *view, now instant) lock.Record {
 	if rec, ok := v.parse(); ok {
-		rec = rec.retained()
 		return rec.toRecord(now)
 	}
 	st, left := l.unreadable(v, now)

@@ -273,17 +273,6 @@ func (l *Locker) updateLocked(f locked, path string, id fileID, s *scratch, fn f
 	return nil
 }
 
-// encodePadded encodes rec and pads it with spaces to at least size bytes,
-// so a shorter record overwrites a longer one without a truncate and the
-// file stays valid JSON.
-func encodePadded(b []byte, rec *record, size int) []byte {
-	b = rec.appendJSON(b)
-	for len(b)+1 < size {
-		b = append(b, ' ')
-	}
-	return append(b, '\n')
-}
-
 func writeAll(fd int, b []byte) error {
 	var off int64
 	for len(b) > 0 {
