@@ -1,9 +1,10 @@
-package main_test
+package main
 
 import (
 	"bufio"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -16,23 +17,18 @@ import (
 	"github.com/joblock/joblock/internal/redistest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
-var binary string
+// envAsLockctl makes the test binary run as lockctl: the tests start it
+// with lockctl's arguments, as real processes, without building anything.
+const envAsLockctl = "JOBLOCK_LOCKCTL_TEST_AS_MAIN"
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "lockctl-test")
-	if err != nil {
-		panic(err)
+	if os.Getenv(envAsLockctl) != "" {
+		main() // exits
 	}
-	binary = filepath.Join(dir, "lockctl")
-	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build lockctl: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	goleak.VerifyTestMain(m)
 }
 
 // engineEnv returns the environment selecting each engine for a test.
@@ -44,9 +40,11 @@ func engineEnvs(t *testing.T) map[string][]string {
 	}
 }
 
+// lockctl returns the command running lockctl with args in a process of
+// its own, on the engine env selects.
 func lockctl(env []string, args ...string) *exec.Cmd {
-	c := exec.Command(binary, args...)
-	c.Env = append(os.Environ(), env...)
+	c := exec.Command(os.Args[0], args...)
+	c.Env = append(append(os.Environ(), envAsLockctl+"=1"), env...)
 	return c
 }
 
@@ -247,4 +245,56 @@ func TestUsageErrors(t *testing.T) {
 	_, stderr, code = run(t, []string{"JOBLOCK_LOCK_DIR=/proc/nope/locks"}, "acquire", "k")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "/proc/nope")
+}
+
+func TestServeStdioOverLongLine(t *testing.T) {
+	env := engineEnvs(t)["file"]
+	s := newStream(t, env)
+	got := s.do(t, strings.Repeat("x", maxLine+1))
+	assert.Equal(t, "bad request: line of 1048577 bytes is over the limit of 1048576 bytes", got["error"])
+	got = s.do(t, `{"key":"abc123","action":"acquire","timeout":30}`)
+	assert.Equal(t, true, got["locked"], "the stream goes on after an over-long line")
+	s.close(t)
+}
+
+func TestStrayEntriesInTheLockDirectory(t *testing.T) {
+	// Five expired records, and a symlink, a directory and a FIFO named
+	// like lock files: cleanup removes the five and leaves the rest, list
+	// and stats name and count what was skipped.
+	dir := t.TempDir()
+	env := []string{"JOBLOCK_ENGINE=file", "JOBLOCK_LOCK_DIR=" + dir}
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		_, stderr, code := run(t, env, "acquire", "-ttl", "1ms", k)
+		require.Equal(t, 0, code, stderr)
+	}
+	time.Sleep(20 * time.Millisecond)
+	name := func(key string) string {
+		sum := md5.Sum([]byte(key))
+		return filepath.Join(dir, hex.EncodeToString(sum[:])+".lock")
+	}
+	require.NoError(t, os.Symlink("/etc/passwd", name("stray-symlink")))
+	require.NoError(t, os.Mkdir(name("stray-dir"), 0o700))
+	require.NoError(t, syscall.Mkfifo(name("stray-fifo"), 0o600))
+
+	out, stderr, code := run(t, env, "stats")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "expired_locks   5\n")
+	assert.Contains(t, out, "skipped_entries 3 ")
+
+	out, stderr, code = run(t, env, "cleanup")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, "removed 5 expired or released lock records\n", out)
+
+	out, stderr, code = run(t, env, "list")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "skipped 3 entries that are not lock records")
+	for key, what := range map[string]string{"stray-symlink": "a symlink", "stray-dir": "a directory", "stray-fifo": "a fifo"} {
+		assert.Contains(t, out, filepath.Base(name(key))+" is "+what)
+		_, err := os.Lstat(name(key))
+		assert.NoError(t, err, "%s must be left alone", key)
+	}
+
+	_, stderr, code = run(t, env, "acquire", "stray-fifo")
+	assert.Equal(t, 1, code, "an error, not 'held'")
+	assert.Contains(t, stderr, "is a fifo, not a lock file: remove it")
 }
