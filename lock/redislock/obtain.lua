@@ -8,9 +8,12 @@ if held then
   return {held, redis.call('PTTL', KEYS[1])}
 end
 local fence = redis.call('INCR', KEYS[2])
-if fence == 1 then
+if fence <= 1 then
   -- A new or forgotten counter starts at the server clock in microseconds,
-  -- above every token it can have handed out before it was forgotten.
+  -- above every token it can have handed out before it was forgotten. One
+  -- that was not positive was not this engine's: restart it the same way,
+  -- so no token is ever 0 or negative. At the largest integer INCR fails
+  -- with an error instead of wrapping around.
   local now = redis.call('TIME')
   fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
   redis.call('SET', KEYS[2], string.format('%d', fence))
