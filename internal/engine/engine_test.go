@@ -11,7 +11,10 @@ import (
 	"github.com/joblock/joblock/lock/filelock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestDefaultDir(t *testing.T) {
 	tmp := t.TempDir()
