@@ -44,8 +44,9 @@
 //
 // A key used before costs no inode creation or deletion: the file is
 // rewritten in place. Each operation opens the file, locks it and closes it
-// again; no descriptor is kept between operations, so no operation can act
-// on a file that is no longer at its path.
+// again; no descriptor is kept between operations (the fencing floor file
+// included), so no operation can act on a file that is no longer at its
+// path.
 //
 // # Limits
 //

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/joblock/joblock/lock"
-	"golang.org/x/sys/unix"
 )
 
 // Locker is the file engine. It implements lock.Locker and is safe for
@@ -27,9 +26,6 @@ type Locker struct {
 	uid  uint32 // this process's effective user, who must own a private directory
 
 	scratch sync.Pool // of *scratch
-
-	floorMu sync.Mutex
-	floorFD int
 }
 
 var _ lock.Locker = (*Locker)(nil)
@@ -53,35 +49,24 @@ func New(dir string, opts ...Option) (*Locker, error) {
 		cfg.clock = systemClock{bootID: bootID()}
 	}
 	dir = filepath.Clean(dir)
-	l := &Locker{dir: dir, cfg: cfg, pid: os.Getpid(), uid: uint32(os.Geteuid()), floorFD: -1}
+	l := &Locker{dir: dir, cfg: cfg, pid: os.Getpid(), uid: uint32(os.Geteuid())}
 	if err := l.prepareDir(); err != nil {
 		return nil, err
 	}
 	l.host, _ = os.Hostname()
 	// Creating the floor file proves the directory takes new files.
-	if err := l.openFloor(); err != nil {
+	if _, err := l.readFloor(context.Background()); err != nil {
 		return nil, err
 	}
-	_ = unix.Close(l.floorFD)
-	l.floorFD = -1
 	return l, nil
 }
 
 // Dir returns the lock directory.
 func (l *Locker) Dir() string { return l.dir }
 
-// Close closes the fencing floor file the Locker keeps open; lock files
-// are open only during an operation. It releases no lock. The Locker must
-// not be used afterwards.
-func (l *Locker) Close() error {
-	l.floorMu.Lock()
-	defer l.floorMu.Unlock()
-	if l.floorFD >= 0 {
-		_ = unix.Close(l.floorFD)
-		l.floorFD = -1
-	}
-	return nil
-}
+// Close does nothing and returns nil: a Locker keeps no file open between
+// operations. It releases no lock.
+func (l *Locker) Close() error { return nil }
 
 func newToken() string { return "lock_" + rand.Text() }
 

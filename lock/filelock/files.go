@@ -126,12 +126,13 @@ func (f locked) close() {
 
 // openLocked opens the lock file at path (creating it if create is set and
 // it is missing), takes a flock of kind how, and checks that it is a lock
-// file still at its path. Besides real failures it returns errMissing,
-// errRemoved or an error wrapping ErrNotLockFile.
+// file still at its path. Besides real failures it returns errMissing
+// (only without create: with it, a missing path means a missing directory,
+// a real failure), errRemoved or an error wrapping ErrNotLockFile.
 func (l *Locker) openLocked(ctx context.Context, path string, create bool, how int) (locked, error) {
 	fd, created, err := l.openLockFile(path, create)
 	switch {
-	case err == unix.ENOENT:
+	case err == unix.ENOENT && !create:
 		return locked{}, errMissing
 	case err == unix.ELOOP:
 		return locked{}, notLockFile(path, "a symlink")

@@ -18,33 +18,27 @@ const floorName = ".fence"
 
 func (l *Locker) floorPath() string { return filepath.Join(l.dir, floorName) }
 
-// openFloor opens (creating) the floor file. l.floorMu must be held.
-func (l *Locker) openFloor() error {
-	if l.floorFD >= 0 {
-		return nil
-	}
-	fd, _, err := l.openLockFile(l.floorPath(), true)
-	if err != nil {
-		return pathError("open", l.floorPath(), err)
-	}
-	l.floorFD = fd
-	return nil
-}
-
 // withFloor runs fn on the floor file's current value under a flock of kind
-// how and writes back what fn returns when it differs. floorMu orders this
-// process's goroutines, which share one descriptor and so one flock.
+// how and writes back what fn returns when it differs. Like a lock file,
+// the floor is opened for each use: only new lock files and cleanup need
+// it.
 func (l *Locker) withFloor(ctx context.Context, how int, fn func(cur uint64) uint64) (uint64, error) {
 	path := l.floorPath()
-	l.floorMu.Lock()
-	defer l.floorMu.Unlock()
-	fd, err := l.lockFloor(ctx, how)
-	if err != nil {
-		return 0, err
+	var f locked
+	for {
+		var err error
+		f, err = l.openLocked(ctx, path, true, how)
+		if err == errRemoved {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		break
 	}
-	defer func() { _ = unix.Flock(fd, unix.LOCK_UN) }()
+	defer f.close()
 	var buf [32]byte
-	n, err := unix.Pread(fd, buf[:], 0)
+	n, err := unix.Pread(f.fd, buf[:], 0)
 	if err != nil {
 		return 0, pathError("read", path, err)
 	}
@@ -57,41 +51,10 @@ func (l *Locker) withFloor(ctx context.Context, how int, fn func(cur uint64) uin
 	for len(out) < n-1 {
 		out = append(out, ' ')
 	}
-	if err := writeAll(fd, append(out, '\n')); err != nil {
+	if err := writeAll(f.fd, append(out, '\n')); err != nil {
 		return 0, pathError("write", path, err)
 	}
 	return next, nil
-}
-
-// lockFloor takes a flock of kind how on the floor file and returns its
-// descriptor. The descriptor is opened on first need and kept, since the
-// file is never removed; if someone removed it anyway, it is opened again,
-// so that every Locker agrees on one floor. l.floorMu must be held.
-func (l *Locker) lockFloor(ctx context.Context, how int) (int, error) {
-	for {
-		if err := l.openFloor(); err != nil {
-			return -1, err
-		}
-		fd := l.floorFD
-		if err := flock(ctx, fd, how); err != nil {
-			return -1, pathError("flock", l.floorPath(), err)
-		}
-		info, err := fstat(fd)
-		if err != nil {
-			_ = unix.Flock(fd, unix.LOCK_UN)
-			return -1, pathError("fstat", l.floorPath(), err)
-		}
-		if what := l.strange(info); info.nlink > 0 && what != "" {
-			_ = unix.Flock(fd, unix.LOCK_UN)
-			return -1, notLockFile(l.floorPath(), what)
-		}
-		if info.nlink > 0 {
-			return fd, nil
-		}
-		_ = unix.Flock(fd, unix.LOCK_UN)
-		_ = unix.Close(fd)
-		l.floorFD = -1
-	}
 }
 
 func (l *Locker) readFloor(ctx context.Context) (uint64, error) {
