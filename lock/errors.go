@@ -20,7 +20,8 @@ var (
 	// MaxKeyLen, a key that is not valid UTF-8 or holds control characters.
 	ErrInvalidKey = errors.New("lock: invalid key")
 
-	// ErrInvalidTTL is returned for a TTL under one millisecond.
+	// ErrInvalidTTL is returned for a TTL that is not positive, under
+	// MinTTL or over MaxTTL (see ValidateTTL).
 	ErrInvalidTTL = errors.New("lock: invalid ttl")
 
 	// ErrLost is the cause of a context cancelled because the lock that

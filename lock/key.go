@@ -10,6 +10,16 @@ import (
 // MaxKeyLen is the longest key, in bytes, that every engine accepts.
 const MaxKeyLen = 1024
 
+// TTL limits every engine enforces (see ValidateTTL).
+const (
+	// MinTTL is the shortest TTL: engines keep expiries to the millisecond.
+	MinTTL = time.Millisecond
+	// MaxTTL is the longest TTL, 365 days: far longer than any lease worth
+	// holding, and short enough that no expiry computed from it (wall clock,
+	// boot clock, milliseconds, a Redis PX) can overflow.
+	MaxTTL = 365 * 24 * time.Hour
+)
+
 // ValidateKey reports, wrapped in ErrInvalidKey, why key cannot name a lock:
 // it is empty, longer than MaxKeyLen bytes, not valid UTF-8, or holds a
 // control character. It returns nil for a usable key.
@@ -30,11 +40,37 @@ func ValidateKey(key string) error {
 	return nil
 }
 
-// ValidateTTL returns an error wrapping ErrInvalidTTL when ttl is under one
-// millisecond, the precision every engine keeps.
+// ValidateTTL is the one TTL check of every entry point: engines, the
+// Manager, Process, the middleware, the scheduler and the command line. It
+// returns an error wrapping ErrInvalidTTL, naming ttl and the limit it
+// breaks, when ttl is not positive, under MinTTL or over MaxTTL, and nil
+// otherwise.
 func ValidateTTL(ttl time.Duration) error {
-	if ttl < time.Millisecond {
-		return fmt.Errorf("%w: %s, must be at least 1ms", ErrInvalidTTL, ttl)
+	switch {
+	case ttl <= 0:
+		return fmt.Errorf("%w: %s, must be positive", ErrInvalidTTL, ttl)
+	case ttl < MinTTL:
+		return fmt.Errorf("%w: %s is under the minimum of %s", ErrInvalidTTL, ttl, MinTTL)
+	case ttl > MaxTTL:
+		return fmt.Errorf("%w: %s is over the maximum of %s (365 days)", ErrInvalidTTL, ttl, MaxTTL)
 	}
 	return nil
+}
+
+// maxTTLSeconds is MaxTTL in whole seconds.
+const maxTTLSeconds = int64(MaxTTL / time.Second)
+
+// TTLFromSeconds converts a timeout in whole seconds, as the spec's
+// process() takes it, to a TTL. It checks the range before converting, so
+// no value can wrap around: it returns an error wrapping ErrInvalidTTL,
+// naming the value and the limit, for zero, a negative number, or more
+// seconds than MaxTTL holds.
+func TTLFromSeconds(seconds int64) (time.Duration, error) {
+	switch {
+	case seconds <= 0:
+		return 0, fmt.Errorf("%w: timeout must be a positive number of seconds, got %d", ErrInvalidTTL, seconds)
+	case seconds > maxTTLSeconds:
+		return 0, fmt.Errorf("%w: timeout %d s is over the maximum of %d s (365 days)", ErrInvalidTTL, seconds, maxTTLSeconds)
+	}
+	return time.Duration(seconds) * time.Second, nil
 }

@@ -29,11 +29,14 @@ type Locker interface {
 	Inspect(ctx context.Context, key string) (rec Record, ok bool, err error)
 
 	// Scan calls fn for every record the engine stores, live or not, until
-	// fn returns false. Records may change while Scan runs.
+	// fn returns false. Records may change while Scan runs. An entry that
+	// is not a lock record is reported as a Skipped record, never as an
+	// error.
 	Scan(ctx context.Context, fn func(Record) bool) error
 
 	// Cleanup removes records that expired or were released, never a live
-	// one, and returns how many it removed.
+	// one, and returns how many it removed. Entries that are not lock
+	// records are left alone and do not stop it.
 	Cleanup(ctx context.Context) (int, error)
 }
 
@@ -79,6 +82,12 @@ const (
 	Expired
 	// Released means the holder gave the lock up.
 	Released
+	// Skipped marks an entry of the engine's store that is not a lock
+	// record and that the engine leaves alone: for the file engine, a
+	// symlink, directory, FIFO or other file named like a lock file that it
+	// must not use. Scan reports it so it can be counted and removed by a
+	// person; Record.Note says what it is.
+	Skipped
 )
 
 func (s State) String() string {
@@ -89,6 +98,8 @@ func (s State) String() string {
 		return "expired"
 	case Released:
 		return "released"
+	case Skipped:
+		return "skipped"
 	}
 	return "unknown"
 }
@@ -111,4 +122,7 @@ type Record struct {
 	// Limit is how many holders the key admits, for a slot of a key used
 	// with ObtainLimit; 0 for a plain lock.
 	Limit int `json:"limit,omitempty"`
+	// Note says, for an entry whose record could not be read (unreadable
+	// or Skipped), what the engine found instead, naming the entry.
+	Note string `json:"note,omitempty"`
 }

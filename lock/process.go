@@ -2,8 +2,11 @@ package lock
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"time"
 )
 
@@ -21,12 +24,67 @@ type Request struct {
 	// Action is ActionAcquire or ActionRelease. Required.
 	Action string `json:"action"`
 	// Timeout is the lock's TTL in whole seconds. Nil means the Manager's
-	// default TTL; zero or negative is an error.
+	// default TTL; zero, negative, or more than MaxTTL is an error (see
+	// TTLFromSeconds).
 	Timeout *int `json:"timeout,omitempty"`
 	// LockID, on a release, frees the lock with that lock_id even if
 	// another Manager or process acquired it. Without it a release frees
 	// only this Manager's own lock.
 	LockID string `json:"lock_id,omitempty"`
+}
+
+// UnmarshalJSON decodes the spec's request. A timeout, when present and
+// not null, must be a JSON number holding a whole number of seconds that
+// TTLFromSeconds accepts (30, 30.0 and 3e1 are the same); anything else is
+// an error wrapping ErrInvalidTTL that names the value and the limit.
+func (r *Request) UnmarshalJSON(b []byte) error {
+	type plain Request // the same fields without this method
+	var in struct {
+		plain
+		Timeout json.RawMessage `json:"timeout"`
+	}
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	*r = Request(in.plain)
+	r.Timeout = nil
+	if len(in.Timeout) == 0 || string(in.Timeout) == "null" {
+		return nil
+	}
+	secs, err := timeoutSeconds(string(in.Timeout))
+	if err != nil {
+		return err
+	}
+	n := int(secs)
+	r.Timeout = &n
+	return nil
+}
+
+// timeoutSeconds reads a JSON timeout: a number of whole seconds within
+// TTLFromSeconds's range, in any JSON number form.
+func timeoutSeconds(raw string) (int64, error) {
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err == nil {
+		_, err = TTLFromSeconds(n)
+		return n, err
+	}
+	f, ferr := strconv.ParseFloat(raw, 64)
+	var num *strconv.NumError
+	switch {
+	case errors.As(ferr, &num) && num.Err == strconv.ErrRange && f < 0:
+		return 0, fmt.Errorf("%w: timeout must be a positive number of seconds, got %s", ErrInvalidTTL, raw)
+	case errors.As(ferr, &num) && num.Err == strconv.ErrRange:
+		return 0, fmt.Errorf("%w: timeout %s s is over the maximum of %d s (365 days)", ErrInvalidTTL, raw, maxTTLSeconds)
+	case ferr != nil:
+		return 0, fmt.Errorf("%w: timeout must be a number of seconds, got %s", ErrInvalidTTL, raw)
+	case f != math.Trunc(f):
+		return 0, fmt.Errorf("%w: timeout %s is not a whole number of seconds", ErrInvalidTTL, raw)
+	case f > float64(maxTTLSeconds):
+		return 0, fmt.Errorf("%w: timeout %s s is over the maximum of %d s (365 days)", ErrInvalidTTL, raw, maxTTLSeconds)
+	}
+	// Whole and at most the maximum: exact as an int64.
+	_, err = TTLFromSeconds(int64(f))
+	return int64(f), err
 }
 
 // Result is the spec's process() output, field for field. LockID and
@@ -66,26 +124,37 @@ func (m *Manager) Process(ctx context.Context, req Request) Result {
 func (m *Manager) processAcquire(ctx context.Context, req Request) Result {
 	var ttl time.Duration
 	if req.Timeout != nil {
-		if *req.Timeout <= 0 {
-			return Result{Error: fmt.Sprintf("timeout must be a positive number of seconds, got %d", *req.Timeout)}
+		var err error
+		if ttl, err = TTLFromSeconds(int64(*req.Timeout)); err != nil {
+			return Result{Error: err.Error()}
 		}
-		ttl = time.Duration(*req.Timeout) * time.Second
 	}
 	return AcquireResult(m.Acquire(ctx, req.Key, ttl))
 }
 
 // AcquireResult describes the outcome of an acquire (Obtain, ObtainWait,
-// Manager.Acquire) as the spec's process() output.
+// Manager.Acquire) as the spec's process() output. Its expires_at is the
+// lease's expiry rounded up to the second, as the file engine writes it,
+// so a whole-second reader never sees the lock end early.
 func AcquireResult(l Lease, err error) Result {
 	var held *HeldError
 	switch {
 	case err == nil:
-		exp := l.ExpiresAt.Unix()
+		exp := unixCeil(l.ExpiresAt)
 		return Result{Locked: true, LockID: &l.Token, ExpiresAt: &exp}
 	case errors.As(err, &held):
 		return Result{AlreadyLocked: true, LockedBy: held.Holder}
 	}
 	return Result{Error: err.Error()}
+}
+
+// unixCeil is t in unix seconds, rounded up.
+func unixCeil(t time.Time) int64 {
+	s := t.Unix()
+	if t.Nanosecond() > 0 {
+		s++
+	}
+	return s
 }
 
 // ReleaseResult describes the outcome of releasing lockID as the spec's

@@ -201,7 +201,8 @@ func (g *guard) oncePerTick(ctx context.Context, key string, fn func(ctx context
 	}
 	key += "@" + tick.UTC().Format(time.RFC3339)
 	// Until no host, however late its clock, can take the run for this tick.
-	window := max(next.Add(g.cfg.skew).Sub(now), time.Millisecond)
+	// (A yearly schedule's window is capped at the longest TTL.)
+	window := min(max(next.Add(g.cfg.skew).Sub(now), time.Millisecond), lock.MaxTTL)
 	return g.run(ctx, key, fn, skip{"run skipped: another process took this tick", slog.LevelDebug},
 		lock.WithLease(window), lock.WithWindow(window))
 }

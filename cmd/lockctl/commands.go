@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -62,8 +63,13 @@ func (e *env) parse(nargs int, names string) error {
 	if nargs >= 0 && e.fs.NArg() != nargs {
 		return fail(exitUsage, "%s: want %s, got %d argument(s) (see lockctl help)", e.name, names, e.fs.NArg())
 	}
-	if e.ttl < 0 || e.wait < 0 {
-		return fail(exitUsage, "%s: -ttl and -wait must not be negative", e.name)
+	if e.fs.Lookup("ttl") != nil {
+		if err := lock.ValidateTTL(e.ttl); err != nil {
+			return fail(exitUsage, "%s: -ttl: %v", e.name, err)
+		}
+	}
+	if e.wait < 0 {
+		return fail(exitUsage, "%s: -wait must not be negative, got %s", e.name, e.wait)
 	}
 	if err := e.engine.Check(false); err != nil {
 		return fail(exitUsage, "%s: %v", e.name, err)
@@ -220,10 +226,23 @@ func cmdList(ctx context.Context, e *env) error {
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "KEY\tSTATE\tTTL\tFENCE\tLOCK_ID\tPID\tHOST")
+	var skipped []string
 	for _, r := range recs {
+		if r.State == lock.Skipped {
+			skipped = append(skipped, r.Note)
+			continue
+		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%s\n", r.Key, r.State, r.TTL.Round(time.Millisecond), r.Fence, r.Token, r.PID, r.Host)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if len(skipped) > 0 {
+		_, err := fmt.Fprintf(e.stdout, "skipped %d entries that are not lock records (left alone; remove them by hand): %s\n",
+			len(skipped), strings.Join(skipped, "; "))
+		return err
+	}
+	return nil
 }
 
 func cmdStats(ctx context.Context, e *env) error {
@@ -241,6 +260,9 @@ func cmdStats(ctx context.Context, e *env) error {
 	}
 	fmt.Fprintf(e.stdout, "total_locks     %d\nactive_locks    %d\nexpired_locks   %d\ninstance_locks  %d\n",
 		s.TotalLocks, s.ActiveLocks, s.ExpiredLocks, s.InstanceLocks)
+	if s.SkippedEntries > 0 {
+		fmt.Fprintf(e.stdout, "skipped_entries %d (not lock records; lockctl list names them)\n", s.SkippedEntries)
+	}
 	return nil
 }
 

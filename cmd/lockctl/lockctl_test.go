@@ -2,7 +2,9 @@ package main_test
 
 import (
 	"bufio"
+	"crypto/md5"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/url"
@@ -19,6 +21,7 @@ import (
 	"github.com/joblock/joblock/internal/redistest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 // envAsLockctl makes the test binary run as lockctl, so the tests drive a
@@ -30,7 +33,7 @@ func TestMain(m *testing.M) {
 		cli.Main()
 		return
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // engineEnvs returns the environment selecting each engine for a test, and
@@ -231,11 +234,25 @@ func TestUsageErrors(t *testing.T) {
 		_, _, code := run(t, env, args...)
 		assert.Equal(t, 2, code, "%v", args)
 	}
+	for _, tt := range []struct{ give, want string }{
+		{"0s", "-ttl: lock: invalid ttl: 0s, must be positive"},
+		{"-1s", "-ttl: lock: invalid ttl: -1s, must be positive"},
+		{"500us", "is under the minimum of 1ms"},
+		{"8761h", "8761h0m0s is over the maximum of 8760h0m0s"},
+	} {
+		_, stderr, code := run(t, env, "acquire", "-ttl", tt.give, "k")
+		assert.Equal(t, 2, code, "-ttl %s", tt.give)
+		assert.Contains(t, stderr, tt.want)
+	}
+	_, stderr, code := run(t, env, "run", "-wait", "-1s", "k", "--", "true")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "-wait must not be negative, got -1s")
+
 	out, _, code := run(t, env, "help")
 	assert.Equal(t, 0, code)
 	assert.Contains(t, out, "Exit codes:")
 
-	_, stderr, code := run(t, []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://127.0.0.1:1"}, "acquire", "k")
+	_, stderr, code = run(t, []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://127.0.0.1:1"}, "acquire", "k")
 	assert.Equal(t, 1, code, "Redis down is an error, not 'held'")
 	assert.Contains(t, stderr, "127.0.0.1:1")
 	_, stderr, code = run(t, []string{"JOBLOCK_LOCK_DIR=/proc/nope/locks"}, "acquire", "k")
@@ -342,4 +359,56 @@ func TestNoSecretInOutput(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestServeStdioOverLongLine(t *testing.T) {
+	env := first(engineEnvs(t))["file"]
+	s := newStream(t, env)
+	got := s.do(t, strings.Repeat("x", cli.MaxLine+1))
+	assert.Equal(t, "bad request: line of 1048577 bytes is over the limit of 1048576 bytes", got["error"])
+	got = s.do(t, `{"key":"abc123","action":"acquire","timeout":30}`)
+	assert.Equal(t, true, got["locked"], "the stream goes on after an over-long line")
+	s.close(t)
+}
+
+func TestStrayEntriesInTheLockDirectory(t *testing.T) {
+	// Five expired records, and a symlink, a directory and a FIFO named
+	// like lock files: cleanup removes the five and leaves the rest, list
+	// and stats name and count what was skipped.
+	dir := t.TempDir()
+	env := []string{"JOBLOCK_ENGINE=file", "JOBLOCK_LOCK_DIR=" + dir}
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		_, stderr, code := run(t, env, "acquire", "-ttl", "1ms", k)
+		require.Equal(t, 0, code, stderr)
+	}
+	time.Sleep(20 * time.Millisecond)
+	name := func(key string) string {
+		sum := md5.Sum([]byte(key))
+		return filepath.Join(dir, hex.EncodeToString(sum[:])+".lock")
+	}
+	require.NoError(t, os.Symlink("/etc/passwd", name("stray-symlink")))
+	require.NoError(t, os.Mkdir(name("stray-dir"), 0o700))
+	require.NoError(t, syscall.Mkfifo(name("stray-fifo"), 0o600))
+
+	out, stderr, code := run(t, env, "stats")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "expired_locks   5\n")
+	assert.Contains(t, out, "skipped_entries 3 ")
+
+	out, stderr, code = run(t, env, "cleanup")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, "removed 5 expired or released lock records\n", out)
+
+	out, stderr, code = run(t, env, "list")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "skipped 3 entries that are not lock records")
+	for key, what := range map[string]string{"stray-symlink": "a symlink", "stray-dir": "a directory", "stray-fifo": "a fifo"} {
+		assert.Contains(t, out, filepath.Base(name(key))+" is "+what)
+		_, err := os.Lstat(name(key))
+		assert.NoError(t, err, "%s must be left alone", key)
+	}
+
+	_, stderr, code = run(t, env, "acquire", "stray-fifo")
+	assert.Equal(t, 1, code, "an error, not 'held'")
+	assert.Contains(t, stderr, "is a fifo, not a lock file: remove it")
 }

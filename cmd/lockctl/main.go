@@ -39,7 +39,9 @@ Usage:
   lockctl status  [flags] KEY            who holds KEY and for how long
   lockctl list    [flags] [-all]         the locks stats counts: held and expired
                                          (-all: also released records, which the file
-                                         engine keeps so that a key reuses its file)
+                                         engine keeps so that a key reuses its file), and
+                                         entries skipped as not lock records (stray
+                                         symlinks, directories, ...)
   lockctl stats   [flags]                total (held + expired), active, expired and
                                          instance locks
   lockctl cleanup [flags]                remove expired and released records
@@ -51,7 +53,11 @@ Usage:
 
 Flags (every command; environment variables give the defaults):
   -engine file|redis   lock engine [JOBLOCK_ENGINE, default file]
-  -lock-dir DIR        file engine directory [JOBLOCK_LOCK_DIR, default $TMPDIR/joblock]
+  -lock-dir DIR        file engine directory, private to this user [JOBLOCK_LOCK_DIR,
+                       default $XDG_RUNTIME_DIR/joblock, else /dev/shm/joblock-UID,
+                       else $TMPDIR/joblock-UID]
+  -shared-group        file engine: let the users of the directory's group share it
+                       (group-writable directory, files 0660) [JOBLOCK_SHARED_GROUP=1]
   -redis-url URL       Redis engine server [JOBLOCK_REDIS_URL, default redis://127.0.0.1:6379/0]:
                        redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS),
                        redis-sentinel://[:PASSWORD@]S1[:PORT],S2.../DB?master_name=NAME,
@@ -65,7 +71,8 @@ Flags (every command; environment variables give the defaults):
                        list, stats, cleanup; serve-stdio always speaks JSON)
 
 acquire:
-  -ttl D               lock TTL (default 30s): the lock lasts this long, then expires
+  -ttl D               lock TTL, 1ms to 8760h (365 days) (default 30s): the lock lasts
+                       this long, then expires
   -wait D              wait up to D for a held key (default 0: do not wait)
 run:
   -lease D             lock lease (default 15s), renewed every D/3 while COMMAND runs:

@@ -26,10 +26,12 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/filelock"
@@ -50,6 +52,10 @@ type Config struct {
 	// Dir is the file engine's lock directory. Env JOBLOCK_LOCK_DIR,
 	// default DefaultDir().
 	Dir string
+	// SharedGroup lets users of one group share Dir (see
+	// filelock.WithSharedGroup). Env JOBLOCK_SHARED_GROUP=1, default off:
+	// Dir must be private to this user.
+	SharedGroup bool
 	// RedisURL is the Redis server, in one of the forms the package
 	// comment lists. Env JOBLOCK_REDIS_URL, default DefaultRedisURL.
 	RedisURL string
@@ -76,8 +82,40 @@ func env(name, def string) string {
 	return def
 }
 
-// DefaultDir is the file engine's directory when none is configured.
-func DefaultDir() string { return filepath.Join(os.TempDir(), "joblock") }
+// DefaultDir is the file engine's directory when none is configured: a
+// tmpfs if the host has one to offer, since locks need not outlive a
+// reboot and a new lock file costs far less there than on a disk
+// filesystem (see the README's performance section). That is joblock in
+// the user's runtime directory ($XDG_RUNTIME_DIR, private to the user on
+// systemd hosts), else joblock-<uid> in /dev/shm, else in the system's
+// temporary directory. filelock.New creates it with mode 0700 and refuses
+// it if another user made it first.
+func DefaultDir() string {
+	if run := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(run) && isDir(run) {
+		return filepath.Join(run, "joblock")
+	}
+	name := "joblock"
+	if uid := os.Geteuid(); uid >= 0 {
+		name += "-" + strconv.Itoa(uid)
+	}
+	if isDir(sharedMemory) && onTmpfs(sharedMemory) {
+		return filepath.Join(sharedMemory, name)
+	}
+	return filepath.Join(os.TempDir(), name)
+}
+
+// sharedMemory is where Linux mounts a tmpfs for every user.
+const sharedMemory = "/dev/shm"
+
+func isDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
+}
+
+func isTrue(v string) bool {
+	b, _ := strconv.ParseBool(v)
+	return b
+}
 
 // DefaultRedisURL is the Redis URL when none is configured.
 const DefaultRedisURL = "redis://127.0.0.1:6379/0"
@@ -88,6 +126,7 @@ func FromEnv() Config {
 	return Config{
 		Engine:           env("JOBLOCK_ENGINE", File),
 		Dir:              env("JOBLOCK_LOCK_DIR", DefaultDir()),
+		SharedGroup:      isTrue(os.Getenv("JOBLOCK_SHARED_GROUP")),
 		RedisURL:         env("JOBLOCK_REDIS_URL", DefaultRedisURL),
 		Prefix:           env("JOBLOCK_PREFIX", redislock.DefaultPrefix),
 		RedisCA:          os.Getenv("JOBLOCK_REDIS_CA"),
@@ -103,7 +142,8 @@ func FromEnv() Config {
 func (c *Config) Bind(fs *flag.FlagSet, redisUse string) {
 	*c = FromEnv()
 	fs.StringVar(&c.Engine, "engine", c.Engine, "lock engine: file (one host) or redis (many hosts) [JOBLOCK_ENGINE]")
-	fs.StringVar(&c.Dir, "lock-dir", c.Dir, "file engine: lock directory [JOBLOCK_LOCK_DIR]")
+	fs.StringVar(&c.Dir, "lock-dir", c.Dir, "file engine: lock directory, private to this user [JOBLOCK_LOCK_DIR]")
+	fs.BoolVar(&c.SharedGroup, "shared-group", c.SharedGroup, "file engine: let the users of the lock directory's group share it [JOBLOCK_SHARED_GROUP=1]")
 	fs.Var(secretURL{&c.RedisURL}, "redis-url", redisUse+": a redis://, rediss:// (TLS), redis-sentinel://, redis-cluster:// or unix:// `URL` [JOBLOCK_REDIS_URL]")
 	fs.StringVar(&c.Prefix, "prefix", c.Prefix, "redis engine: key prefix [JOBLOCK_PREFIX]")
 	fs.StringVar(&c.RedisCA, "redis-ca", c.RedisCA, "TLS: PEM file of CAs to trust instead of the system's [JOBLOCK_REDIS_CA]")
@@ -128,6 +168,7 @@ func (v secretURL) Set(s string) error { *v.s = s; return nil }
 // processes on the same engine.
 func (c Config) Env() []string {
 	return []string{"JOBLOCK_ENGINE=" + c.Engine, "JOBLOCK_LOCK_DIR=" + c.Dir,
+		"JOBLOCK_SHARED_GROUP=" + strconv.FormatBool(c.SharedGroup),
 		"JOBLOCK_REDIS_URL=" + c.RedisURL, "JOBLOCK_PREFIX=" + c.Prefix,
 		"JOBLOCK_REDIS_CA=" + c.RedisCA, "JOBLOCK_REDIS_CERT=" + c.RedisCert, "JOBLOCK_REDIS_KEY=" + c.RedisKey,
 		"JOBLOCK_REDIS_SENTINEL_PASSWORD=" + c.SentinelPassword}
@@ -157,6 +198,9 @@ func (c *Config) Check(needRedis bool) error {
 func (c *Config) Describe() string {
 	if c.Engine == Redis {
 		return fmt.Sprintf("redis engine at %s (prefix %q): coordinates processes on every host using this Redis", Redact(c.RedisURL), c.Prefix)
+	}
+	if c.SharedGroup {
+		return fmt.Sprintf("file engine in %s, shared by its group: coordinates processes on this host only", c.Dir)
 	}
 	return fmt.Sprintf("file engine in %s: coordinates processes on this host only", c.Dir)
 }
@@ -193,7 +237,14 @@ func (c *Config) Open(ctx context.Context) (l lock.Locker, close func() error, e
 func (c *Config) OpenWith(rdb redis.UniversalClient) (l lock.Locker, close func() error, err error) {
 	switch c.Engine {
 	case File:
-		fl, err := filelock.New(c.Dir)
+		var opts []filelock.Option
+		if c.SharedGroup {
+			opts = append(opts, filelock.WithSharedGroup())
+		}
+		fl, err := filelock.New(c.Dir, opts...)
+		if errors.Is(err, filelock.ErrUnsafeDir) && !c.SharedGroup {
+			err = fmt.Errorf("%w (WithSharedGroup is -shared-group or JOBLOCK_SHARED_GROUP=1 here; -lock-dir or JOBLOCK_LOCK_DIR picks another directory)", err)
+		}
 		if err != nil {
 			return nil, nil, err
 		}

@@ -10,8 +10,9 @@ import (
 
 const envDir = "JOBLOCK_FILELOCK_DIR"
 
-// runChild serves the cross-process tests' child processes.
+// runChild serves the cross-process tests' child processes. It returns
+// true when this process was one and is done.
 func runChild() bool {
 	locktest.ChildMain(func() (lock.Locker, error) { return filelock.New(os.Getenv(envDir)) })
-	return false
+	return runTimeNSChild()
 }

@@ -2,15 +2,18 @@ package filelock
 
 import "time"
 
-// Clock tells the engine the time. The engine judges a record written on
-// this host since its last boot by Boot, which wall-clock steps do not
+// Clock tells the engine the time. The engine judges a record written
+// under the same Boot identifier by Boot, which wall-clock steps do not
 // move, and any other record by Now.
 type Clock interface {
 	// Now returns the wall-clock time.
 	Now() time.Time
-	// Boot returns an identifier of the current boot of this host and the
-	// time elapsed since it, counting suspended time. An empty id means the
-	// platform has no such clock and Now alone is used.
+	// Boot returns an identifier of the boot clock this process reads and
+	// the time elapsed on it since boot, counting suspended time. Readings
+	// are compared only under equal identifiers, so the identifier must
+	// change with anything that shifts the clock: the boot, and on Linux
+	// the time namespace. An empty id means there is no such clock and Now
+	// alone is used.
 	Boot() (id string, elapsed time.Duration)
 }
 

@@ -29,10 +29,3 @@ func TestConformance(t *testing.T) {
 	dir := t.TempDir()
 	locktest.Run(t, func(t *testing.T) lock.Locker { return newLocker(t, dir) })
 }
-
-func TestConformanceOneOpenFile(t *testing.T) {
-	// With a single cached descriptor every operation evicts and reopens,
-	// which exercises the reopen paths under the same contract.
-	dir := t.TempDir()
-	locktest.Run(t, func(t *testing.T) lock.Locker { return newLocker(t, dir, filelock.WithMaxOpenFiles(1)) })
-}

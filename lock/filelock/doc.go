@@ -19,20 +19,34 @@
 // it opens the path again. The fencing token is kept in the file and, for
 // removed files, in a floor file (.fence) that is never deleted.
 //
-// Expiry of a record written on this host since its last boot is judged by
-// the boot clock (CLOCK_BOOTTIME on Linux), so stepping the wall clock
-// neither frees a live lock nor holds a dead one. Records from another boot
-// or another implementation are judged by the wall clock.
+// Expiry of a record written on this host since its last boot, by a
+// process in the same time namespace, is judged by the boot clock
+// (CLOCK_BOOTTIME on Linux), so stepping the wall clock neither frees a live
+// lock nor holds a dead one. Records from another boot, another time
+// namespace (whose boot clock is shifted) or another implementation are
+// judged by the wall clock.
 //
-// An empty or unparseable lock file may be half written by another process
-// or implementation: it counts as held for a grace period after its last
-// change (WithCorruptGrace), then as expired.
+// An empty, unparseable or oversized lock file may be half written by
+// another process or implementation: it counts as held for a grace period
+// after its last change (WithCorruptGrace), then as expired. Only the first
+// 16 KiB of a file are ever read.
+//
+// # Untrusted entries
+//
+// Every entry named like a lock file is checked after it is opened: a
+// symlink, directory, FIFO or other non-regular file, or a file with more
+// than one hard link, is never read or written. Operations on its key
+// return an error wrapping ErrNotLockFile; Scan reports it as a
+// lock.Skipped record and Cleanup leaves it alone, so one stray entry never
+// stops either.
 //
 // # Speed
 //
 // A key used before costs no inode creation or deletion: the file is
-// rewritten in place, and the Locker keeps recently used files open
-// (WithMaxOpenFiles).
+// rewritten in place. Each operation opens the file, locks it and closes it
+// again; no descriptor is kept between operations (the fencing floor file
+// included), so no operation can act on a file that is no longer at its
+// path.
 //
 // # Limits
 //

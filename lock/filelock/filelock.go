@@ -7,14 +7,13 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/joblock/joblock/lock"
-	"golang.org/x/sys/unix"
 )
 
 // Locker is the file engine. It implements lock.Locker and is safe for
@@ -24,21 +23,20 @@ type Locker struct {
 	cfg  config
 	host string
 	pid  int
+	uid  uint32 // this process's effective user, who must own a private directory
 
-	mu   sync.Mutex
-	open map[fileID]*entry
-
-	floorMu sync.Mutex
-	floorFD int
+	scratch sync.Pool // of *scratch
 }
 
 var _ lock.Locker = (*Locker)(nil)
 
 // New returns a Locker keeping its lock files in dir, creating dir (but not
-// its parents) if it is missing. It returns an error naming the path when
-// dir cannot be used safely: its parent is missing, it is not a directory,
-// it is not writable, or it is on a network filesystem where flock does not
-// exclude other hosts.
+// its parents) if it is missing, with mode 0700 (0770 and setgid with
+// WithSharedGroup). It returns an error naming the path, and saying how to
+// fix it, when dir cannot be used safely: its parent is missing, it is not
+// a directory, it is not writable, it is on a network filesystem where
+// flock does not exclude other hosts, or another user could delete or forge
+// its lock files (ErrUnsafeDir: see WithSharedGroup).
 func New(dir string, opts ...Option) (*Locker, error) {
 	if dir == "" {
 		return nil, errors.New("filelock: lock directory is empty")
@@ -51,84 +49,51 @@ func New(dir string, opts ...Option) (*Locker, error) {
 		cfg.clock = systemClock{bootID: bootID()}
 	}
 	dir = filepath.Clean(dir)
-	if err := prepareDir(dir); err != nil {
+	l := &Locker{dir: dir, cfg: cfg, pid: os.Getpid(), uid: uint32(os.Geteuid())}
+	if err := l.prepareDir(); err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
-	l := &Locker{dir: dir, cfg: cfg, host: host, pid: os.Getpid(), open: make(map[fileID]*entry), floorFD: -1}
+	l.host, _ = os.Hostname()
 	// Creating the floor file proves the directory takes new files.
-	if err := l.openFloor(); err != nil {
+	if _, err := l.readFloor(context.Background()); err != nil {
 		return nil, err
 	}
-	_ = unix.Close(l.floorFD)
-	l.floorFD = -1
 	return l, nil
-}
-
-func prepareDir(dir string) error {
-	st, err := os.Stat(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("filelock: create lock directory: %w", err)
-		}
-		st, err = os.Stat(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("filelock: lock directory: %w", err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("filelock: lock directory %s is not a directory", dir)
-	}
-	if fs, err := networkFS(dir); err != nil {
-		return pathError("statfs", dir, err)
-	} else if fs != "" {
-		return fmt.Errorf("filelock: lock directory %s is on %s; flock there does not exclude other hosts, use the Redis engine", dir, fs)
-	}
-	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
-		return pathError("access", dir, err)
-	}
-	return nil
 }
 
 // Dir returns the lock directory.
 func (l *Locker) Dir() string { return l.dir }
 
-// Close closes the lock files the Locker keeps open. It releases no lock.
-// The Locker must not be used afterwards.
-func (l *Locker) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for id, e := range l.open {
-		e.mu.Lock()
-		_ = unix.Close(e.fd)
-		e.fd = -1
-		e.mu.Unlock()
-		delete(l.open, id)
-	}
-	l.floorMu.Lock()
-	defer l.floorMu.Unlock()
-	if l.floorFD >= 0 {
-		_ = unix.Close(l.floorFD)
-		l.floorFD = -1
-	}
-	return nil
-}
+// Close does nothing and returns nil: a Locker keeps no file open between
+// operations. It releases no lock.
+func (l *Locker) Close() error { return nil }
 
 func newToken() string { return "lock_" + rand.Text() }
 
 // unreadableHolder is the holder named for an empty or corrupt lock file.
 func unreadableHolder(name string) string { return "unknown (unreadable lock file " + name + ")" }
 
-// unreadable judges an empty or corrupt lock file by its modification time.
-func (l *Locker) unreadable(v *view, now instant) (lock.State, time.Duration, error) {
-	info, err := v.stat()
-	if err != nil {
-		return 0, 0, err
+// unreadable judges a lock file without a readable record by how long ago
+// it last changed: held for the corrupt-file grace, then expired.
+func (l *Locker) unreadable(v *view, now instant) (lock.State, time.Duration) {
+	if left := l.corruptRemaining(v.info, now.wall); left > 0 {
+		return lock.Held, left
 	}
-	if left := info.mtime.Add(l.cfg.corruptGrace).Sub(now.wall); left > 0 {
-		return lock.Held, left, nil
+	return lock.Expired, 0
+}
+
+// corruptRemaining is how much of the corrupt-file grace an unreadable
+// file has left, negative once it is over. The grace runs from the file's
+// change time, which nobody can set, not its modification time, which
+// anyone who can write the file can set to any date. A change time further
+// in the future than the grace itself (the wall clock was stepped back
+// since) cannot be a write in progress: no grace at all.
+func (l *Locker) corruptRemaining(info fileInfo, now time.Time) time.Duration {
+	age := now.Sub(info.ctime)
+	if age < -l.cfg.corruptGrace {
+		return math.MinInt64
 	}
-	return lock.Expired, 0, nil
+	return l.cfg.corruptGrace - max(age, 0)
 }
 
 // Obtain implements lock.Locker. It creates key's lock file on first use
@@ -143,33 +108,31 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 	var lease lock.Lease
 	err := l.update(ctx, key, true, func(v *view) (*record, error) {
 		now := readClock(l.cfg.clock)
-		old, ok := parseRecord(v.content)
+		old, ok := v.parse()
 		var fence uint64
 		switch {
 		case ok:
 			if st, left := old.judge(now); st == lock.Held {
-				return nil, &lock.HeldError{Key: key, Holder: strings.Clone(old.LockID), TTL: left}
+				return nil, &lock.HeldError{Key: key, Holder: old.LockID, TTL: left}
 			}
 			fence = old.Fence
 		case len(v.content) == 0 && v.created:
 		default:
-			st, left, err := l.unreadable(v, now)
-			if err != nil {
-				return nil, err
-			}
-			if st == lock.Held {
+			if st, left := l.unreadable(v, now); st == lock.Held {
 				return nil, &lock.HeldError{Key: key, Holder: unreadableHolder(v.name()), TTL: left}
 			}
 		}
-		if err := v.live(); err != nil {
-			return nil, err
-		}
+		from := v.name()
 		if fence == 0 {
 			floor, err := l.readFloor(ctx)
 			if err != nil {
 				return nil, err
 			}
-			fence = floor
+			fence, from = floor, floorName
+		}
+		if fence == math.MaxUint64 {
+			return nil, fmt.Errorf("%w: key %q: %s in %s holds fencing token %d, the largest there is, so no later holder can get a greater one; this engine never writes it: remove the forged file",
+				ErrFenceExhausted, key, from, l.dir, fence)
 		}
 		v.out = record{
 			LockID:       newToken(),
@@ -195,7 +158,7 @@ func owned(v *view, lease lock.Lease) (record, error) {
 	if !v.exists {
 		return record{}, lock.ErrNotHeld
 	}
-	rec, ok := parseRecord(v.content)
+	rec, ok := v.parse()
 	if !ok || rec.Key != lease.Key || rec.LockID != lease.Token || rec.State == stateReleased {
 		return record{}, lock.ErrNotHeld
 	}
@@ -219,9 +182,6 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 		now := readClock(l.cfg.clock)
 		if st, _ := rec.judge(now); st != lock.Held {
 			return nil, lock.ErrNotHeld
-		}
-		if err := v.live(); err != nil {
-			return nil, err
 		}
 		rec.setExpiry(now, ttl)
 		lease.Fence = rec.Fence
@@ -266,13 +226,8 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 		if !v.exists {
 			return nil, nil
 		}
-		if err := v.live(); err != nil {
-			return nil, err
-		}
-		var err error
-		out, err = l.toRecord(v, readClock(l.cfg.clock))
-		found = err == nil
-		return nil, err
+		out, found = l.toRecord(v, readClock(l.cfg.clock)), true
+		return nil, nil
 	})
 	if err != nil || !found || out.State == lock.Released {
 		return lock.Record{}, false, err
@@ -281,11 +236,14 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 }
 
 // toRecord describes a lock file, readable or not.
-func (l *Locker) toRecord(v *view, now instant) (lock.Record, error) {
-	if rec, ok := parseRecord(v.content); ok {
-		rec = rec.retained()
-		return rec.toRecord(now), nil
+func (l *Locker) toRecord(v *view, now instant) lock.Record {
+	if rec, ok := v.parse(); ok {
+		return rec.toRecord(now)
 	}
-	st, left, err := l.unreadable(v, now)
-	return lock.Record{Token: unreadableHolder(v.name()), State: st, TTL: left}, err
+	st, left := l.unreadable(v, now)
+	what := "empty or not a lock record"
+	if v.oversized {
+		what = fmt.Sprintf("over %d bytes, too large for a lock record", maxRecordSize)
+	}
+	return lock.Record{Token: unreadableHolder(v.name()), State: st, TTL: left, Note: v.name() + ": " + what}
 }

@@ -129,27 +129,59 @@ func TestFileFormat(t *testing.T) {
 	require.NoError(t, json.Unmarshal(raw, &rec), "released file must stay valid JSON: %q", raw)
 	assert.Equal(t, "released", rec["state"])
 	assert.LessOrEqual(t, rec["expires_at"], float64(time.Now().Unix()), "a released lock must look expired to the PHP implementation")
+
+	// process() reports the expiry the file holds, rounded up like it.
+	res := lock.NewManager(l).Process(ctx, lock.Request{Key: key, Action: lock.ActionAcquire})
+	require.True(t, res.Locked, res.Error)
+	raw, err = os.ReadFile(lockPath(dir, key))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(raw, &rec))
+	assert.EqualValues(t, rec["expires_at"], *res.ExpiresAt)
+	assert.EqualValues(t, (int64(rec["expires_at_ms"].(float64))+999)/1000, *res.ExpiresAt)
 }
 
 func TestPHPWrittenFile(t *testing.T) {
+	// Files as the PHP LockManager writes them: json_encode's output, which
+	// escapes "/" and non-ASCII characters, with the spec's five fields.
 	ctx := context.Background()
-	dir := t.TempDir()
-	l := newLocker(t, dir)
-	write := func(key string, expires int64) {
-		body := fmt.Sprintf(`{"lock_id":"lock_php_1","key":%q,"expires_at":%d,"acquired_at":%d,"pid":1}`, key, expires, time.Now().Unix())
-		require.NoError(t, os.WriteFile(lockPath(dir, key), []byte(body), 0o644))
+	now := time.Now().Unix()
+	tests := []struct {
+		name      string
+		key       string
+		body      string
+		wantHeld  bool
+		wantOwner string
+		wantPID   int
+	}{
+		{"live", "php-live", fmt.Sprintf(`{"lock_id":"lock_abc123_12345","key":"php-live","expires_at":%d,"acquired_at":%d,"pid":12345}`, now+60, now), true, "lock_abc123_12345", 12345},
+		{"live, escaped by json_encode", "https://example.com/ü",
+			fmt.Sprintf(`{"lock_id":"lock_abc123_12345","key":"https:\/\/example.com\/\u00fc","expires_at":%d,"acquired_at":%d,"pid":12345}`, now+60, now), true, "lock_abc123_12345", 12345},
+		{"expired", "php-expired", fmt.Sprintf(`{"lock_id":"lock_xyz789_67890","key":"php-expired","expires_at":%d,"acquired_at":%d,"pid":67890}`, now-60, now-90), false, "", 67890},
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := newLocker(t, dir)
+			require.NoError(t, os.WriteFile(lockPath(dir, tt.key), []byte(tt.body), 0o600))
 
-	write("php-live", time.Now().Add(time.Minute).Unix())
-	_, err := l.Obtain(ctx, "php-live", time.Second)
-	var held *lock.HeldError
-	require.ErrorAs(t, err, &held)
-	assert.Equal(t, "lock_php_1", held.Holder)
-
-	write("php-expired", time.Now().Add(-time.Minute).Unix())
-	lease, err := l.Obtain(ctx, "php-expired", time.Second)
-	require.NoError(t, err)
-	assert.NotZero(t, lease.Fence)
+			rec, ok, err := l.Inspect(ctx, tt.key)
+			require.NoError(t, err)
+			require.True(t, ok)
+			assert.Equal(t, tt.key, rec.Key)
+			assert.Equal(t, tt.wantPID, rec.PID)
+			lease, err := l.Obtain(ctx, tt.key, time.Second)
+			if tt.wantHeld {
+				var held *lock.HeldError
+				require.ErrorAs(t, err, &held)
+				assert.Equal(t, tt.wantOwner, held.Holder)
+				assert.Equal(t, lock.Held, rec.State)
+				return
+			}
+			require.NoError(t, err, "an expired PHP lock is taken over")
+			assert.NotZero(t, lease.Fence)
+			assert.Equal(t, lock.Expired, rec.State)
+		})
+	}
 }
 
 func TestMD5CollisionContends(t *testing.T) {

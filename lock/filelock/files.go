@@ -10,21 +10,24 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 const (
-	lockSuffix  = ".lock"
-	openFlags   = unix.O_RDWR | unix.O_CLOEXEC | unix.O_NOFOLLOW
-	readBufSize = 2048
+	lockSuffix = ".lock"
+	// O_NONBLOCK keeps an open of a FIFO planted under a lock file's name
+	// from hanging; on a regular file it changes nothing.
+	openFlags = unix.O_RDWR | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK
+	// maxRecordSize bounds what is read of a lock file. A record is a few
+	// hundred bytes (a key is at most lock.MaxKeyLen); a larger file is not
+	// one and counts as corrupt.
+	maxRecordSize = 16 << 10
 )
 
 // fileID is the md5 of a key. Its name is the spec's lock file name: the
-// md5 in hex + ".lock". The hot path keys the open-file cache by the ID and
-// builds the name only to open a file or report an error.
+// md5 in hex + ".lock".
 type fileID [md5.Size]byte
 
 func idOf(key string) fileID { return md5.Sum([]byte(key)) }
@@ -39,16 +42,19 @@ func isLockFile(name string) bool {
 	return err == nil
 }
 
-// entry is an open lock file kept for reuse. mu orders the goroutines of
-// this process; flock orders processes.
-type entry struct {
-	mu  sync.Mutex
-	fd  int // -1 once closed
-	buf []byte
-	out []byte
-	// v is the view of the operation holding mu, kept here so the hot
-	// path does not allocate one.
-	v view
+// scratch is one operation's working memory, pooled so the hot path does
+// not allocate it.
+type scratch struct {
+	buf []byte // a lock file's content: maxRecordSize+1 bytes, to see an oversized file
+	out []byte // the record to write
+	v   view
+}
+
+func (l *Locker) getScratch() *scratch {
+	if s, ok := l.scratch.Get().(*scratch); ok {
+		return s
+	}
+	return &scratch{buf: make([]byte, maxRecordSize+1)}
 }
 
 // view is what an operation sees of a lock file under its flock.
@@ -57,202 +63,215 @@ type view struct {
 	id      fileID
 	exists  bool
 	created bool // this call created the file, so an empty one is ours
-	content []byte
+	// content is the file's bytes; nil for an oversized file.
+	content   []byte
+	oversized bool
+	info      fileInfo
 	// out is where an operation builds the record it wants written.
-	out     record
-	fd      int
-	info    fileInfo
-	statted bool
+	out record
 }
 
 func (v *view) name() string { return v.id.name() }
 
-func (v *view) path() string { return filepath.Join(v.dir, v.id.name()) }
-
-// errRemoved says the open file was unlinked since it was opened; the
-// operation must open the path again.
-var errRemoved = errors.New("filelock: lock file removed")
-
-// stat returns the file's metadata, reading it at most once. Operations
-// call it only when their outcome depends on it, to keep the hot path short.
-func (v *view) stat() (fileInfo, error) {
-	if !v.statted {
-		info, err := fstat(v.fd)
-		if err != nil {
-			return fileInfo{}, pathError("fstat", v.path(), err)
-		}
-		v.info, v.statted = info, true
+// parse returns the file's record; ok is false when it holds none this
+// engine can read: empty, half written, corrupt or oversized.
+func (v *view) parse() (record, bool) {
+	if v.oversized {
+		return record{}, false
 	}
-	return v.info, nil
-}
-
-// live returns errRemoved when the file is no longer at its path. Anything
-// that takes over or extends a lock must check, or it could act on a file
-// that cleanup, an operator or another implementation deleted.
-func (v *view) live() error {
-	info, err := v.stat()
-	if err == nil && info.nlink == 0 {
-		return errRemoved
-	}
-	return err
+	return parseRecord(v.content)
 }
 
 func pathError(op, path string, err error) error {
 	return fmt.Errorf("filelock: %w", &os.PathError{Op: op, Path: path, Err: err})
 }
 
-// lookup returns the open entry for name, opening (and with create,
-// creating) the file if needed. It returns a nil entry when create is false
-// and no file exists.
-func (l *Locker) lookup(id fileID, create bool) (*entry, bool, error) {
-	l.mu.Lock()
-	e := l.open[id]
-	l.mu.Unlock()
-	if e != nil {
-		return e, false, nil
+// notLockFileError is an ErrNotLockFile with its details.
+type notLockFileError struct {
+	path string
+	what string // what is there instead, e.g. "a symlink"
+}
+
+func (e *notLockFileError) Error() string {
+	return "filelock: " + e.path + " is " + e.what + ", not a lock file: remove it"
+}
+
+func (e *notLockFileError) Is(target error) bool { return target == ErrNotLockFile }
+
+func notLockFile(path, what string) error { return &notLockFileError{path: path, what: what} }
+
+// Internal outcomes of openLocked that are not failures.
+var (
+	// errMissing: there is no file at the path.
+	errMissing = errors.New("filelock: no lock file")
+	// errRemoved: the file was unlinked between open and flock; open the
+	// path again.
+	errRemoved = errors.New("filelock: lock file removed")
+)
+
+// locked is a lock file open under a flock.
+type locked struct {
+	fd      int
+	info    fileInfo
+	created bool
+}
+
+// close drops the flock and the descriptor. The explicit unlock matters:
+// a child process forked meanwhile may share the open file description
+// until it execs, and closing alone would leave the flock with it.
+func (f locked) close() {
+	_ = tryFlock(f.fd, unix.LOCK_UN)
+	_ = unix.Close(f.fd)
+}
+
+// openLocked opens the lock file at path (creating it if create is set and
+// it is missing), takes a flock of kind how, and checks that it is a lock
+// file still at its path. Besides real failures it returns errMissing
+// (only without create: with it, a missing path means a missing directory,
+// a real failure), errRemoved or an error wrapping ErrNotLockFile.
+func (l *Locker) openLocked(ctx context.Context, path string, create bool, how int) (locked, error) {
+	fd, created, err := l.openLockFile(path, create)
+	switch {
+	case err == unix.ENOENT && !create:
+		return locked{}, errMissing
+	case err == unix.ELOOP:
+		return locked{}, notLockFile(path, "a symlink")
+	case err == unix.EISDIR:
+		return locked{}, notLockFile(path, "a directory")
+	case err == unix.ENXIO || err == unix.EOPNOTSUPP:
+		return locked{}, notLockFile(path, "a socket")
+	case err != nil:
+		return locked{}, pathError("open", path, err)
 	}
-	path := filepath.Join(l.dir, id.name())
-	fd, created, err := openLockFile(path, create)
-	if err == unix.ENOENT && !create {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, pathError("open", path, err)
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if other := l.open[id]; other != nil {
+	f := locked{fd: fd, created: created}
+	if err := flock(ctx, fd, how); err != nil {
 		_ = unix.Close(fd)
-		return other, created, nil
+		return locked{}, pathError("flock", path, err)
 	}
-	if len(l.open) >= l.cfg.maxOpen {
-		l.evictLocked()
+	if f.info, err = fstat(fd); err != nil {
+		f.close()
+		return locked{}, pathError("fstat", path, err)
 	}
-	e = &entry{fd: fd, buf: make([]byte, readBufSize)}
-	l.open[id] = e
-	return e, created, nil
+	if f.info.nlink == 0 {
+		f.close()
+		return locked{}, errRemoved
+	}
+	if what := l.strange(f.info); what != "" {
+		f.close()
+		return locked{}, notLockFile(path, what)
+	}
+	return f, nil
+}
+
+// strange says what is wrong with an open directory entry named like a
+// lock file, or "" when it is a lock file this Locker may use.
+func (l *Locker) strange(info fileInfo) string {
+	switch {
+	case !info.regular:
+		return info.kind()
+	case info.nlink > 1:
+		return fmt.Sprintf("a file with %d hard links", info.nlink)
+	case !l.cfg.shared && info.uid != l.uid:
+		return fmt.Sprintf("owned by uid %d, not by this process's user (uid %d)", info.uid, l.uid)
+	}
+	return ""
 }
 
 // openLockFile opens path, and with create makes it if it is missing.
 // created says this call made the file.
-func openLockFile(path string, create bool) (fd int, created bool, err error) {
+func (l *Locker) openLockFile(path string, create bool) (fd int, created bool, err error) {
 	for {
 		fd, err = unix.Open(path, openFlags, 0)
 		if err != unix.ENOENT || !create {
 			return fd, false, err
 		}
-		fd, err = unix.Open(path, openFlags|unix.O_CREAT|unix.O_EXCL, 0o644)
+		fd, err = unix.Open(path, openFlags|unix.O_CREAT|unix.O_EXCL, l.fileMode())
+		if err == nil && l.cfg.shared {
+			// The umask may have taken the group's write access.
+			err = unix.Fchmod(fd, l.fileMode())
+			if err != nil {
+				_ = unix.Close(fd)
+				_ = unix.Unlink(path)
+			}
+		}
+		if err == nil {
+			return fd, true, nil
+		}
 		if err != unix.EEXIST {
-			return fd, err == nil, err
+			return fd, false, err
 		}
 		// Someone else made it just now; it may even be gone again if a
 		// cleanup removed it meanwhile, so start over.
 	}
 }
 
-// evictLocked closes one idle entry. l.mu must be held.
-func (l *Locker) evictLocked() {
-	for id, e := range l.open {
-		if !e.mu.TryLock() {
-			continue
-		}
-		_ = unix.Close(e.fd)
-		e.fd = -1
-		delete(l.open, id)
-		e.mu.Unlock()
-		return
+// readRecord reads the lock file's content into buf in one pread (a
+// regular file reads short only at its end). oversized is true, and
+// content nil, when the file holds more than maxRecordSize bytes.
+func readRecord(fd int, buf []byte) (content []byte, oversized bool, err error) {
+	n, err := unix.Pread(fd, buf, 0)
+	switch {
+	case err != nil:
+		return nil, false, err
+	case n == len(buf):
+		return nil, true, nil
 	}
-}
-
-// drop forgets an entry whose file was removed. e.mu must be held.
-func (l *Locker) drop(id fileID, e *entry) {
-	l.mu.Lock()
-	if l.open[id] == e {
-		delete(l.open, id)
-	}
-	l.mu.Unlock()
-	_ = unix.Close(e.fd)
-	e.fd = -1
+	return buf[:n], false, nil
 }
 
 // update runs fn on key's lock file under an exclusive flock and writes the
 // record fn returns, if any, in place. Without create a missing file is
-// shown to fn as a view with exists false.
+// shown to fn as a view with exists false. Every call opens the file anew:
+// a descriptor kept across calls could outlive the file at its path.
 func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v *view) (*record, error)) error {
 	id := idOf(key)
+	path := filepath.Join(l.dir, id.name())
+	s := l.getScratch()
+	defer l.scratch.Put(s)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		e, created, err := l.lookup(id, create)
-		if err != nil {
-			return err
-		}
-		if e == nil {
+		f, err := l.openLocked(ctx, path, create, unix.LOCK_EX)
+		switch {
+		case err == errMissing:
 			_, err := fn(&view{dir: l.dir, id: id})
 			return err
-		}
-		done, err := l.updateEntry(ctx, id, e, created, fn)
-		if done {
+		case err == errRemoved:
+			continue
+		case err != nil:
 			return err
 		}
+		err = l.updateLocked(f, path, id, s, fn)
+		f.close()
+		return err
 	}
 }
 
-// updateEntry is one attempt of update. done is false when the file was
-// removed under us and the caller must open it again.
-func (l *Locker) updateEntry(ctx context.Context, id fileID, e *entry, created bool, fn func(v *view) (*record, error)) (done bool, err error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.fd < 0 {
-		return false, nil
-	}
-	if err := flock(ctx, e.fd, unix.LOCK_EX); err != nil {
-		return true, pathError("flock", filepath.Join(l.dir, id.name()), err)
-	}
-	defer func() { _ = tryFlock(e.fd, unix.LOCK_UN) }()
-	content, err := readAll(e.fd, &e.buf)
+// updateLocked is update's work on a file it holds under flock.
+func (l *Locker) updateLocked(f locked, path string, id fileID, s *scratch, fn func(v *view) (*record, error)) error {
+	content, oversized, err := readRecord(f.fd, s.buf)
 	if err != nil {
-		return true, pathError("read", filepath.Join(l.dir, id.name()), err)
+		return pathError("read", path, err)
 	}
-	e.v = view{dir: l.dir, id: id, exists: true, created: created, content: content, fd: e.fd}
-	rec, err := fn(&e.v)
-	if err == errRemoved {
-		l.drop(id, e)
-		return false, nil
-	}
+	s.v = view{dir: l.dir, id: id, exists: true, created: f.created, content: content, oversized: oversized, info: f.info}
+	rec, err := fn(&s.v)
 	if rec == nil || err != nil {
-		return true, err
+		return err
 	}
-	e.out = encodePadded(e.out[:0], rec, len(content))
-	if err := writeAll(e.fd, e.out); err != nil {
-		return true, pathError("write", filepath.Join(l.dir, id.name()), err)
+	// A shorter record is padded over a longer one instead of truncating
+	// the file, which keeps the write to one pwrite; an oversized file is
+	// cut down once.
+	s.out = encodePadded(s.out[:0], rec, len(content))
+	if err := writeAll(f.fd, s.out); err != nil {
+		return pathError("write", path, err)
 	}
-	return true, nil
-}
-
-// encodePadded encodes rec and pads it with spaces to at least size bytes,
-// so a shorter record overwrites a longer one without a truncate and the
-// file stays valid JSON.
-func encodePadded(b []byte, rec *record, size int) []byte {
-	b = rec.appendJSON(b)
-	for len(b)+1 < size {
-		b = append(b, ' ')
-	}
-	return append(b, '\n')
-}
-
-func readAll(fd int, buf *[]byte) ([]byte, error) {
-	for {
-		n, err := unix.Pread(fd, *buf, 0)
-		if err != nil {
-			return nil, err
+	if oversized {
+		if err := unix.Ftruncate(f.fd, int64(len(s.out))); err != nil {
+			return pathError("truncate", path, err)
 		}
-		if n < len(*buf) {
-			return (*buf)[:n], nil
-		}
-		*buf = make([]byte, 2*len(*buf))
 	}
+	return nil
 }
 
 func writeAll(fd int, b []byte) error {

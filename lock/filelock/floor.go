@@ -18,37 +18,27 @@ const floorName = ".fence"
 
 func (l *Locker) floorPath() string { return filepath.Join(l.dir, floorName) }
 
-// openFloor opens (creating) the floor file. l.floorMu must be held.
-func (l *Locker) openFloor() error {
-	if l.floorFD >= 0 {
-		return nil
-	}
-	fd, err := unix.Open(l.floorPath(), openFlags|unix.O_CREAT, 0o644)
-	if err != nil {
-		return pathError("open", l.floorPath(), err)
-	}
-	l.floorFD = fd
-	return nil
-}
-
 // withFloor runs fn on the floor file's current value under a flock of kind
-// how and writes back what fn returns when it differs. floorMu orders this
-// process's goroutines, which share one descriptor and so one flock.
+// how and writes back what fn returns when it differs. Like a lock file,
+// the floor is opened for each use: only new lock files and cleanup need
+// it.
 func (l *Locker) withFloor(ctx context.Context, how int, fn func(cur uint64) uint64) (uint64, error) {
 	path := l.floorPath()
-	l.floorMu.Lock()
-	defer l.floorMu.Unlock()
-	// Opened on first need and kept: only new files and cleanup use it.
-	if err := l.openFloor(); err != nil {
-		return 0, err
+	var f locked
+	for {
+		var err error
+		f, err = l.openLocked(ctx, path, true, how)
+		if err == errRemoved {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		break
 	}
-	fd := l.floorFD
-	if err := flock(ctx, fd, how); err != nil {
-		return 0, pathError("flock", path, err)
-	}
-	defer func() { _ = unix.Flock(fd, unix.LOCK_UN) }()
-	buf := make([]byte, 32)
-	n, err := unix.Pread(fd, buf, 0)
+	defer f.close()
+	var buf [32]byte
+	n, err := unix.Pread(f.fd, buf[:], 0)
 	if err != nil {
 		return 0, pathError("read", path, err)
 	}
@@ -61,7 +51,7 @@ func (l *Locker) withFloor(ctx context.Context, how int, fn func(cur uint64) uin
 	for len(out) < n-1 {
 		out = append(out, ' ')
 	}
-	if err := writeAll(fd, append(out, '\n')); err != nil {
+	if err := writeAll(f.fd, append(out, '\n')); err != nil {
 		return 0, pathError("write", path, err)
 	}
 	return next, nil

@@ -9,9 +9,15 @@ import (
 )
 
 type fileInfo struct {
-	nlink uint64
-	size  int64
-	mtime time.Time
+	mode    uint32 // type bits (S_IFMT) and permissions
+	regular bool
+	nlink   uint64
+	uid     uint32
+	gid     uint32
+	size    int64
+	// ctime is the last change of content or metadata. Unlike the
+	// modification time, nobody can set it (touch -d cannot).
+	ctime time.Time
 }
 
 func fstat(fd int) (fileInfo, error) {
@@ -19,5 +25,37 @@ func fstat(fd int) (fileInfo, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fileInfo{}, err
 	}
-	return fileInfo{nlink: uint64(st.Nlink), size: st.Size, mtime: time.Unix(st.Mtim.Unix())}, nil
+	return infoOf(&st), nil
+}
+
+func infoOf(st *unix.Stat_t) fileInfo {
+	mode := uint32(st.Mode)
+	return fileInfo{
+		mode:    mode,
+		regular: mode&unix.S_IFMT == unix.S_IFREG,
+		nlink:   uint64(st.Nlink),
+		uid:     st.Uid,
+		gid:     st.Gid,
+		size:    st.Size,
+		ctime:   time.Unix(st.Ctim.Unix()),
+	}
+}
+
+// kind names the file's type, for errors.
+func (f fileInfo) kind() string {
+	switch f.mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "a regular file"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFLNK:
+		return "a symlink"
+	case unix.S_IFIFO:
+		return "a fifo"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFCHR, unix.S_IFBLK:
+		return "a device"
+	}
+	return "a file of unknown type"
 }

@@ -1,9 +1,10 @@
 package filelock
 
 import (
-	"strconv"
+	"bytes"
+	"encoding/json"
+	"math"
 	"time"
-	"unicode/utf8"
 
 	"github.com/joblock/joblock/lock"
 )
@@ -31,22 +32,43 @@ type record struct {
 const stateReleased = "released"
 
 // expiresMs is the record's expiry in unix milliseconds, from whichever
-// field the writer filled in.
+// field the writer filled in. Records come from files anyone may have
+// written: the arithmetic saturates instead of wrapping around.
 func (r *record) expiresMs() int64 {
 	if r.ExpiresAtMs != 0 {
 		return r.ExpiresAtMs
 	}
-	return r.ExpiresAt * 1000
+	return secondsToMs(r.ExpiresAt)
 }
 
 // remaining is the time until the record's expiry, negative once past it,
-// read off the boot clock when the record was written on this boot of this
-// host and off the wall clock otherwise.
+// read off the boot clock when the record was written under this process's
+// boot clock identifier and off the wall clock otherwise. It saturates at
+// the ends of the time.Duration range.
 func (r *record) remaining(now instant) time.Duration {
 	if r.BootID != "" && r.BootID == now.bootID {
-		return time.Duration(r.BootExpires - int64(now.boot))
+		return time.Duration(satSub(r.BootExpires, int64(now.boot)))
 	}
-	return time.Duration(r.expiresMs()-now.wall.UnixMilli()) * time.Millisecond
+	ms := satSub(r.expiresMs(), now.wall.UnixMilli())
+	switch {
+	case ms > math.MaxInt64/int64(time.Millisecond):
+		return math.MaxInt64
+	case ms < math.MinInt64/int64(time.Millisecond):
+		return math.MinInt64
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// satSub is a-b, clamped to the int64 range.
+func satSub(a, b int64) int64 {
+	d := a - b
+	switch {
+	case b < 0 && d < a:
+		return math.MaxInt64
+	case b > 0 && d > a:
+		return math.MinInt64
+	}
+	return d
 }
 
 // judge says whether the record is live and how long it has left.
@@ -81,12 +103,28 @@ func (r *record) release(now instant) {
 	r.ExpiresAt = r.ExpiresAtMs / 1000
 }
 
+// acquiredMs is when the record was taken, in unix milliseconds, from
+// whichever field the writer filled in; it saturates like expiresMs.
+func (r *record) acquiredMs() int64 {
+	if r.AcquiredAtMs != 0 {
+		return r.AcquiredAtMs
+	}
+	return secondsToMs(r.AcquiredAt)
+}
+
+func secondsToMs(s int64) int64 {
+	switch {
+	case s > math.MaxInt64/1000:
+		return math.MaxInt64
+	case s < math.MinInt64/1000:
+		return math.MinInt64
+	}
+	return s * 1000
+}
+
 func (r *record) toRecord(now instant) lock.Record {
 	st, left := r.judge(now)
-	acq := r.AcquiredAtMs
-	if acq == 0 {
-		acq = r.AcquiredAt * 1000
-	}
+	acq := r.acquiredMs()
 	return lock.Record{
 		Key:        r.Key,
 		Token:      r.LockID,
@@ -100,69 +138,22 @@ func (r *record) toRecord(now instant) lock.Record {
 	}
 }
 
-// appendJSON encodes the record in the field order above without
-// reflection; it is on every write's path.
-func (r *record) appendJSON(b []byte) []byte {
-	b = append(b, `{"lock_id":`...)
-	b = appendString(b, r.LockID)
-	b = append(b, `,"key":`...)
-	b = appendString(b, r.Key)
-	b = append(b, `,"expires_at":`...)
-	b = strconv.AppendInt(b, r.ExpiresAt, 10)
-	b = append(b, `,"acquired_at":`...)
-	b = strconv.AppendInt(b, r.AcquiredAt, 10)
-	b = append(b, `,"pid":`...)
-	b = strconv.AppendInt(b, int64(r.PID), 10)
-	if r.Host != "" {
-		b = append(b, `,"host":`...)
-		b = appendString(b, r.Host)
+// encodePadded appends rec as one line of JSON to b, padded with spaces to
+// at least size bytes so a shorter record overwrites a longer one without a
+// truncate and the file stays valid JSON. HTML characters are not escaped,
+// so keys holding them stay plain strings that parseRecord's fast path
+// reads.
+func encodePadded(b []byte, rec *record, size int) []byte {
+	w := bytes.NewBuffer(b)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	// Strings and integers only: encoding cannot fail, and invalid UTF-8
+	// becomes U+FFFD.
+	_ = enc.Encode(rec)
+	b = w.Bytes()
+	b = b[:len(b)-1] // Encode's newline
+	for len(b)+1 < size {
+		b = append(b, ' ')
 	}
-	b = append(b, `,"fence":`...)
-	b = strconv.AppendUint(b, r.Fence, 10)
-	if r.State != "" {
-		b = append(b, `,"state":`...)
-		b = appendString(b, r.State)
-	}
-	b = append(b, `,"expires_at_ms":`...)
-	b = strconv.AppendInt(b, r.ExpiresAtMs, 10)
-	b = append(b, `,"acquired_at_ms":`...)
-	b = strconv.AppendInt(b, r.AcquiredAtMs, 10)
-	if r.BootID != "" {
-		b = append(b, `,"boot_id":`...)
-		b = appendString(b, r.BootID)
-		b = append(b, `,"boot_expires_ns":`...)
-		b = strconv.AppendInt(b, r.BootExpires, 10)
-	}
-	return append(b, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
-// as encoding/json does.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && n == 1 {
-			b = append(b, `\ufffd`...)
-		} else {
-			b = append(b, s[i:i+n]...)
-		}
-		i += n
-	}
-	return append(b, '"')
+	return append(b, '\n')
 }

@@ -2,8 +2,11 @@ package filelock
 
 import (
 	"encoding/json"
+	"math/big"
 	"testing"
+	"time"
 
+	"github.com/joblock/joblock/lock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -43,21 +46,63 @@ func TestParseRecordRejects(t *testing.T) {
 	}
 }
 
-// FuzzParseRecord checks the fast parser against encoding/json: whatever it
-// accepts, encoding/json reads the same way.
+// FuzzParseRecord holds the fast parser to encoding/json: whatever it
+// accepts, encoding/json reads the same way. Every record parseRecord
+// accepts encodes and parses back to itself, and is judged without
+// overflow: live exactly when its expiry is ahead.
 func FuzzParseRecord(f *testing.F) {
 	f.Add([]byte(`{"lock_id":"lock_a","key":"k","expires_at":10,"acquired_at":1,"pid":3,"fence":2,"state":"held"}`))
 	f.Add([]byte(`{"lock_id":"lock_a","key":"k\u00e9","expires_at":10.5}`))
 	f.Add([]byte(`  {"key":"k","lock_id":"l","extra":{"nested":[1,2]}}  `))
 	f.Add([]byte(`{"lock_id":"l","key":"k","fence":-1}`))
+	f.Add([]byte(`{"lock_id":"l","key":"k","fence":-0}`))
+	f.Add([]byte(`{"lock_id":"l","key":"k","fence":18446744073709551615}`))
+	f.Add([]byte("{\"lock_id\":\"l\xff\",\"key\":\"k\"}"))
+	f.Add([]byte(`{"lock_id":"l","key":"<&>","expires_at":9223372036854775807}`))
+	f.Add([]byte(`{"lock_id":"l","key":"k","expires_at_ms":253402300799999,"boot_id":"b","boot_expires_ns":-9223372036854775808}`))
+	f.Add(encodePadded(nil, &record{LockID: "lock_X", Key: "cache:1", ExpiresAt: 1700000031, AcquiredAt: 1700000000, PID: 42,
+		Host: "web-1", Fence: 7, State: "held", ExpiresAtMs: 1700000030500, AcquiredAtMs: 1700000000500,
+		BootID: "f056e7c4/time:[4026531834]", BootExpires: 123456789}, 400))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fast, ok := scanFlat(b)
+		if fast, ok := scanFlat(b); ok {
+			var slow record
+			require.NoError(t, json.Unmarshal(b, &slow), "fast parser accepted what encoding/json rejects: %q", b)
+			assert.Equal(t, slow, fast, "%q", b)
+		}
+		rec, ok := parseRecord(b)
 		if !ok {
-			_, _ = parseRecord(b) // must not panic
 			return
 		}
-		var slow record
-		require.NoError(t, json.Unmarshal(b, &slow), "fast parser accepted what encoding/json rejects: %q", b)
-		assert.Equal(t, slow, fast, "%q", b)
+		again, ok := parseRecord(encodePadded(nil, &rec, len(b)))
+		require.True(t, ok, "a record parsed from %q does not parse back", b)
+		assert.Equal(t, rec, again)
+
+		for _, now := range []instant{
+			{wall: time.UnixMilli(1700000000000)},
+			{wall: time.UnixMilli(1700000000000), bootID: rec.BootID, boot: time.Hour},
+		} {
+			var want *big.Int // expiry minus now, exactly
+			if rec.BootID != "" && rec.BootID == now.bootID {
+				want = new(big.Int).Sub(big.NewInt(rec.BootExpires), big.NewInt(int64(now.boot)))
+			} else {
+				exp := big.NewInt(rec.ExpiresAtMs)
+				if rec.ExpiresAtMs == 0 {
+					exp.Mul(big.NewInt(rec.ExpiresAt), big.NewInt(1000))
+				}
+				want = exp.Sub(exp, big.NewInt(now.wall.UnixMilli()))
+			}
+			st, left := rec.judge(now)
+			switch {
+			case rec.State == stateReleased:
+				assert.Equal(t, lock.Released, st)
+			case want.Sign() > 0:
+				assert.Equal(t, lock.Held, st, "%q: expiry ahead by %s but judged %s", b, want, st)
+				assert.Positive(t, left)
+			default:
+				assert.Equal(t, lock.Expired, st, "%q: expiry behind by %s but judged %s", b, want, st)
+			}
+			_, err := json.Marshal(rec.toRecord(now))
+			assert.NoError(t, err, "a parsed record must encode for list -json and /locks")
+		}
 	})
 }

@@ -5,6 +5,8 @@ package filelock
 import (
 	"context"
 	"encoding/hex"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -12,15 +14,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// visitor receives what eachFile finds: a lock file under its flock, or
+// an entry named like one that is not one (what says what it is, e.g. "a
+// symlink"). Either returns false to stop.
+type visitor struct {
+	file func(v *view, path string) bool
+	skip func(name, what string) bool
+}
+
 // eachFile opens every lock file in the directory in turn, takes a flock of
-// kind how on it and calls fn with what it holds, until fn returns false.
-// Files removed meanwhile are skipped.
-func (l *Locker) eachFile(ctx context.Context, how int, fn func(v *view, path string) bool) error {
+// kind how on it and shows it to vis, until vis says stop. Files removed
+// meanwhile are passed over; entries that are not lock files are shown to
+// vis.skip and never opened for writing.
+func (l *Locker) eachFile(ctx context.Context, how int, vis visitor) error {
 	entries, err := os.ReadDir(l.dir)
 	if err != nil {
 		return pathError("readdir", l.dir, err)
 	}
-	buf := make([]byte, readBufSize)
+	s := l.getScratch()
+	defer l.scratch.Put(s)
 	for _, de := range entries {
 		if !isLockFile(de.Name()) {
 			continue
@@ -28,8 +40,13 @@ func (l *Locker) eachFile(ctx context.Context, how int, fn func(v *view, path st
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		path := filepath.Join(l.dir, de.Name())
-		more, err := l.visit(ctx, path, de.Name(), how, &buf, fn)
+		if t := de.Type(); !t.IsRegular() {
+			if !vis.skip(de.Name(), typeName(t)) {
+				return nil
+			}
+			continue
+		}
+		more, err := l.visit(ctx, de.Name(), how, s, vis)
 		if err != nil {
 			return err
 		}
@@ -40,68 +57,86 @@ func (l *Locker) eachFile(ctx context.Context, how int, fn func(v *view, path st
 	return nil
 }
 
-func (l *Locker) visit(ctx context.Context, path, name string, how int, buf *[]byte, fn func(v *view, path string) bool) (bool, error) {
-	fd, err := unix.Open(path, openFlags, 0)
-	if err == unix.ENOENT {
+func (l *Locker) visit(ctx context.Context, name string, how int, s *scratch, vis visitor) (bool, error) {
+	path := filepath.Join(l.dir, name)
+	f, err := l.openLocked(ctx, path, false, how)
+	var stray *notLockFileError
+	switch {
+	case err == errMissing || err == errRemoved:
 		return true, nil
+	case errors.As(err, &stray):
+		return vis.skip(name, stray.what), nil
+	case err != nil:
+		return false, err
 	}
-	if err != nil {
-		return false, pathError("open", path, err)
-	}
-	defer func() { _ = unix.Close(fd) }()
-	if err := flock(ctx, fd, how); err != nil {
-		return false, pathError("flock", path, err)
-	}
-	defer func() { _ = unix.Flock(fd, unix.LOCK_UN) }()
-	info, err := fstat(fd)
-	if err != nil {
-		return false, pathError("fstat", path, err)
-	}
-	if info.nlink == 0 {
-		return true, nil
-	}
-	content, err := readAll(fd, buf)
+	defer f.close()
+	content, oversized, err := readRecord(f.fd, s.buf)
 	if err != nil {
 		return false, pathError("read", path, err)
 	}
 	var id fileID
 	_, _ = hex.Decode(id[:], []byte(name[:2*len(id)]))
-	return fn(&view{dir: l.dir, id: id, exists: true, content: content, fd: fd, info: info, statted: true}, path), nil
+	s.v = view{dir: l.dir, id: id, exists: true, content: content, oversized: oversized, info: f.info}
+	return vis.file(&s.v, path), nil
+}
+
+// typeName names a directory entry's type as fileInfo.kind does.
+func typeName(t fs.FileMode) string {
+	switch {
+	case t&fs.ModeSymlink != 0:
+		return "a symlink"
+	case t.IsDir():
+		return "a directory"
+	case t&fs.ModeNamedPipe != 0:
+		return "a fifo"
+	case t&fs.ModeSocket != 0:
+		return "a socket"
+	case t&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "a file of unknown type"
 }
 
 // Scan implements lock.Locker, reading each lock file under a shared flock.
-// Empty or corrupt files are reported with an empty Key.
+// Empty, corrupt or oversized files are reported with an empty Key and a
+// Note; entries named like lock files that are not lock files (symlinks,
+// directories, FIFOs, files with hard links) as lock.Skipped records.
 func (l *Locker) Scan(ctx context.Context, fn func(lock.Record) bool) error {
-	return l.eachFile(ctx, unix.LOCK_SH, func(v *view, _ string) bool {
-		// The view is already statted, so toRecord cannot fail.
-		rec, _ := l.toRecord(v, readClock(l.cfg.clock))
-		return fn(rec)
+	return l.eachFile(ctx, unix.LOCK_SH, visitor{
+		file: func(v *view, _ string) bool { return fn(l.toRecord(v, readClock(l.cfg.clock))) },
+		skip: func(name, what string) bool {
+			return fn(lock.Record{State: lock.Skipped, Note: name + " is " + what + ", not a lock file"})
+		},
 	})
 }
 
 // Cleanup implements lock.Locker. It removes the files of records released
 // or expired for at least the cleanup age (see WithCleanupAge), and of
 // unreadable files past their grace, each under its exclusive flock, after
-// raising the fencing floor above the removed record's token.
+// raising the fencing floor above the removed record's token. Entries that
+// are not lock files are left alone.
 func (l *Locker) Cleanup(ctx context.Context) (int, error) {
 	var n int
 	var ferr error
-	err := l.eachFile(ctx, unix.LOCK_EX, func(v *view, path string) bool {
-		fence, ok := l.removable(v, readClock(l.cfg.clock))
-		if !ok {
-			return true
-		}
-		if fence > 0 {
-			if ferr = l.raiseFloor(ctx, fence); ferr != nil {
+	err := l.eachFile(ctx, unix.LOCK_EX, visitor{
+		file: func(v *view, path string) bool {
+			fence, ok := l.removable(v, readClock(l.cfg.clock))
+			if !ok {
+				return true
+			}
+			if fence > 0 {
+				if ferr = l.raiseFloor(ctx, fence); ferr != nil {
+					return false
+				}
+			}
+			if err := unix.Unlink(path); err != nil {
+				ferr = pathError("unlink", path, err)
 				return false
 			}
-		}
-		if err := unix.Unlink(path); err != nil {
-			ferr = pathError("unlink", path, err)
-			return false
-		}
-		n++
-		return true
+			n++
+			return true
+		},
+		skip: func(string, string) bool { return true },
 	})
 	if err == nil {
 		err = ferr
@@ -112,9 +147,9 @@ func (l *Locker) Cleanup(ctx context.Context) (int, error) {
 // removable says whether a lock file may be removed, and the fencing token
 // its removal must not let a later holder reuse.
 func (l *Locker) removable(v *view, now instant) (uint64, bool) {
-	rec, ok := parseRecord(v.content)
+	rec, ok := v.parse()
 	if !ok {
-		return 0, now.wall.Sub(v.info.mtime) >= l.cfg.corruptGrace+l.cfg.cleanupAge
+		return 0, l.corruptRemaining(v.info, now.wall) <= -l.cfg.cleanupAge
 	}
 	if st, _ := rec.judge(now); st == lock.Held {
 		return 0, false
@@ -123,5 +158,5 @@ func (l *Locker) removable(v *view, now instant) (uint64, bool) {
 		return rec.Fence, true
 	}
 	// A released record's expiry is its release time.
-	return rec.Fence, -rec.remaining(now) >= l.cfg.cleanupAge
+	return rec.Fence, rec.remaining(now) <= -l.cfg.cleanupAge
 }

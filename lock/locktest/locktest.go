@@ -114,6 +114,8 @@ func testInvalidInput(t *testing.T, newLocker NewLocker) {
 		{"zero", 0},
 		{"negative", -time.Second},
 		{"under a millisecond", 500 * time.Microsecond},
+		{"over the maximum", lock.MaxTTL + time.Millisecond},
+		{"largest duration", 1<<63 - 1},
 	}
 	for _, tt := range ttls {
 		t.Run("ttl "+tt.name, func(t *testing.T) {
@@ -125,6 +127,18 @@ func testInvalidInput(t *testing.T, newLocker NewLocker) {
 			assert.False(t, ok, "a rejected obtain must leave nothing held")
 		})
 	}
+	t.Run("refresh with a ttl over the maximum", func(t *testing.T) {
+		key := Key(t, "k")
+		lease, err := l.Obtain(ctx, key, time.Minute)
+		require.NoError(t, err)
+		_, err = l.Refresh(ctx, lease, lock.MaxTTL+time.Millisecond)
+		require.ErrorIs(t, err, lock.ErrInvalidTTL)
+		rec, ok, err := l.Inspect(ctx, key)
+		require.NoError(t, err)
+		require.True(t, ok, "a rejected refresh must leave the lease held")
+		assert.LessOrEqual(t, rec.TTL, time.Minute, "a rejected refresh must not extend the lease")
+		require.NoError(t, l.Release(ctx, lease))
+	})
 	t.Run("longest key works", func(t *testing.T) {
 		key := Key(t, "")
 		key += strings.Repeat("é", (lock.MaxKeyLen-len(key))/2)

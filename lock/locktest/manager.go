@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,7 +114,10 @@ func testManagerProcess(t *testing.T, newLocker NewLocker) {
 	do := func(m *lock.Manager, in string) map[string]any {
 		t.Helper()
 		var req lock.Request
-		require.NoError(t, json.Unmarshal([]byte(in), &req))
+		if err := json.Unmarshal([]byte(in), &req); err != nil {
+			// Answered as serve-stdio answers a request it cannot decode.
+			return map[string]any{"locked": false, "lock_id": nil, "error": err.Error()}
+		}
 		out, err := json.Marshal(m.Process(ctx, req))
 		require.NoError(t, err)
 		var res map[string]any
@@ -161,15 +165,47 @@ func testManagerProcess(t *testing.T, newLocker NewLocker) {
 		{"missing key", `{"action":"acquire"}`, "key is required"},
 		{"missing action", `{"key":"x"}`, "action is required"},
 		{"unknown action", `{"key":"x","action":"steal"}`, `unknown action "steal"`},
-		{"zero timeout", `{"key":"x","action":"acquire","timeout":0}`, "timeout must be a positive"},
+		{"zero timeout", `{"key":KEY,"action":"acquire","timeout":0}`, "timeout must be a positive number of seconds, got 0"},
+		{"negative timeout", `{"key":KEY,"action":"acquire","timeout":-30}`, "got -30"},
+		{"timeout over a year", `{"key":KEY,"action":"acquire","timeout":31536001}`, "timeout 31536001 s is over the maximum of 31536000 s"},
+		// Each wrapped around as a time.Duration: 290ms, 292 years, negative.
+		{"timeout 18446744074", `{"key":KEY,"action":"acquire","timeout":18446744074}`, "timeout 18446744074 s is over the maximum"},
+		{"timeout 9223372036", `{"key":KEY,"action":"acquire","timeout":9223372036}`, "timeout 9223372036 s is over the maximum"},
+		{"timeout 9223372037", `{"key":KEY,"action":"acquire","timeout":9223372037}`, "timeout 9223372037 s is over the maximum"},
 		{"bad key", `{"key":"a\nb","action":"acquire"}`, "invalid key"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			res := do(m, tt.give)
+			key := Key(t, "k")
+			q, _ := json.Marshal(key)
+			res := do(m, strings.ReplaceAll(tt.give, "KEY", string(q)))
 			assert.Contains(t, res["error"], tt.want)
 			assert.Equal(t, false, res["locked"])
+			assert.Nil(t, res["lock_id"])
+			locked, err := m.IsLocked(ctx, key)
+			require.NoError(t, err)
+			assert.False(t, locked, "a refused request must leave nothing held")
 		})
 	}
+	t.Run("timeout set in Go over the maximum", func(t *testing.T) {
+		key := Key(t, "k")
+		for _, secs := range []int{0, -1, 31536001, 18446744074, 9223372036, 9223372037} {
+			res := m.Process(ctx, lock.Request{Key: key, Action: lock.ActionAcquire, Timeout: &secs})
+			assert.False(t, res.Locked, "%d", secs)
+			assert.Contains(t, res.Error, "invalid ttl: timeout", "%d", secs)
+		}
+		locked, err := m.IsLocked(ctx, key)
+		require.NoError(t, err)
+		assert.False(t, locked)
+	})
+	t.Run("manager with an invalid default TTL", func(t *testing.T) {
+		bad := lock.NewManager(newLocker(t), lock.WithDefaultTTL(-time.Second))
+		_, err := bad.Acquire(ctx, Key(t, "k"), 0)
+		require.ErrorIs(t, err, lock.ErrInvalidTTL)
+		assert.Contains(t, err.Error(), "-1s, must be positive")
+		_, err = bad.AcquireWithWait(ctx, Key(t, "k"), lock.MaxTTL+time.Second, time.Second, 0)
+		require.ErrorIs(t, err, lock.ErrInvalidTTL)
+		assert.Contains(t, err.Error(), "over the maximum of 8760h0m0s")
+	})
 }
 
 func testManagerDo(t *testing.T, newLocker NewLocker) {

@@ -6,7 +6,10 @@
 //
 // The lock on key K is the string <prefix>{K} and its fencing counter is
 // <prefix>{K}:fence. The braces are a Cluster hash tag, so both live in one
-// hash slot and every operation is one Lua script, one round trip.
+// hash slot and every operation is one Lua script, one round trip. A key
+// that starts with "}" would make the tag empty, and Cluster would hash
+// each name whole into different slots: such a key is stored as
+// <prefix>{\x00K}, whose tag is "\x00" for the lock and its counter.
 //
 // The lock's value is "<owner token> <acquired unix ms> <pid> <host>
 // <fencing token>" with a PX expiry; Redis itself removes expired locks, and

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/joblock/joblock/lock"
 	"github.com/redis/go-redis/v9"
@@ -55,7 +54,8 @@ var _ lock.Locker = (*Locker)(nil)
 type Option func(*Locker)
 
 // WithPrefix sets the prefix of every key the Locker writes. Default
-// DefaultPrefix.
+// DefaultPrefix. A prefix must not hold "{" or "}": it would change what
+// Redis Cluster hashes.
 func WithPrefix(p string) Option { return func(l *Locker) { l.prefix = p } }
 
 // WithFenceRetention sets how long a key's fencing counter is kept after
@@ -95,13 +95,35 @@ func (l *Locker) run(ctx context.Context, s *redis.Script, keys []string, args .
 	return s.Run(ctx, l.client, keys, args...)
 }
 
-func (l *Locker) lockKey(key string) string { return l.prefix + "{" + key + "}" }
+// tagEscape goes in front of a key that starts with "}". Redis Cluster
+// hashes the text between the first "{" and the next "}", or the whole
+// key when that text is empty: "{}abc}" would hash whole, and differently
+// from its counter "{}abc}:fence". With the escape the hash tag is
+// "\x00" for both. No key holds a control character (lock.ValidateKey), so
+// no other key's name can collide with an escaped one.
+const tagEscape = "\x00"
+
+// escape returns what goes before key inside the braces.
+func escape(key string) string {
+	if strings.HasPrefix(key, "}") {
+		return tagEscape
+	}
+	return ""
+}
+
+func (l *Locker) lockKey(key string) string { return l.prefix + "{" + escape(key) + key + "}" }
 
 // keys returns the lock key and its counter key, sharing one allocation:
 // the lock key is a prefix of the counter key.
 func (l *Locker) keys(key string) []string {
-	fence := l.prefix + "{" + key + "}:fence"
+	fence := l.prefix + "{" + escape(key) + key + "}:fence"
 	return []string{fence[:len(fence)-len(":fence")], fence}
+}
+
+// keyOf is the lock key whose Redis key is k (see lockKey).
+func (l *Locker) keyOf(k string) string {
+	k = strings.TrimSuffix(strings.TrimPrefix(k, l.prefix+"{"), "}")
+	return strings.TrimPrefix(k, tagEscape)
 }
 
 type ttlArg struct {
@@ -136,13 +158,17 @@ const tokenLen = 5 + 26
 func (l *Locker) holder(now time.Time) string {
 	var raw [16]byte
 	_, _ = rand.Read(raw[:]) // never fails since Go 1.24
-	b := make([]byte, tokenLen, tokenLen+1+20+len(l.meta))
-	copy(b, "lock_")
-	tokenEncoding.Encode(b[5:], raw[:])
-	b = append(b, ' ')
-	b = strconv.AppendInt(b, now.UnixMilli(), 10)
-	b = append(b, l.meta...)
-	return unsafe.String(unsafe.SliceData(b), len(b))
+	var tok [tokenLen - len("lock_")]byte
+	tokenEncoding.Encode(tok[:], raw[:])
+	var ms [20]byte
+	var b strings.Builder
+	b.Grow(tokenLen + 1 + len(ms) + len(l.meta))
+	b.WriteString("lock_")
+	b.Write(tok[:])
+	b.WriteByte(' ')
+	b.Write(strconv.AppendInt(ms[:0], now.UnixMilli(), 10))
+	b.WriteString(l.meta)
+	return b.String()
 }
 
 // validToken rejects tokens that could not have come from Obtain, since a

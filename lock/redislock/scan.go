@@ -97,8 +97,7 @@ func (l *Locker) readBatch(ctx context.Context, node redis.Cmdable, keys []strin
 		if err != nil {
 			continue // expired or released since SCAN saw it
 		}
-		key := strings.TrimSuffix(strings.TrimPrefix(k, l.prefix+"{"), "}")
-		if !emit(record(key, v, ttls[i].Val().Milliseconds())) {
+		if !emit(record(l.keyOf(k), v, ttls[i].Val().Milliseconds())) {
 			return false, nil
 		}
 	}

@@ -1,0 +1,9 @@
+package engine
+
+import "golang.org/x/sys/unix"
+
+// onTmpfs reports whether path is on a tmpfs.
+func onTmpfs(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.TMPFS_MAGIC
+}

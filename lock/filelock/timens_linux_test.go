@@ -1,0 +1,127 @@
+package filelock_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/lock/filelock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// envTimeNS names the lock directory of a child started in a time
+// namespace of its own.
+const envTimeNS = "JOBLOCK_FILELOCK_TIMENS_DIR"
+
+// bootShift is how far the child's boot clock runs ahead: 27 hours.
+const bootShift = 100_000
+
+// timeNSReport is what the child saw.
+type timeNSReport struct {
+	Uptime    float64       `json:"uptime"`     // its boot clock, in seconds
+	HeldBy    string        `json:"held_by"`    // holder of the parent's key, "" if it took it
+	HeldFor   time.Duration `json:"held_for"`   // how long it judged that lock to have left
+	ChildTTL  time.Duration `json:"child_ttl"`  // the TTL it gave its own lock
+	Cleaned   int           `json:"cleaned"`    // records its Cleanup removed
+	ObtainErr string        `json:"obtain_err"` // any other error
+}
+
+// runTimeNSChild serves TestTimeNamespace's child: it runs Cleanup, tries
+// the parent's live key and takes one of its own, then reports.
+func runTimeNSChild() bool {
+	dir := os.Getenv(envTimeNS)
+	if dir == "" {
+		return false
+	}
+	var r timeNSReport
+	if err := timeNSChild(dir, &r); err != nil {
+		r.ObtainErr = err.Error()
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(r)
+	return true
+}
+
+func timeNSChild(dir string, r *timeNSReport) error {
+	up, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return err
+	}
+	if r.Uptime, err = strconv.ParseFloat(strings.Fields(string(up))[0], 64); err != nil {
+		return err
+	}
+	l, err := filelock.New(dir)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	ctx := context.Background()
+	if r.Cleaned, err = l.Cleanup(ctx); err != nil {
+		return err
+	}
+	_, err = l.Obtain(ctx, "parent", 30*time.Second)
+	var held *lock.HeldError
+	switch {
+	case errors.As(err, &held):
+		r.HeldBy, r.HeldFor = held.Holder, held.TTL
+	case err != nil:
+		return err
+	}
+	r.ChildTTL = 30 * time.Second
+	if _, err := l.Obtain(ctx, "child", r.ChildTTL); err != nil {
+		return fmt.Errorf("child key: %w", err)
+	}
+	return nil
+}
+
+func uptime(t *testing.T) float64 {
+	up, err := os.ReadFile("/proc/uptime")
+	require.NoError(t, err)
+	f, err := strconv.ParseFloat(strings.Fields(string(up))[0], 64)
+	require.NoError(t, err)
+	return f
+}
+
+func TestTimeNamespaceFallsBackToTheWallClock(t *testing.T) {
+	// A process whose boot clock is 27 h ahead, in a time namespace of its
+	// own, shares the boot id with this one. It must neither take over this
+	// process's live lock, nor clean it up, nor write a lock that looks 27 h
+	// long from here.
+	if out, err := exec.Command("unshare", "--time", "--boottime", "1", "true").CombinedOutput(); err != nil {
+		t.Skipf("cannot create a time namespace here (unshare --time: %v %s)", err, bytes.TrimSpace(out))
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	l := newLocker(t, dir)
+	lease, err := l.Obtain(ctx, "parent", 30*time.Second)
+	require.NoError(t, err)
+
+	cmd := exec.Command("unshare", "--time", "--boottime", strconv.Itoa(bootShift), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envTimeNS+"="+dir)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	var r timeNSReport
+	require.NoError(t, json.Unmarshal(out, &r), "%s", out)
+	require.Empty(t, r.ObtainErr)
+	require.Greater(t, r.Uptime-uptime(t), float64(bootShift-1000), "the child's boot clock was not shifted")
+
+	assert.Equal(t, lease.Token, r.HeldBy, "the child took over a live lock")
+	assert.LessOrEqual(t, r.HeldFor, 30*time.Second)
+	assert.Zero(t, r.Cleaned, "the child's cleanup removed a live lock")
+	rec, ok, err := l.Inspect(ctx, "child")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, lock.Held, rec.State)
+	assert.LessOrEqual(t, rec.TTL, r.ChildTTL, "the child's lock looks longer here than it is")
+	require.NoError(t, l.Release(ctx, lease), "the parent's lease must still be its own")
+}
