@@ -29,3 +29,8 @@ func TestConformance(t *testing.T) {
 	dir := t.TempDir()
 	locktest.Run(t, func(t *testing.T) lock.Locker { return newLocker(t, dir) })
 }
+
+func TestConformanceLimitThree(t *testing.T) {
+	dir := t.TempDir()
+	locktest.Run(t, func(t *testing.T) lock.Locker { return newLocker(t, dir) }, locktest.WithLimit(3))
+}

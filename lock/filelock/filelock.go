@@ -28,7 +28,7 @@ type Locker struct {
 	scratch sync.Pool // of *scratch
 }
 
-var _ lock.Locker = (*Locker)(nil)
+var _ lock.Limiter = (*Locker)(nil)
 
 // New returns a Locker keeping its lock files in dir, creating dir (but not
 // its parents) if it is missing, with mode 0700 (0770 and setgid with
@@ -173,6 +173,9 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 	if err := lock.ValidateKey(lease.Key); err != nil {
 		return lock.Lease{}, err
 	}
+	if isSlotToken(lease.Token) {
+		return l.refreshSlot(ctx, lease, ttl)
+	}
 	err := l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
 		rec, err := owned(v, lease)
 		if err != nil {
@@ -201,6 +204,9 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 func (l *Locker) Release(ctx context.Context, lease lock.Lease) error {
 	if err := lock.ValidateKey(lease.Key); err != nil {
 		return err
+	}
+	if isSlotToken(lease.Token) {
+		return l.releaseSlot(ctx, lease)
 	}
 	return l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
 		rec, err := owned(v, lease)

@@ -17,7 +17,7 @@ var ErrUnsupported = errors.New("filelock: the file engine needs flock and suppo
 // Locker is the file engine; on this platform it cannot be created.
 type Locker struct{}
 
-var _ lock.Locker = (*Locker)(nil)
+var _ lock.Limiter = (*Locker)(nil)
 
 // New returns ErrUnsupported on this platform.
 func New(dir string, opts ...Option) (*Locker, error) { return nil, ErrUnsupported }
@@ -44,6 +44,16 @@ func (l *Locker) Release(context.Context, lock.Lease) error { return ErrUnsuppor
 // Inspect returns ErrUnsupported.
 func (l *Locker) Inspect(context.Context, string) (lock.Record, bool, error) {
 	return lock.Record{}, false, ErrUnsupported
+}
+
+// ObtainLimit returns ErrUnsupported.
+func (l *Locker) ObtainLimit(context.Context, string, int, time.Duration) (lock.Lease, error) {
+	return lock.Lease{}, ErrUnsupported
+}
+
+// InspectSlots returns ErrUnsupported.
+func (l *Locker) InspectSlots(context.Context, string) ([]lock.Record, error) {
+	return nil, ErrUnsupported
 }
 
 // Scan returns ErrUnsupported.

@@ -21,3 +21,16 @@ func TestKilledHolderFreesAfterTTL(t *testing.T) {
 	dir := t.TempDir()
 	locktest.RunKilledHolder(t, newLocker(t, dir), time.Second, envDir+"="+dir)
 }
+
+func TestCrossProcessHammerLimitThree(t *testing.T) {
+	dir := t.TempDir()
+	s := locktest.RunHammerLimit(t, 8, 3, 60*time.Millisecond, 3*time.Second, envDir+"="+dir)
+	t.Logf("%+v", s)
+	assert.Greater(t, s.Sections, 60, "too few critical sections to prove anything")
+	assert.Equal(t, 3, s.MaxInside, "eight processes on three slots must fill them")
+}
+
+func TestKilledSlotHolderFreesAfterTTL(t *testing.T) {
+	dir := t.TempDir()
+	locktest.RunKilledSlotHolder(t, newLocker(t, dir), 3, time.Second, envDir+"="+dir)
+}

@@ -5,6 +5,7 @@ package filelock
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
@@ -18,8 +19,9 @@ import (
 // an entry named like one that is not one (what says what it is, e.g. "a
 // symlink"). Either returns false to stop.
 type visitor struct {
-	file func(v *view, path string) bool
-	skip func(name, what string) bool
+	file  func(v *view, path string) bool
+	slots func(s *slots, path string) bool
+	skip  func(name, what string) bool
 }
 
 // eachFile opens every lock file in the directory in turn, takes a flock of
@@ -34,7 +36,8 @@ func (l *Locker) eachFile(ctx context.Context, how int, vis visitor) error {
 	s := l.getScratch()
 	defer l.scratch.Put(s)
 	for _, de := range entries {
-		if !isLockFile(de.Name()) {
+		lockFile, slotsFile := isLockFile(de.Name()), isSlotsFile(de.Name())
+		if !lockFile && !slotsFile {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -46,7 +49,11 @@ func (l *Locker) eachFile(ctx context.Context, how int, vis visitor) error {
 			}
 			continue
 		}
-		more, err := l.visit(ctx, de.Name(), how, s, vis)
+		visit := l.visit
+		if slotsFile {
+			visit = l.visitSlots
+		}
+		more, err := visit(ctx, de.Name(), how, s, vis)
 		if err != nil {
 			return err
 		}
@@ -80,6 +87,36 @@ func (l *Locker) visit(ctx context.Context, name string, how int, s *scratch, vi
 	return vis.file(&s.v, path), nil
 }
 
+// visitSlots shows a slots file to vis; one that does not parse is shown
+// to vis.skip.
+func (l *Locker) visitSlots(ctx context.Context, name string, how int, _ *scratch, vis visitor) (bool, error) {
+	path := filepath.Join(l.dir, name)
+	f, err := l.openLocked(ctx, path, false, how)
+	var stray *notLockFileError
+	switch {
+	case err == errMissing || err == errRemoved:
+		return true, nil
+	case errors.As(err, &stray):
+		return vis.skip(name, stray.what), nil
+	case err != nil:
+		return false, err
+	}
+	defer f.close()
+	buf := make([]byte, maxSlotsSize+1)
+	content, oversized, err := readRecord(f.fd, buf)
+	if err != nil {
+		return false, pathError("read", path, err)
+	}
+	var sl slots
+	if oversized || json.Unmarshal(content, &sl) != nil || sl.Key == "" {
+		if len(content) == 0 && !oversized {
+			return true, nil // being created
+		}
+		return vis.skip(name, "not a slots file"), nil
+	}
+	return vis.slots(&sl, path), nil
+}
+
 // typeName names a directory entry's type as fileInfo.kind does.
 func typeName(t fs.FileMode) string {
 	switch {
@@ -104,6 +141,14 @@ func typeName(t fs.FileMode) string {
 func (l *Locker) Scan(ctx context.Context, fn func(lock.Record) bool) error {
 	return l.eachFile(ctx, unix.LOCK_SH, visitor{
 		file: func(v *view, _ string) bool { return fn(l.toRecord(v, readClock(l.cfg.clock))) },
+		slots: func(s *slots, _ string) bool {
+			for _, r := range s.records(readClock(l.cfg.clock)) {
+				if !fn(r) {
+					return false
+				}
+			}
+			return true
+		},
 		skip: func(name, what string) bool {
 			return fn(lock.Record{State: lock.Skipped, Note: name + " is " + what + ", not a lock file"})
 		},
@@ -118,23 +163,27 @@ func (l *Locker) Scan(ctx context.Context, fn func(lock.Record) bool) error {
 func (l *Locker) Cleanup(ctx context.Context) (int, error) {
 	var n int
 	var ferr error
+	remove := func(fence uint64, path string) bool {
+		if fence > 0 {
+			if ferr = l.raiseFloor(ctx, fence); ferr != nil {
+				return false
+			}
+		}
+		if err := unix.Unlink(path); err != nil {
+			ferr = pathError("unlink", path, err)
+			return false
+		}
+		n++
+		return true
+	}
 	err := l.eachFile(ctx, unix.LOCK_EX, visitor{
 		file: func(v *view, path string) bool {
 			fence, ok := l.removable(v, readClock(l.cfg.clock))
-			if !ok {
-				return true
-			}
-			if fence > 0 {
-				if ferr = l.raiseFloor(ctx, fence); ferr != nil {
-					return false
-				}
-			}
-			if err := unix.Unlink(path); err != nil {
-				ferr = pathError("unlink", path, err)
-				return false
-			}
-			n++
-			return true
+			return !ok || remove(fence, path)
+		},
+		slots: func(s *slots, path string) bool {
+			fence, ok := s.removable(readClock(l.cfg.clock), l.cfg.cleanupAge)
+			return !ok || remove(fence, path)
 		},
 		skip: func(string, string) bool { return true },
 	})

@@ -38,6 +38,7 @@ type Option func(*options)
 
 type options struct {
 	noRealTime string
+	limit      int
 }
 
 // WithoutRealTimeExpiry skips, saying reason, the tests that need the
@@ -47,39 +48,85 @@ func WithoutRealTimeExpiry(reason string) Option {
 	return func(o *options) { o.noRealTime = reason }
 }
 
+// WithLimit runs the suite on keys that admit n holders (lock.Limiter):
+// every obtain takes one of n slots, and the tests of exclusion expect n
+// holders where a lock admits one. The Manager's tests, which are about
+// the single-holder LockManager API, do not run. Default 1.
+func WithLimit(n int) Option { return func(o *options) { o.limit = n } }
+
 // Run runs every conformance test as a subtest of t.
 func Run(t *testing.T, newLocker NewLocker, opts ...Option) {
-	var o options
+	o := options{limit: 1}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.limit > 1 {
+		plain := newLocker
+		newLocker = func(t *testing.T) lock.Locker {
+			l, ok := plain(t).(lock.Limiter)
+			require.True(t, ok, "the engine is not a lock.Limiter")
+			return limited{Limiter: l, n: o.limit}
+		}
+	}
+	n := o.limit
 	tests := []struct {
 		name     string
 		fn       func(*testing.T, NewLocker)
 		realTime bool
+		single   bool // of the single-holder API only
 	}{
-		{"InvalidInput", testInvalidInput, false},
-		{"ObtainRelease", testObtainRelease, false},
-		{"Contention", testContention, false},
-		{"ExpiryTakeover", testExpiryTakeover, true},
-		{"Refresh", testRefresh, true},
-		{"LateOrForeignRelease", testLateOrForeignRelease, false},
-		{"ContextCancelled", testContextCancelled, false},
-		{"FencingMonotonic", testFencingMonotonic, true},
-		{"ManyGoroutines", testManyGoroutines, false},
-		{"ScanCleanup", testScanCleanup, true},
-		{"Manager", testManager, true},
-		{"ManagerProcess", testManagerProcess, false},
-		{"ManagerDo", testManagerDo, true},
+		{"InvalidInput", testInvalidInput, false, false},
+		{"ObtainRelease", testObtainRelease, false, false},
+		{"Contention", func(t *testing.T, nl NewLocker) { testContention(t, nl, n) }, false, false},
+		{"ExpiryTakeover", func(t *testing.T, nl NewLocker) { testExpiryTakeover(t, nl, n) }, true, false},
+		{"Refresh", testRefresh, true, false},
+		{"LateOrForeignRelease", testLateOrForeignRelease, false, false},
+		{"ContextCancelled", testContextCancelled, false, false},
+		{"FencingMonotonic", testFencingMonotonic, true, false},
+		{"ManyGoroutines", func(t *testing.T, nl NewLocker) { testManyGoroutines(t, nl, n) }, false, false},
+		{"ScanCleanup", testScanCleanup, true, false},
+		{"Manager", testManager, true, true},
+		{"ManagerProcess", testManagerProcess, false, true},
+		{"ManagerDo", testManagerDo, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.realTime && o.noRealTime != "" {
 				t.Skip(o.noRealTime)
 			}
+			if tt.single && n > 1 {
+				t.Skip("the Manager is the single-holder LockManager API")
+			}
 			tt.fn(t, newLocker)
 		})
 	}
+}
+
+// limited is a Limiter seen as a Locker whose every key admits n holders:
+// Obtain takes one of n slots, Inspect shows the first slot held.
+type limited struct {
+	lock.Limiter
+	n int
+}
+
+func (l limited) Obtain(ctx context.Context, key string, ttl time.Duration) (lock.Lease, error) {
+	return l.ObtainLimit(ctx, key, l.n, ttl)
+}
+
+func (l limited) Inspect(ctx context.Context, key string) (lock.Record, bool, error) {
+	recs, err := l.InspectSlots(ctx, key)
+	if err != nil {
+		return lock.Record{}, false, err
+	}
+	for _, r := range recs {
+		if r.State == lock.Held {
+			return r, true, nil
+		}
+	}
+	if len(recs) > 0 {
+		return recs[0], true, nil
+	}
+	return lock.Record{}, false, nil
 }
 
 // Key returns a key unique to this test and run.
@@ -185,31 +232,40 @@ func testObtainRelease(t *testing.T, newLocker NewLocker) {
 	require.NoError(t, l.Release(ctx, again))
 }
 
-func testContention(t *testing.T, newLocker NewLocker) {
+func testContention(t *testing.T, newLocker NewLocker, limit int) {
 	a, b := newLocker(t), newLocker(t)
 	ctx := context.Background()
 	key := Key(t, "k")
 	lease, err := a.Obtain(ctx, key, 5*time.Second)
 	require.NoError(t, err)
+	for range limit - 1 {
+		more, err := b.Obtain(ctx, key, 10*time.Second)
+		require.NoError(t, err, "the key admits %d holders", limit)
+		defer func() { assert.NoError(t, b.Release(ctx, more)) }()
+	}
 	for _, l := range []lock.Locker{a, b} {
 		_, err = l.Obtain(ctx, key, 5*time.Second)
 		require.ErrorIs(t, err, lock.ErrNotObtained)
 		var held *lock.HeldError
 		require.ErrorAs(t, err, &held)
 		assert.Equal(t, key, held.Key)
-		assert.Equal(t, lease.Token, held.Holder)
+		assert.Equal(t, lease.Token, held.Holder, "the holder whose lease ends first")
 		assert.Greater(t, held.TTL, 3*time.Second)
 		assert.LessOrEqual(t, held.TTL, 5*time.Second)
 	}
 	require.NoError(t, a.Release(ctx, lease))
 }
 
-func testExpiryTakeover(t *testing.T, newLocker NewLocker) {
+func testExpiryTakeover(t *testing.T, newLocker NewLocker, limit int) {
 	ctx := context.Background()
 	key := Key(t, "k")
 	first := newLocker(t)
 	old, err := first.Obtain(ctx, key, 100*time.Millisecond)
 	require.NoError(t, err)
+	for range limit - 1 { // every slot taken, and left to expire
+		_, err := first.Obtain(ctx, key, 100*time.Millisecond)
+		require.NoError(t, err)
+	}
 	time.Sleep(150 * time.Millisecond)
 
 	if rec, ok, err := first.Inspect(ctx, key); assert.NoError(t, err) && ok {
@@ -241,9 +297,14 @@ func testExpiryTakeover(t *testing.T, newLocker NewLocker) {
 	}
 	close(start)
 	wg.Wait()
-	require.EqualValues(t, 1, winners.Load(), "exactly one contender must take over an expired lock")
+	require.EqualValues(t, limit, winners.Load(), "exactly as many contenders as the key admits must take over")
 	winner := <-leases
 	assert.Greater(t, winner.Fence, old.Fence)
+	for range limit - 1 {
+		other := <-leases
+		assert.NotEqual(t, winner.Fence, other.Fence)
+		require.NoError(t, first.Release(ctx, other))
+	}
 
 	_, err = first.Refresh(ctx, old, time.Second)
 	require.ErrorIs(t, err, lock.ErrNotHeld, "refresh of a taken-over lease")
@@ -269,8 +330,11 @@ func testRefresh(t *testing.T, newLocker NewLocker) {
 	assert.True(t, refreshed.ExpiresAt.After(lease.ExpiresAt))
 
 	time.Sleep(900 * time.Millisecond)
-	_, err = other.Obtain(ctx, key, time.Second)
-	require.ErrorIs(t, err, lock.ErrNotObtained, "refreshed lock expired at its first TTL")
+	rec, ok, err := other.Inspect(ctx, key)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, lock.Held, rec.State, "refreshed lock expired at its first TTL")
+	assert.Equal(t, lease.Token, rec.Token)
 
 	forged := refreshed
 	forged.Token = "lock_forged"
@@ -356,12 +420,13 @@ func testFencingMonotonic(t *testing.T, newLocker NewLocker) {
 	}
 }
 
-func testManyGoroutines(t *testing.T, newLocker NewLocker) {
+func testManyGoroutines(t *testing.T, newLocker NewLocker, limit int) {
 	ctx := context.Background()
 	key := Key(t, "k")
 	const workers, rounds = 8, 25
 	var (
 		inside  atomic.Int32
+		most    atomic.Int32
 		mu      sync.Mutex
 		fences  []uint64
 		wg      sync.WaitGroup
@@ -377,12 +442,18 @@ func testManyGoroutines(t *testing.T, newLocker NewLocker) {
 				if !assert.NoError(t, err) {
 					return
 				}
-				if inside.Add(1) != 1 {
+				n := inside.Add(1)
+				if n > int32(limit) {
 					overlap.Add(1)
+				}
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 				}
 				mu.Lock()
 				fences = append(fences, lease.Fence)
 				mu.Unlock()
+				if limit > 1 {
+					time.Sleep(time.Millisecond) // give the others a slot beside this one
+				}
 				inside.Add(-1)
 				if !assert.NoError(t, l.Release(ctx, lease)) {
 					return
@@ -391,10 +462,19 @@ func testManyGoroutines(t *testing.T, newLocker NewLocker) {
 		}()
 	}
 	wg.Wait()
-	require.Zero(t, overlap.Load(), "two goroutines held the lock at once")
+	require.Zero(t, overlap.Load(), "more goroutines held the key at once than it admits")
 	require.Len(t, fences, workers*rounds)
-	for i := 1; i < len(fences); i++ {
-		require.Greater(t, fences[i], fences[i-1], "fencing token went backwards at %d", i)
+	if limit == 1 {
+		for i := 1; i < len(fences); i++ {
+			require.Greater(t, fences[i], fences[i-1], "fencing token went backwards at %d", i)
+		}
+		return
+	}
+	assert.Greater(t, most.Load(), int32(1), "the key never had two holders at once")
+	seen := map[uint64]bool{}
+	for _, f := range fences {
+		require.False(t, seen[f], "fencing token %d handed out twice", f)
+		seen[f] = true
 	}
 }
 

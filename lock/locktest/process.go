@@ -26,6 +26,7 @@ const (
 	envLog      = "JOBLOCK_LOCKTEST_LOG"
 	envTTL      = "JOBLOCK_LOCKTEST_TTL"
 	envDuration = "JOBLOCK_LOCKTEST_DURATION"
+	envLimit    = "JOBLOCK_LOCKTEST_LIMIT"
 )
 
 // ChildMain runs this process as a cross-process test child when the
@@ -56,6 +57,13 @@ func child(mode string, open func() (lock.Locker, error)) error {
 	ttl, err := time.ParseDuration(os.Getenv(envTTL))
 	if err != nil {
 		return err
+	}
+	if n, _ := strconv.Atoi(os.Getenv(envLimit)); n > 1 {
+		lim, ok := l.(lock.Limiter)
+		if !ok {
+			return fmt.Errorf("a limit of %d needs a lock.Limiter, not %T", n, l)
+		}
+		l = limited{Limiter: lim, n: n}
 	}
 	key := os.Getenv(envKey)
 	ctx := context.Background()
@@ -152,6 +160,7 @@ type HammerSummary struct {
 	Processes     int // processes that held the lock at least once
 	MaxFence      uint64
 	LateReleaseOK int // late releases that still succeeded (nobody had taken over)
+	MaxInside     int // the most sections inside at once, counting the entering one
 }
 
 // RunHammer starts procs copies of the test binary (see ChildMain) that
@@ -160,9 +169,17 @@ type HammerSummary struct {
 // fencing tokens strictly increase, and no release succeeded after another
 // holder had taken over. It fails t on any violation.
 func RunHammer(t *testing.T, procs int, ttl, d time.Duration, env ...string) HammerSummary {
+	return RunHammerLimit(t, procs, 1, ttl, d, env...)
+}
+
+// RunHammerLimit is RunHammer on a key that admits limit holders (the
+// engine must be a lock.Limiter): never more than limit sections at once
+// among holders within their TTL.
+func RunHammerLimit(t *testing.T, procs, limit int, ttl, d time.Duration, env ...string) HammerSummary {
 	t.Helper()
-	s, err := CheckHammerLog(runHammer(t, "hammer", procs, ttl, d, env...))
-	require.NoError(t, err, "the engine broke mutual exclusion")
+	env = append(env, envLimit+"="+strconv.Itoa(limit))
+	s, err := CheckHammerLogLimit(runHammer(t, "hammer", procs, ttl, d, env...), limit)
+	require.NoError(t, err, "the engine let more holders in than the key admits")
 	assert.Equal(t, procs, s.Processes, "every process must have held the lock")
 	return s
 }
@@ -196,7 +213,15 @@ type section struct {
 // checked for overlap only if its "held" line says its lease still ran
 // when its exit was written; a section without one (its process died
 // inside) is not.
-func CheckHammerLog(log string) (HammerSummary, error) {
+func CheckHammerLog(log string) (HammerSummary, error) { return CheckHammerLogLimit(log, 1) }
+
+// CheckHammerLogLimit is CheckHammerLog for a key that admits limit
+// holders: no section may enter while limit sections whose holders kept
+// their leases are inside. Beyond one holder, fencing tokens need only be
+// distinct (concurrent holders log their entries in any order), and
+// releases are not checked against later entries (another slot may have
+// been free).
+func CheckHammerLogLimit(log string, limit int) (HammerSummary, error) {
 	var (
 		s        HammerSummary
 		errs     []error
@@ -238,12 +263,25 @@ func CheckHammerLog(log string) (HammerSummary, error) {
 		}
 	}
 	var last uint64
-	for i, fence := range enters {
+	for _, fence := range enters {
 		sec := sections[fence]
 		s.Sections++
 		s.MaxFence = max(s.MaxFence, fence)
 		if !sec.held {
 			s.Late++
+		}
+		// The in-TTL holders inside when this section entered.
+		var inside []uint64
+		for _, other := range enters {
+			if o := sections[other]; other != fence && o.held && o.enter < sec.enter && sec.enter < o.exit {
+				inside = append(inside, other)
+			}
+		}
+		s.MaxInside = max(s.MaxInside, len(inside)+1)
+		if len(inside) >= limit {
+			errs = append(errs, fmt.Errorf("%d entering at line %d while %d held section(s) %v were inside (the key admits %d)", fence, sec.enter, len(inside), inside, limit))
+		}
+		if !sec.held || limit > 1 {
 			continue
 		}
 		// Fencing tokens of in-TTL holders strictly increase in log order.
@@ -251,12 +289,6 @@ func CheckHammerLog(log string) (HammerSummary, error) {
 			errs = append(errs, fmt.Errorf("line %d: fencing token %d after %d", sec.enter, fence, last))
 		}
 		last = fence
-		// Nobody may enter while an in-TTL holder is inside.
-		for _, other := range enters[i+1:] {
-			if o := sections[other]; o.enter < sec.exit {
-				errs = append(errs, fmt.Errorf("section %d (lines %d-%d) overlapped by %d entering at line %d", fence, sec.enter, sec.exit, other, o.enter))
-			}
-		}
 	}
 	// A release that succeeded must not come after someone else entered.
 	releasing := map[uint64]int{}
@@ -266,6 +298,9 @@ func CheckHammerLog(log string) (HammerSummary, error) {
 		case "releasing":
 			releasing[fence] = i
 		case "released":
+			if limit > 1 {
+				continue
+			}
 			if sections[fence] == nil {
 				return s, fmt.Errorf("line %d: released without enter", i)
 			}
@@ -294,29 +329,93 @@ func CheckHammerLog(log string) (HammerSummary, error) {
 // dead child until its TTL, then becomes free and is never stuck.
 func RunKilledHolder(t *testing.T, l lock.Locker, ttl time.Duration, env ...string) {
 	t.Helper()
+	lease, child := killHolder(t, l, 1, ttl, env)
+	var held *lock.HeldError
+	require.ErrorAs(t, lease.err, &held, "a killed holder's lock must last until its TTL")
+	assert.Equal(t, child.token, held.Holder)
+	child.waitFree(t, l, ttl)
+}
+
+// RunKilledSlotHolder is RunKilledHolder on a key that admits limit
+// holders: the test holds the other limit-1 slots, a child holding the
+// last one is SIGKILLed, and its slot stays taken until its TTL and no
+// longer.
+func RunKilledSlotHolder(t *testing.T, l lock.Limiter, limit int, ttl time.Duration, env ...string) {
+	t.Helper()
+	require.Greater(t, limit, 1)
+	lim := limited{Limiter: l, n: limit}
+	ctx := context.Background()
+	full, child := killHolder(t, lim, limit, ttl, env)
+	require.ErrorIs(t, full.err, lock.ErrNotObtained, "a killed holder's slot must last until its TTL")
+	slots, err := l.InspectSlots(ctx, child.key)
+	require.NoError(t, err)
+	var tokens []string
+	for _, r := range slots {
+		if r.State == lock.Held {
+			tokens = append(tokens, r.Token)
+		}
+	}
+	assert.Len(t, tokens, limit)
+	assert.Contains(t, tokens, child.token, "the killed child's slot is listed as held")
+	child.waitFree(t, lim, ttl)
+	for _, o := range full.others {
+		require.NoError(t, l.Release(ctx, o))
+	}
+}
+
+type killed struct {
+	key      string
+	token    string
+	fence    uint64
+	obtained time.Time
+}
+
+type afterKill struct {
+	err    error        // the first Obtain after the kill
+	others []lock.Lease // the slots this process holds
+}
+
+// killHolder starts a child that takes key, then takes limit-1 slots of it
+// itself, SIGKILLs the child and tries key once more.
+func killHolder(t *testing.T, l lock.Locker, limit int, ttl time.Duration, env []string) (afterKill, killed) {
+	t.Helper()
 	ctx := context.Background()
 	key := Key(t, "killed")
-	cmd := childCmd(t, append(env, envMode+"=hold", envKey+"="+key, envTTL+"="+ttl.String())...)
+	env = append(env, envMode+"=hold", envKey+"="+key, envTTL+"="+ttl.String(), envLimit+"="+strconv.Itoa(limit))
+	cmd := childCmd(t, env...)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
 	line, err := bufio.NewReader(out).ReadString('\n')
 	require.NoError(t, err, "child did not report holding the lock")
-	obtained := time.Now()
+	k := killed{key: key, obtained: time.Now()}
 	f := strings.Fields(line)
 	require.Len(t, f, 3)
+	k.token = f[1]
+	k.fence, err = strconv.ParseUint(f[2], 10, 64)
+	require.NoError(t, err)
+	var a afterKill
+	// The other slots are taken with a longer TTL, so only the child's
+	// can free within the test.
+	for range limit - 1 {
+		o, err := l.Obtain(ctx, key, 10*ttl)
+		require.NoError(t, err, "a free slot")
+		a.others = append(a.others, o)
+	}
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
+	_, a.err = l.Obtain(ctx, key, ttl)
+	return a, k
+}
 
-	_, err = l.Obtain(ctx, key, ttl)
-	var held *lock.HeldError
-	require.ErrorAs(t, err, &held, "a killed holder's lock must last until its TTL")
-	assert.Equal(t, f[1], held.Holder)
-
-	lease, err := lock.ObtainWait(ctx, l, key, ttl, lock.Wait{MaxWait: 3 * ttl, Interval: 10 * time.Millisecond})
+// waitFree waits for the killed child's lock to free: not before its TTL,
+// and with a fencing token above the child's.
+func (k killed) waitFree(t *testing.T, l lock.Locker, ttl time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	lease, err := lock.ObtainWait(ctx, l, k.key, ttl, lock.Wait{MaxWait: 3 * ttl, Interval: 10 * time.Millisecond})
 	require.NoError(t, err, "the lock of a killed holder is stuck")
-	assert.GreaterOrEqual(t, time.Since(obtained), ttl-50*time.Millisecond, "freed before its TTL")
-	fence, _ := strconv.ParseUint(f[2], 10, 64)
-	assert.Greater(t, lease.Fence, fence)
+	assert.GreaterOrEqual(t, time.Since(k.obtained), ttl-50*time.Millisecond, "freed before its TTL")
+	assert.Greater(t, lease.Fence, k.fence)
 	require.NoError(t, l.Release(ctx, lease))
 }

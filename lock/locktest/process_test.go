@@ -40,7 +40,7 @@ enter 2 11
 exit 1 10
 held 1 true 10
 exit 2 11
-held 2 true 11`, "overlapped by 2"},
+held 2 true 11`, "2 entering at line"},
 		{"late holder may overlap", `enter 1 10
 enter 2 11
 exit 1 10
@@ -61,7 +61,7 @@ enter 2 11
 exit 1 10
 exit 2 11
 held 2 true 11
-held 1 true 10`, "overlapped by 2"},
+held 1 true 10`, "2 entering at line"},
 		{"died inside: not checked", `enter 1 10
 enter 2 11
 exit 2 11
@@ -104,7 +104,7 @@ exit 1 10`, ""},
 	}
 	s, err := CheckHammerLog(tests[0].give)
 	require.NoError(t, err)
-	assert.Equal(t, HammerSummary{Sections: 3, Abandoned: 1, LateRejected: 1, Processes: 2, MaxFence: 3}, s)
+	assert.Equal(t, HammerSummary{Sections: 3, Abandoned: 1, LateRejected: 1, Processes: 2, MaxFence: 3, MaxInside: 1}, s)
 }
 
 func TestSectionLogExitReadsTheClockAfterWriting(t *testing.T) {
@@ -129,5 +129,64 @@ func TestSectionLogExitReadsTheClockAfterWriting(t *testing.T) {
 func TestHammerWithoutLockingReportsOverlaps(t *testing.T) {
 	_, err := CheckHammerLog(runHammer(t, "hammer-unlocked", 4, 60*time.Millisecond, time.Second))
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "overlapped by")
+	assert.Contains(t, err.Error(), "held section(s)")
+}
+
+func TestCheckHammerLogLimit(t *testing.T) {
+	// Three holders of a key that admits two: the third entered while the
+	// first two were inside.
+	three := `enter 1 10
+enter 2 11
+enter 3 12
+exit 1 10
+held 1 true 10
+exit 2 11
+held 2 true 11
+exit 3 12
+held 3 true 12`
+	_, err := CheckHammerLogLimit(three, 2)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "3 entering at line 2 while 2 held section(s) [1 2] were inside (the key admits 2)")
+
+	s, err := CheckHammerLogLimit(three, 3)
+	require.NoError(t, err)
+	assert.Equal(t, 3, s.MaxInside)
+
+	// Two at a time, the third entering once the first left; entries of
+	// concurrent holders need not come in token order.
+	two := `enter 2 11
+enter 1 10
+exit 2 11
+held 2 true 11
+enter 3 12
+exit 1 10
+held 1 true 10
+exit 3 12
+held 3 true 12`
+	s, err = CheckHammerLogLimit(two, 2)
+	require.NoError(t, err)
+	assert.Equal(t, HammerSummary{Sections: 3, Abandoned: 3, Processes: 3, MaxFence: 3, MaxInside: 2}, s)
+	_, err = CheckHammerLog(two)
+	require.Error(t, err, "the same log breaks a key that admits one")
+
+	// A holder whose lease ran out does not count against the limit.
+	late := `enter 1 10
+enter 2 11
+enter 3 12
+exit 1 10
+held 1 false 10
+exit 2 11
+held 2 true 11
+exit 3 12
+held 3 true 12`
+	_, err = CheckHammerLogLimit(late, 2)
+	require.NoError(t, err)
+}
+
+// TestHammerWithoutLockingReportsExcess is the same for a limit: four
+// processes that never wait exceed a key that admits two.
+func TestHammerWithoutLockingReportsExcess(t *testing.T) {
+	_, err := CheckHammerLogLimit(runHammer(t, "hammer-unlocked", 4, 60*time.Millisecond, time.Second), 2)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "(the key admits 2)")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,6 +33,30 @@ func TestKilledHolderFreesAfterTTL(t *testing.T) {
 	srv.RequireReal(t, "TTL expiry in real time")
 	l := redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix))
 	locktest.RunKilledHolder(t, l, time.Second, envAddr+"="+srv.Addr, envPrefix+"="+srv.Prefix)
+}
+
+func TestCrossProcessHammerLimitThree(t *testing.T) {
+	srv := redistest.New(t)
+	srv.RequireReal(t, "the cross-process hammer")
+	s := locktest.RunHammerLimit(t, 8, 3, 60*time.Millisecond, 3*time.Second, envAddr+"="+srv.Addr, envPrefix+"="+srv.Prefix)
+	t.Logf("%+v", s)
+	assert.Greater(t, s.Sections, 60, "too few critical sections to prove anything")
+	assert.Equal(t, 3, s.MaxInside, "eight processes on three slots must fill them")
+}
+
+func TestCrossProcessHammerLimitThreeOnCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	s := locktest.RunHammerLimit(t, 8, 3, 60*time.Millisecond, 3*time.Second, envCluster+"="+strings.Join(cl.Addrs, ","))
+	t.Logf("%+v", s)
+	assert.Greater(t, s.Sections, 60, "too few critical sections to prove anything")
+	assert.Equal(t, 3, s.MaxInside, "eight processes on three slots must fill them")
+}
+
+func TestKilledSlotHolderFreesAfterTTL(t *testing.T) {
+	srv := redistest.New(t)
+	srv.RequireReal(t, "TTL expiry in real time")
+	l := redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix))
+	locktest.RunKilledSlotHolder(t, l, 3, time.Second, envAddr+"="+srv.Addr, envPrefix+"="+srv.Prefix)
 }
 
 func TestRedisRestartMidHold(t *testing.T) {

@@ -213,6 +213,9 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 	if !validToken(lease.Token) {
 		return lock.Lease{}, lock.ErrNotHeld
 	}
+	if isSlotToken(lease.Token) {
+		return l.refreshSlot(ctx, lease, ttl)
+	}
 	start := time.Now()
 	v, err := l.run(ctx, refreshScript, l.keys(lease.Key), lease.Token, l.ttlArg(ttl), l.retArg).Text()
 	if errors.Is(err, redis.Nil) {
@@ -233,6 +236,9 @@ func (l *Locker) Release(ctx context.Context, lease lock.Lease) error {
 	}
 	if !validToken(lease.Token) {
 		return lock.ErrNotHeld
+	}
+	if isSlotToken(lease.Token) {
+		return l.releaseSlot(ctx, lease)
 	}
 	n, err := l.run(ctx, releaseScript, []string{l.lockKey(lease.Key)}, lease.Token).Int64()
 	if err != nil {

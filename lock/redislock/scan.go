@@ -60,23 +60,60 @@ func (l *Locker) pattern() string {
 }
 
 func (l *Locker) scanNode(ctx context.Context, node redis.Cmdable, emit func(lock.Record) bool) error {
+	more, err := l.scanKeys(ctx, node, l.pattern(), func(keys []string) (bool, error) { return l.readBatch(ctx, node, keys, emit) })
+	if err != nil || !more {
+		return err
+	}
+	_, err = l.scanKeys(ctx, node, l.pattern()+":slots", func(keys []string) (bool, error) { return l.readSlots(ctx, node, keys, emit) })
+	return err
+}
+
+// scanKeys calls read with each batch of node's keys that match pattern,
+// until read says stop (more is then false).
+func (l *Locker) scanKeys(ctx context.Context, node redis.Cmdable, pattern string, read func(keys []string) (bool, error)) (bool, error) {
 	var cursor uint64
-	pattern := l.pattern()
 	for {
 		keys, next, err := node.Scan(ctx, cursor, pattern, scanBatch).Result()
 		if err != nil {
-			return err
+			return false, err
 		}
 		if len(keys) > 0 {
-			if more, err := l.readBatch(ctx, node, keys, emit); err != nil || !more {
-				return err
+			if more, err := read(keys); err != nil || !more {
+				return false, err
 			}
 		}
 		if next == 0 {
-			return nil
+			return true, nil
 		}
 		cursor = next
 	}
+}
+
+// readSlots reads a batch of slots keys in one pipeline.
+func (l *Locker) readSlots(ctx context.Context, node redis.Cmdable, keys []string, emit func(lock.Record) bool) (bool, error) {
+	cmds := make([]*redis.Cmd, len(keys))
+	_, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			base := strings.TrimSuffix(k, ":slots")
+			cmds[i] = p.Eval(ctx, inspectSlotsSrc, []string{k, base + ":holders"})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false, err
+	}
+	for i, k := range keys {
+		res, err := cmds[i].Slice()
+		if err != nil {
+			continue // gone since SCAN saw it
+		}
+		for _, r := range slotRecords(l.keyOf(strings.TrimSuffix(k, ":slots")), res) {
+			if !emit(r) {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
 
 func (l *Locker) readBatch(ctx context.Context, node redis.Cmdable, keys []string, emit func(lock.Record) bool) (bool, error) {
