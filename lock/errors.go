@@ -24,6 +24,10 @@ var (
 	// MinTTL or over MaxTTL (see ValidateTTL).
 	ErrInvalidTTL = errors.New("lock: invalid ttl")
 
+	// ErrInvalidLimit is returned for a limit of holders under 1 or over
+	// MaxLimit (see ValidateLimit).
+	ErrInvalidLimit = errors.New("lock: invalid limit")
+
 	// ErrLost is the cause of a context cancelled because the lock that
 	// guarded the work could not be renewed and may now belong to someone
 	// else.

@@ -20,6 +20,19 @@ const (
 	MaxTTL = 365 * 24 * time.Hour
 )
 
+// MaxLimit is the most holders a key may admit (see Limiter).
+const MaxLimit = 1000
+
+// ValidateLimit returns an error wrapping ErrInvalidLimit, naming limit
+// and the range, when limit is under 1 or over MaxLimit, and nil
+// otherwise.
+func ValidateLimit(limit int) error {
+	if limit < 1 || limit > MaxLimit {
+		return fmt.Errorf("%w: %d, want 1 to %d holders", ErrInvalidLimit, limit, MaxLimit)
+	}
+	return nil
+}
+
 // ValidateKey reports, wrapped in ErrInvalidKey, why key cannot name a lock:
 // it is empty, longer than MaxKeyLen bytes, not valid UTF-8, or holds a
 // control character. It returns nil for a usable key.

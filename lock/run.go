@@ -77,8 +77,8 @@ func newRunConfig(opts []RunOption) (runConfig, error) {
 	if err := ValidateTTL(c.lease); err != nil {
 		return c, fmt.Errorf("lease: %w", err)
 	}
-	if c.limit < 1 {
-		return c, fmt.Errorf("lock: limit %d: at least one holder", c.limit)
+	if err := ValidateLimit(c.limit); err != nil {
+		return c, err
 	}
 	if c.margin < 0 || c.maxRun < 0 || c.window < 0 || c.releaseTO <= 0 {
 		return c, fmt.Errorf("lock: margin %s, maximum run time %s, window %s and release timeout %s must not be negative",

@@ -26,9 +26,7 @@ import (
 const (
 	slotsSuffix     = ".slots"
 	slotTokenPrefix = "slot_"
-	// MaxLimit is the most holders a key may admit.
-	MaxLimit = 1000
-	// maxSlotsSize bounds what is read of a slots file: MaxLimit records.
+	// maxSlotsSize bounds what is read of a slots file: lock.MaxLimit records.
 	maxSlotsSize = 1 << 20
 )
 
@@ -122,8 +120,8 @@ func (l *Locker) ObtainLimit(ctx context.Context, key string, limit int, ttl tim
 	if err := lock.ValidateTTL(ttl); err != nil {
 		return lock.Lease{}, err
 	}
-	if limit < 1 || limit > MaxLimit {
-		return lock.Lease{}, fmt.Errorf("filelock: limit %d for %q: want 1 to %d", limit, key, MaxLimit)
+	if err := lock.ValidateLimit(limit); err != nil {
+		return lock.Lease{}, fmt.Errorf("filelock: key %q: %w", key, err)
 	}
 	var lease lock.Lease
 	err := l.updateSlots(ctx, key, true, func(s *slots) (*slots, error) {

@@ -18,6 +18,7 @@ package locktest
 import (
 	"context"
 	"crypto/rand"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -186,6 +187,20 @@ func testInvalidInput(t *testing.T, newLocker NewLocker) {
 		assert.LessOrEqual(t, rec.TTL, time.Minute, "a rejected refresh must not extend the lease")
 		require.NoError(t, l.Release(ctx, lease))
 	})
+	if lim, ok := l.(limited); ok {
+		for _, n := range []int{0, -1, lock.MaxLimit + 1} {
+			t.Run("limit "+strconv.Itoa(n), func(t *testing.T) {
+				key := Key(t, "k")
+				_, err := lim.ObtainLimit(ctx, key, n, time.Second)
+				require.ErrorIs(t, err, lock.ErrInvalidLimit)
+				assert.ErrorContains(t, err, strconv.Itoa(n))
+				assert.NotErrorIs(t, err, lock.ErrNotObtained)
+				slots, err := lim.InspectSlots(ctx, key)
+				require.NoError(t, err)
+				assert.Empty(t, slots, "a rejected obtain must leave nothing held")
+			})
+		}
+	}
 	t.Run("longest key works", func(t *testing.T) {
 		key := Key(t, "")
 		key += strings.Repeat("é", (lock.MaxKeyLen-len(key))/2)

@@ -39,8 +39,6 @@ var (
 
 const (
 	slotTokenPrefix = "slot_"
-	// MaxLimit is the most holders a key may admit.
-	MaxLimit = 1000
 )
 
 var _ lock.Limiter = (*Locker)(nil)
@@ -66,8 +64,8 @@ func (l *Locker) ObtainLimit(ctx context.Context, key string, limit int, ttl tim
 	if err := lock.ValidateTTL(ttl); err != nil {
 		return lock.Lease{}, err
 	}
-	if limit < 1 || limit > MaxLimit {
-		return lock.Lease{}, fmt.Errorf("redislock: limit %d for %q: want 1 to %d", limit, key, MaxLimit)
+	if err := lock.ValidateLimit(limit); err != nil {
+		return lock.Lease{}, fmt.Errorf("redislock: key %q: %w", key, err)
 	}
 	start := time.Now()
 	token := slotTokenPrefix + rand.Text()
