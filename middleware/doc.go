@@ -49,10 +49,21 @@
 // set it.
 //
 // This middleware decides at run time, on a key of your choosing, and only
-// for as long as the handler runs (or a TTL window with HoldUntilTTL). Use
+// for as long as the handler runs (or until the end of Rule.Window). Use
 // Unique to keep the queue from filling with copies, this middleware to
 // guarantee that copies never run concurrently, and both when you want
 // both: they do not interfere.
+//
+// # More than one at a time
+//
+// Rule.Limit lets N tasks of one key run at once across every worker: a
+// per-tenant cap ("import-{{.tenant_id}}", Limit 2), a cap per task type
+// (Template "{{._type}}") or per queue. A task beyond the limit is a
+// duplicate like any other, and its Policy applies; under Retry, a
+// duplicate sent back is handed the slot the moment one frees
+// (WithRedisClient). asynq's Config.Concurrency caps what one server runs
+// of every type together, and its queue priorities only order what it
+// takes next: neither caps a key across servers.
 //
 // # Keeping copies out of the queue
 //

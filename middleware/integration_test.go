@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,6 +38,7 @@ const (
 	envLog    = "JOBLOCK_MW_LOG"
 	envHold   = "JOBLOCK_MW_HOLD"
 	envTTL    = "JOBLOCK_MW_TTL"
+	envLimit  = "JOBLOCK_MW_LIMIT"
 	// envRetryDelay is the duplicates' retry delay: a duration, or
 	// "holder" for RetryDelayFunc's guess from the holder's lease.
 	envRetryDelay = "JOBLOCK_MW_RETRY_DELAY"
@@ -85,6 +87,7 @@ func workerMain() error {
 	if os.Getenv(envPolicy) == "unique" {
 		unique = middleware.UniqueUntilExecuted
 	}
+	limit, _ := strconv.Atoi(os.Getenv(envLimit))
 	runs, err := locktest.OpenSectionLog(os.Getenv(envLog))
 	if err != nil {
 		return err
@@ -94,7 +97,7 @@ func workerMain() error {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
 	mw, err := middleware.New(locker,
-		middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Lease: ttl, Policy: policy, Unique: unique}),
+		middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Lease: ttl, Policy: policy, Unique: unique, Limit: limit}),
 		middleware.WithPrefix("mwtest:"),
 		middleware.WithRedisClient(rdb),
 		middleware.WithObserver(func(e middleware.Event) {
@@ -221,7 +224,11 @@ func (ws *workerSetup) idle(t *testing.T) bool {
 	return q.Pending+q.Active+q.Scheduled+q.Retry == 0
 }
 
-func (ws *workerSetup) check(t *testing.T) locktest.HammerSummary {
+func (ws *workerSetup) check(t *testing.T) locktest.HammerSummary { return ws.checkLimit(t, 1) }
+
+// checkLimit checks that no more than limit handlers ran for one key at
+// once.
+func (ws *workerSetup) checkLimit(t *testing.T, limit int) locktest.HammerSummary {
 	raw, err := os.ReadFile(ws.log)
 	require.NoError(t, err)
 	var sections []string
@@ -230,8 +237,8 @@ func (ws *workerSetup) check(t *testing.T) locktest.HammerSummary {
 			sections = append(sections, l)
 		}
 	}
-	s, err := locktest.CheckHammerLog(strings.Join(sections, "\n"))
-	require.NoError(t, err, "two handlers ran for one key at once")
+	s, err := locktest.CheckHammerLogLimit(strings.Join(sections, "\n"), limit)
+	require.NoError(t, err, "more handlers ran for one key at once than its limit")
 	return s
 }
 
@@ -321,6 +328,31 @@ func TestHandOffRunsDuplicatesBackToBack(t *testing.T) {
 			// by a duplicate whose timer fired first.
 			assert.GreaterOrEqual(t, handoffs, tasks*2/3, "the key was not handed on")
 			assert.LessOrEqual(t, dups, 3*tasks, "duplicates kept coming back on their own")
+		})
+	}
+}
+
+// TestTwoWorkerProcessesLimitThree: 40 tasks of one key, each holding it
+// 100ms, across two worker processes of concurrency 10, under a Limit of
+// 3: never more than three run at once, three do run at once, and every
+// task runs.
+func TestTwoWorkerProcessesLimitThree(t *testing.T) {
+	for _, eng := range []string{"file", "redis"} {
+		t.Run(eng, func(t *testing.T) {
+			t.Parallel()
+			ws := newWorkerSetup(t, eng)
+			const tasks, hold = 40, 100 * time.Millisecond
+			env := []string{envLimit + "=3", envRetryDelay + "=holder"}
+			a := ws.start(t, "retry", hold, 5*time.Second, env...)
+			b := ws.start(t, "retry", hold, 5*time.Second, env...)
+			ws.enqueue(t, tasks, `{"id": 12}`)
+			require.Eventually(t, func() bool { return ws.count(t, "enter") == tasks && ws.idle(t) }, 2*time.Minute, 20*time.Millisecond)
+			stop(t, a, b)
+			s := ws.checkLimit(t, 3)
+			assert.Equal(t, tasks, s.Sections)
+			assert.Equal(t, 3, s.MaxInside, "three slots, and forty tasks queued for them")
+			assert.Equal(t, 2, ws.pids(t), "both worker processes must have run tasks")
+			t.Logf("%d runs, %d handed a slot by the one before, %d refusals", s.Sections, ws.count(t, "handoff"), ws.count(t, "dup"))
 		})
 	}
 }

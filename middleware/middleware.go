@@ -46,6 +46,20 @@ type Rule struct {
 	// returns.
 	Window time.Duration
 
+	// Limit is how many tasks of one key may run at once, across every
+	// worker that shares the lock engine: 3 with the Template
+	// "import-{{.tenant_id}}" lets each tenant run three imports at a time,
+	// whatever the number of servers and their Concurrency. A task beyond
+	// the limit is a duplicate, and Policy decides what it does. With
+	// Window, the key runs at most Limit times per Window. The engine must
+	// be a lock.Limiter (both of joblock's are). Default 1: a lock.
+	//
+	// asynq's own Config.Concurrency caps the tasks one server runs, of all
+	// types together, and its queue priorities only order what a server
+	// takes next; neither caps a type, a tenant or a queue across servers,
+	// which is what Limit does.
+	Limit int
+
 	// Policy says what a duplicate does. Default Retry.
 	Policy Policy
 	// MaxWait bounds a Wait policy's wait. Default DefaultMaxWait.
@@ -187,11 +201,11 @@ func newMiddleware(locker lock.Locker, opts []Option) (*middleware, error) {
 		m.inspect = asynq.NewInspectorFromRedisClient(cfg.broker)
 	}
 	var err error
-	if m.fallback, err = compile("default rule", cfg.fallback, cfg.releaseTO); err != nil {
+	if m.fallback, err = compile("default rule", cfg.fallback, locker, cfg.releaseTO); err != nil {
 		return nil, err
 	}
 	for pattern, r := range cfg.rules {
-		cr, err := compile(pattern, r, cfg.releaseTO)
+		cr, err := compile(pattern, r, locker, cfg.releaseTO)
 		if err != nil {
 			return nil, err
 		}
@@ -206,7 +220,7 @@ func newMiddleware(locker lock.Locker, opts []Option) (*middleware, error) {
 	return m, nil
 }
 
-func compile(name string, r Rule, releaseTO time.Duration) (*rule, error) {
+func compile(name string, r Rule, locker lock.Locker, releaseTO time.Duration) (*rule, error) {
 	fail := func(format string, args ...any) (*rule, error) {
 		return nil, fmt.Errorf("middleware: rule %q: "+format, append([]any{name}, args...)...)
 	}
@@ -248,8 +262,22 @@ func compile(name string, r Rule, releaseTO time.Duration) (*rule, error) {
 	if err := checkUnique(&r); err != nil {
 		return fail("%w", err)
 	}
+	if r.Limit == 0 {
+		r.Limit = 1
+	}
+	if err := lock.ValidateLimit(r.Limit); err != nil {
+		return fail("Limit: %w", err)
+	}
+	if r.Limit > 1 {
+		if _, ok := locker.(lock.Limiter); !ok {
+			return fail("a Limit of %d needs an engine that is a lock.Limiter, not %T", r.Limit, locker)
+		}
+		if r.Unique == UniqueUntilExecuted || r.Unique == UniqueUntilAndWhileExecuting {
+			return fail("a Limit of %d with %v: a task that keeps its key while it runs runs one at a time", r.Limit, r.Unique)
+		}
+	}
 	cr := &rule{Rule: r, pattern: name, simple: simple, opts: []lock.RunOption{lock.WithLease(r.Lease), lock.WithMaxRunTime(r.MaxRunTime),
-		lock.WithWindow(r.Window), lock.WithReleaseTimeout(releaseTO)}}
+		lock.WithWindow(r.Window), lock.WithReleaseTimeout(releaseTO), lock.WithLimit(r.Limit)}}
 	if r.Policy == Wait {
 		cr.opts = append(cr.opts, lock.WithWait(lock.Wait{MaxWait: r.MaxWait, Interval: r.WaitInterval, Jitter: 0.2}))
 	}

@@ -298,22 +298,61 @@ func TestNewRejectsBadRules(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		rule middleware.Rule
+		want string
 	}{
-		{"lease", middleware.Rule{Lease: time.Microsecond}},
-		{"negative max run time", middleware.Rule{MaxRunTime: -time.Second}},
-		{"negative window", middleware.Rule{Window: -time.Second}},
-		{"negative wait", middleware.Rule{Policy: middleware.Wait, MaxWait: -time.Second}},
-		{"policy", middleware.Rule{Policy: middleware.Policy(9)}},
-		{"after wait", middleware.Rule{Policy: middleware.Wait, AfterWait: middleware.Fail}},
-		{"template", middleware.Rule{Template: "{{.a"}},
+		{"lease", middleware.Rule{Lease: time.Microsecond}, "lease"},
+		{"negative max run time", middleware.Rule{MaxRunTime: -time.Second}, "MaxRunTime"},
+		{"negative window", middleware.Rule{Window: -time.Second}, "Window -1s"},
+		{"negative wait", middleware.Rule{Policy: middleware.Wait, MaxWait: -time.Second}, "MaxWait -1s"},
+		{"policy", middleware.Rule{Policy: middleware.Policy(9)}, "unknown policy"},
+		{"after wait", middleware.Rule{Policy: middleware.Wait, AfterWait: middleware.Fail}, "AfterWait"},
+		{"template", middleware.Rule{Template: "{{.a"}, "template"},
+		{"negative limit", middleware.Rule{Limit: -1}, "Limit: lock: invalid limit: -1"},
+		{"limit too high", middleware.Rule{Limit: lock.MaxLimit + 1}, "invalid limit: 1001"},
+		{"limit of a unique run", middleware.Rule{Limit: 2, Unique: middleware.UniqueUntilExecuted}, "one at a time"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := middleware.New(l, middleware.WithRule("x", tt.rule))
-			require.Error(t, err)
+			require.ErrorContains(t, err, `rule "x"`)
+			assert.ErrorContains(t, err, tt.want)
 		})
 	}
 	_, err := middleware.New(nil)
 	require.Error(t, err)
+	_, err = middleware.New(onlyLocker{l}, middleware.WithRule("x", middleware.Rule{Limit: 2}))
+	require.ErrorContains(t, err, "a Limit of 2 needs an engine that is a lock.Limiter")
+}
+
+// onlyLocker hides every method of an engine but lock.Locker's.
+type onlyLocker struct{ lock.Locker }
+
+// TestLimit: a rule with a Limit of 2 runs two tasks of a key at once,
+// and a third is a duplicate until one of them ends.
+func TestLimit(t *testing.T) {
+	l := newFileLocker(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	h := newHarness(t, l, middleware.Rule{Template: "job-{{.id}}", Limit: 2, Policy: middleware.Fail}, func(ctx context.Context, _ *asynq.Task) error {
+		entered <- struct{}{}
+		<-release
+		return nil
+	})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- h.run(`{"id":1}`) }()
+		<-entered
+	}
+	err := h.run(`{"id":1}`)
+	require.ErrorIs(t, err, middleware.ErrDuplicate, "a third task while two run")
+	go func() { errs <- h.run(`{"id":2}`) }()
+	<-entered // another key has slots of its own
+	release <- struct{}{}
+	require.NoError(t, <-errs)
+	go func() { errs <- h.run(`{"id":1}`) }()
+	<-entered // a slot freed, and the next task takes it
+	close(release)
+	for range 3 {
+		require.NoError(t, <-errs)
+	}
 }
 
 // TestLockGoneAtReleaseIsLost: a lock that vanished while the handler ran
