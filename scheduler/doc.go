@@ -22,6 +22,9 @@
 // once, and a tick whose previous run is still going is skipped with a
 // warning (by the one host that took the tick).
 //
+// Job.Limit (WithLimit on a wrapper) lets N runs of a ModeNoOverlap job go
+// at once, across hosts: a run that would make N+1 is skipped.
+//
 // # The tick
 //
 // A run's tick is the scheduled time it belongs to: the latest activation

@@ -21,11 +21,12 @@ type config struct {
 	seconds  bool
 	lease    time.Duration
 	maxRun   time.Duration
+	limit    int
 	base     context.Context
 }
 
 func newConfig(opts []Option) config {
-	c := config{prefix: "cron:", skew: DefaultSkew, location: time.Local, base: context.Background(), lease: lock.DefaultLease}
+	c := config{prefix: "cron:", skew: DefaultSkew, location: time.Local, base: context.Background(), lease: lock.DefaultLease, limit: 1}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -76,6 +77,11 @@ func WithLease(d time.Duration) Option { return func(c *config) { c.lease = d } 
 // WithMaxRunTime cancels a run's context (cause lock.ErrMaxRunTime) once it
 // has run for d (Job.MaxRunTime does it on a Scheduler). Default: no limit.
 func WithMaxRunTime(d time.Duration) Option { return func(c *config) { c.maxRun = d } }
+
+// WithLimit lets n runs of a job go at once under NoOverlap (Job.Limit
+// does it on a Scheduler); one more is skipped. The engine must be a
+// lock.Limiter. Default 1.
+func WithLimit(n int) Option { return func(c *config) { c.limit = n } }
 
 // WithContext sets the context a wrapper's runs derive theirs from;
 // cancelling it cancels running jobs and stops new ones from starting.

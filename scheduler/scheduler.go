@@ -27,6 +27,10 @@ type Job struct {
 	// job runs, it bounds how long a crashed run keeps the next one from
 	// starting. Default lock.DefaultLease.
 	Lease time.Duration
+	// Limit is how many runs of the job may go at once, anywhere, under
+	// ModeNoOverlap: a run that would be one too many is skipped. Default
+	// 1. The engine must be a lock.Limiter (both of joblock's are).
+	Limit int
 	// MaxRunTime, if set, cancels a run's context (cause
 	// lock.ErrMaxRunTime) once it has run that long. Default: no limit.
 	MaxRunTime time.Duration
@@ -98,6 +102,12 @@ func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 		return fail("MaxRunTime %s must not be negative", j.MaxRunTime)
 	}
 	cfg.maxRun = j.MaxRunTime
+	if j.Limit != 0 {
+		cfg.limit = j.Limit
+	}
+	if err := s.checkLimit(j.Mode, cfg.limit); err != nil {
+		return fail("%w", err)
+	}
 	sched = Aligned(sched)
 	fires := sched // when cron fires: on this host's clock
 	if s.cfg.clock != nil {
@@ -105,6 +115,23 @@ func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 	}
 	g := &guard{renewer: s.renewer, name: j.Name, mode: j.Mode, sched: sched, cfg: cfg}
 	return s.cron.Schedule(fires, &guarded{g: g, job: Func(j.Run), key: cfg.prefix + j.Name, id: j.Name}), nil
+}
+
+// checkLimit checks a limit of runs at once for mode.
+func (s *Scheduler) checkLimit(mode Mode, limit int) error {
+	if err := lock.ValidateLimit(limit); err != nil {
+		return fmt.Errorf("Limit: %w", err)
+	}
+	if limit == 1 {
+		return nil
+	}
+	if mode&ModeNoOverlap == 0 {
+		return fmt.Errorf("a Limit of %d needs ModeNoOverlap: under %v alone each tick runs once", limit, mode)
+	}
+	if _, ok := s.locker.(lock.Limiter); !ok {
+		return fmt.Errorf("a Limit of %d needs an engine that is a lock.Limiter, not %T", limit, s.locker)
+	}
+	return nil
 }
 
 // Cron returns the cron.Cron the Scheduler runs, for its Entries. Jobs

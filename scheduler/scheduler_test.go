@@ -42,6 +42,8 @@ func TestAddRejectsBadJobs(t *testing.T) {
 		{"bad mode", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Mode: 7}, "unknown mode"},
 		{"bad lease", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Lease: -time.Second}, "invalid ttl"},
 		{"bad max run time", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, MaxRunTime: -time.Second}, "must not be negative"},
+		{"bad limit", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Mode: scheduler.ModeNoOverlap, Limit: -2}, `job "x": Limit: lock: invalid limit: -2`},
+		{"limit once per tick", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Limit: 2}, "a Limit of 2 needs ModeNoOverlap"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := s.Add(tt.job)
@@ -360,6 +362,70 @@ func TestOncePerTickAndNoOverlap(t *testing.T) {
 	locked, err := lock.NewManager(l).IsLocked(context.Background(), "cron:daily@2026-11-27T03:00:00Z")
 	require.NoError(t, err)
 	assert.True(t, locked, "the skipped tick stays taken, so no other host runs it")
+}
+
+// TestLimit: a daily job that may run two days' ticks at once, on two
+// hosts sharing the engine: the third tick while two runs go is skipped
+// with a warning, and the fourth, once one has ended, runs.
+func TestLimit(t *testing.T) {
+	l := newFileLocker(t, t.TempDir())
+	clock := &hostClock{}
+	logs := &syncBuffer{}
+	type run struct {
+		at   time.Time
+		done chan struct{}
+	}
+	inside := make(chan run, 4)
+	var jobs []cron.Job
+	for range 2 {
+		s := scheduler.New(l, scheduler.WithClock(clock.read), scheduler.WithLocation(time.UTC),
+			scheduler.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+		id, err := s.Add(scheduler.Job{Name: "daily", Spec: "0 3 * * *", Mode: scheduler.ModeOncePerTick | scheduler.ModeNoOverlap, Limit: 2,
+			Run: func(ctx context.Context) error {
+				r := run{at: clock.read(), done: make(chan struct{})}
+				inside <- r
+				<-r.done
+				return nil
+			}})
+		require.NoError(t, err)
+		jobs = append(jobs, s.Cron().Entry(id).WrappedJob)
+	}
+	base := at(t, "2026-11-26T03:00:00Z")
+	var wg sync.WaitGroup
+	var runs []run
+	for day := range 2 {
+		clock.set(base.Add(time.Duration(day) * 24 * time.Hour))
+		wg.Add(1)
+		go func() { defer wg.Done(); jobs[day].Run() }() // each host runs one day's tick
+		r := <-inside
+		assert.Equal(t, clock.read(), r.at)
+		runs = append(runs, r)
+	}
+	clock.set(base.Add(48 * time.Hour))
+	jobs[0].Run() // two runs going: skipped
+	assert.Contains(t, logs.String(), `level=WARN msg="joblock: tick skipped: 2 runs are still going (the limit)"`)
+	assert.Empty(t, inside)
+
+	close(runs[0].done)
+	require.Eventually(t, func() bool {
+		slots, err := l.InspectSlots(context.Background(), "cron:daily")
+		require.NoError(t, err)
+		held := 0
+		for _, r := range slots {
+			if r.State == lock.Held {
+				held++
+			}
+		}
+		return held == 1 // the ended run's slot is free
+	}, 5*time.Second, 5*time.Millisecond)
+	clock.set(base.Add(72 * time.Hour))
+	wg.Add(1)
+	go func() { defer wg.Done(); jobs[1].Run() }()
+	r := <-inside
+	assert.Equal(t, base.Add(72*time.Hour), r.at, "the fourth tick, with a slot free, runs")
+	close(r.done)
+	close(runs[1].done)
+	wg.Wait()
 }
 
 func TestLostLockCancelsJob(t *testing.T) {

@@ -166,12 +166,20 @@ func (j *guarded) RunContext(ctx context.Context) error {
 	case ModeOncePerTick | ModeNoOverlap:
 		// The tick first, so one process decides (and reports) for it.
 		return j.g.oncePerTick(ctx, j.key, func(ctx context.Context) error {
-			return j.g.noOverlap(ctx, j.key, j.job, skip{"tick skipped: the previous run is still going", slog.LevelWarn})
+			return j.g.noOverlap(ctx, j.key, j.job, skip{"tick skipped: " + j.g.going("the previous run is", "runs are"), slog.LevelWarn})
 		})
 	case ModeNoOverlap:
-		return j.g.noOverlap(ctx, j.key, j.job, skip{"run skipped: a run is still going", slog.LevelInfo})
+		return j.g.noOverlap(ctx, j.key, j.job, skip{"run skipped: " + j.g.going("a run is", "runs are"), slog.LevelInfo})
 	}
 	return j.g.oncePerTick(ctx, j.key, func(ctx context.Context) error { return runJob(ctx, j.job) })
+}
+
+// going says that as many runs as the limit are still going.
+func (g *guard) going(one, many string) string {
+	if g.cfg.limit == 1 {
+		return one + " still going"
+	}
+	return strconv.Itoa(g.cfg.limit) + " " + many + " still going (the limit)"
 }
 
 // skip is what to log when a run is skipped because its key is held.
@@ -210,7 +218,7 @@ func (g *guard) oncePerTick(ctx context.Context, key string, fn func(ctx context
 // noOverlap runs job under its key, held by a short lease while it runs.
 func (g *guard) noOverlap(ctx context.Context, key string, job cron.Job, busy skip) error {
 	return g.run(ctx, key, func(ctx context.Context) error { return runJob(ctx, job) }, busy,
-		lock.WithLease(g.cfg.lease), lock.WithMaxRunTime(g.cfg.maxRun))
+		lock.WithLease(g.cfg.lease), lock.WithMaxRunTime(g.cfg.maxRun), lock.WithLimit(g.cfg.limit))
 }
 
 // run runs fn under key, logging what happened; a held key skips the run
