@@ -12,9 +12,12 @@
 //	rediss-cluster://...                          TLS
 //	unix://[[user]:password@]/path/to/redis.sock[?db=N]
 //
-// The credentials are always the data nodes'. Sentinels that require a
-// password of their own get it from JOBLOCK_REDIS_SENTINEL_PASSWORD. A
-// Sentinel host without a port gets 26379, any other 6379. Options are
+// The credentials are always the data nodes'. A password given apart from
+// the URL, in JOBLOCK_REDIS_PASSWORD or in the file -redis-password-file
+// names, wins over the URL's and needs no percent-encoding. Sentinels that
+// require a password of their own get it from
+// JOBLOCK_REDIS_SENTINEL_PASSWORD. A Sentinel host without a port gets
+// 26379, any other 6379. Options are
 // go-redis's URL options (dial_timeout, read_timeout, pool_size, ...).
 // For TLS, JOBLOCK_REDIS_CA names a PEM file of CAs to trust instead of the
 // system's, and JOBLOCK_REDIS_CERT with JOBLOCK_REDIS_KEY a client
@@ -63,6 +66,15 @@ type Config struct {
 	// Redis that asks for one. Env JOBLOCK_REDIS_CERT, JOBLOCK_REDIS_KEY,
 	// default none.
 	RedisCert, RedisKey string
+	// RedisPassword is the data nodes' password, winning over the URL's.
+	// Env JOBLOCK_REDIS_PASSWORD only (a flag would show it in ps),
+	// default none.
+	RedisPassword string
+	// RedisPasswordFile is a file holding the data nodes' password (a
+	// trailing line break is ignored), winning over the URL's; set it or
+	// RedisPassword, not both. Env JOBLOCK_REDIS_PASSWORD_FILE, default
+	// none.
+	RedisPasswordFile string
 	// SentinelPassword is the Sentinels' own password, if they have one.
 	// Env JOBLOCK_REDIS_SENTINEL_PASSWORD only (a flag would show it in
 	// ps), default none.
@@ -86,14 +98,16 @@ const DefaultRedisURL = "redis://127.0.0.1:6379/0"
 // for what it does not.
 func FromEnv() Config {
 	return Config{
-		Engine:           env("JOBLOCK_ENGINE", File),
-		Dir:              env("JOBLOCK_LOCK_DIR", DefaultDir()),
-		RedisURL:         env("JOBLOCK_REDIS_URL", DefaultRedisURL),
-		Prefix:           env("JOBLOCK_PREFIX", redislock.DefaultPrefix),
-		RedisCA:          os.Getenv("JOBLOCK_REDIS_CA"),
-		RedisCert:        os.Getenv("JOBLOCK_REDIS_CERT"),
-		RedisKey:         os.Getenv("JOBLOCK_REDIS_KEY"),
-		SentinelPassword: os.Getenv("JOBLOCK_REDIS_SENTINEL_PASSWORD"),
+		Engine:            env("JOBLOCK_ENGINE", File),
+		Dir:               env("JOBLOCK_LOCK_DIR", DefaultDir()),
+		RedisURL:          env("JOBLOCK_REDIS_URL", DefaultRedisURL),
+		Prefix:            env("JOBLOCK_PREFIX", redislock.DefaultPrefix),
+		RedisCA:           os.Getenv("JOBLOCK_REDIS_CA"),
+		RedisCert:         os.Getenv("JOBLOCK_REDIS_CERT"),
+		RedisKey:          os.Getenv("JOBLOCK_REDIS_KEY"),
+		RedisPassword:     os.Getenv("JOBLOCK_REDIS_PASSWORD"),
+		RedisPasswordFile: os.Getenv("JOBLOCK_REDIS_PASSWORD_FILE"),
+		SentinelPassword:  os.Getenv("JOBLOCK_REDIS_SENTINEL_PASSWORD"),
 	}
 }
 
@@ -109,6 +123,8 @@ func (c *Config) Bind(fs *flag.FlagSet, redisUse string) {
 	fs.StringVar(&c.RedisCA, "redis-ca", c.RedisCA, "TLS: PEM file of CAs to trust instead of the system's [JOBLOCK_REDIS_CA]")
 	fs.StringVar(&c.RedisCert, "redis-cert", c.RedisCert, "TLS: client certificate (PEM), with -redis-key [JOBLOCK_REDIS_CERT]")
 	fs.StringVar(&c.RedisKey, "redis-key", c.RedisKey, "TLS: client certificate's key (PEM) [JOBLOCK_REDIS_KEY]")
+	fs.StringVar(&c.RedisPasswordFile, "redis-password-file", c.RedisPasswordFile, "a `FILE` holding Redis's password, which wins over the URL's; "+
+		"or give the password itself in JOBLOCK_REDIS_PASSWORD [JOBLOCK_REDIS_PASSWORD_FILE]")
 }
 
 // secretURL is a flag.Value for a URL that may hold a password: the help
@@ -130,6 +146,7 @@ func (c Config) Env() []string {
 	return []string{"JOBLOCK_ENGINE=" + c.Engine, "JOBLOCK_LOCK_DIR=" + c.Dir,
 		"JOBLOCK_REDIS_URL=" + c.RedisURL, "JOBLOCK_PREFIX=" + c.Prefix,
 		"JOBLOCK_REDIS_CA=" + c.RedisCA, "JOBLOCK_REDIS_CERT=" + c.RedisCert, "JOBLOCK_REDIS_KEY=" + c.RedisKey,
+		"JOBLOCK_REDIS_PASSWORD=" + c.RedisPassword, "JOBLOCK_REDIS_PASSWORD_FILE=" + c.RedisPasswordFile,
 		"JOBLOCK_REDIS_SENTINEL_PASSWORD=" + c.SentinelPassword}
 }
 
