@@ -121,7 +121,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", env.int("concurrency", "JOBLOCK_CONCURRENCY", 10), "tasks run at once [JOBLOCK_CONCURRENCY]")
 	fs.DurationVar(&c.lease, "lease", env.duration("lease", "JOBLOCK_LEASE", lock.DefaultLease), "lease of task locks, renewed every third of it while a task runs: how long a crashed worker keeps a key blocked [JOBLOCK_LEASE]")
 	fs.StringVar(&c.httpAddr, "http", env.str("JOBLOCK_HTTP", "127.0.0.1:8080"), "address of /healthz, /readyz, /metrics and /locks; empty disables [JOBLOCK_HTTP]")
-	fs.StringVar(&c.role, "role", env.str("JOBLOCK_ROLE", "all"), "worker (asynq tasks), scheduler (cron jobs, each tick once across every scheduler) or all [JOBLOCK_ROLE]")
+	fs.StringVar(&c.role, "role", env.str("JOBLOCK_ROLE", "all"), "worker (asynq tasks), scheduler (cron jobs, each tick once across every scheduler) or all; "+
+		"every worker and scheduler sharing the queues must use the same -engine [JOBLOCK_ROLE]")
 	fs.BoolVar(&c.demo, "demo", false, "in-process Redis, file engine, a producer of duplicate bursts and a live summary")
 	fs.DurationVar(&c.runFor, "run-for", 0, "stop after this long (0: until SIGTERM or SIGINT)")
 	fs.StringVar(&c.logLevel, "log-level", env.str("JOBLOCK_LOG_LEVEL", "info"), "debug, info, warn or error [JOBLOCK_LOG_LEVEL]")

@@ -118,7 +118,8 @@ func (c *Config) Bind(fs *flag.FlagSet, redisUse string) {
 	*c = FromEnv()
 	fs.StringVar(&c.Engine, "engine", c.Engine, "lock engine: file (one host) or redis (many hosts) [JOBLOCK_ENGINE]")
 	fs.StringVar(&c.Dir, "lock-dir", c.Dir, "file engine: lock directory [JOBLOCK_LOCK_DIR]")
-	fs.Var(secretURL{&c.RedisURL}, "redis-url", redisUse+": a redis://, rediss:// (TLS), redis-sentinel://, redis-cluster:// or unix:// `URL` [JOBLOCK_REDIS_URL]")
+	fs.Var(secretURL{&c.RedisURL}, "redis-url", redisUse+": a redis://, rediss:// (TLS), redis-sentinel://, redis-cluster:// or unix:// `URL`, "+
+		"a password in it percent-encoded ('#' as %23, ...) [JOBLOCK_REDIS_URL]")
 	fs.StringVar(&c.Prefix, "prefix", c.Prefix, "redis engine: key prefix [JOBLOCK_PREFIX]")
 	fs.StringVar(&c.RedisCA, "redis-ca", c.RedisCA, "TLS: PEM file of CAs to trust instead of the system's [JOBLOCK_REDIS_CA]")
 	fs.StringVar(&c.RedisCert, "redis-cert", c.RedisCert, "TLS: client certificate (PEM), with -redis-key [JOBLOCK_REDIS_CERT]")
