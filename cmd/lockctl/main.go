@@ -47,7 +47,8 @@ Usage:
   lockctl cleanup [flags]                remove expired and released records
   lockctl run     [flags] KEY -- COMMAND [ARG...]
                                          run COMMAND under KEY, renewing the lock while it
-                                         runs and releasing it when it exits
+                                         runs and releasing it when it exits; every flag
+                                         goes before KEY (lockctl run -engine redis KEY -- ...)
   lockctl serve-stdio [flags]            read the LockManager spec's JSON requests, one per
                                          line, and write its JSON results, one per line
 
@@ -65,7 +66,12 @@ Flags (every command; environment variables give the defaults):
   -redis-ca FILE       TLS: CAs to trust instead of the system's [JOBLOCK_REDIS_CA]
   -redis-cert FILE     TLS: client certificate [JOBLOCK_REDIS_CERT]
   -redis-key FILE      TLS: client certificate's key [JOBLOCK_REDIS_KEY]
-                       (Sentinels' own password, if any: JOBLOCK_REDIS_SENTINEL_PASSWORD)
+  -redis-password-file FILE
+                       Redis's password, read from FILE; wins over the URL's
+                       [JOBLOCK_REDIS_PASSWORD_FILE; or the password itself in
+                       JOBLOCK_REDIS_PASSWORD]. A password in the URL must be
+                       percent-encoded ('#' as %23, '@' as %40, '/' as %2F, ...).
+                       Sentinels' own password, if any: JOBLOCK_REDIS_SENTINEL_PASSWORD
   -prefix P            Redis engine key prefix [JOBLOCK_PREFIX, default joblock:]
   -json                JSON output instead of text (acquire, release, status,
                        list, stats, cleanup; serve-stdio always speaks JSON)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,14 +27,10 @@ func cmdRun(ctx context.Context, e *env) error {
 	if err := e.parse(-1, ""); err != nil {
 		return err
 	}
-	rest := fs.Args()
-	if len(rest) > 1 && rest[1] == "--" {
-		rest = append(rest[:1:1], rest[2:]...)
+	key, argv, err := splitRun(fs.Args())
+	if err != nil {
+		return err
 	}
-	if len(rest) < 2 {
-		return fail(exitUsage, "run: want KEY -- COMMAND [ARG...] (see lockctl help)")
-	}
-	key, argv := rest[0], rest[1:]
 	w := lock.Wait{MaxWait: e.wait, Jitter: 0.2}
 	switch *onHeld {
 	case "exit":
@@ -86,6 +83,25 @@ func cmdRun(ctx context.Context, e *env) error {
 		return fail(exitLockLost, "lock on %q lost while %s ran: %v", key, argv[0], out.Lost)
 	}
 	return runErr
+}
+
+// splitRun splits run's arguments after its flags, KEY -- COMMAND
+// [ARG...], into KEY and COMMAND [ARG...]. The flag package stops at KEY,
+// so a flag after it would otherwise become the command: that, and
+// anything else between KEY and --, is a usage error.
+func splitRun(args []string) (key string, argv []string, err error) {
+	const want = "want lockctl run [flags] KEY -- COMMAND [ARG...], flags before KEY (see lockctl help)"
+	switch {
+	case len(args) == 0:
+		return "", nil, fail(exitUsage, "run: no KEY: %s", want)
+	case len(args) > 1 && strings.HasPrefix(args[1], "-") && args[1] != "--":
+		return "", nil, fail(exitUsage, "run: flag %s after KEY %q: %s", args[1], args[0], want)
+	case len(args) < 2 || args[1] != "--":
+		return "", nil, fail(exitUsage, "run: no -- after KEY %q: %s", args[0], want)
+	case len(args) < 3:
+		return "", nil, fail(exitUsage, "run: no COMMAND after --: %s", want)
+	}
+	return args[0], args[2:], nil
 }
 
 // runCommand runs argv with the lease in its environment, sending it

@@ -27,11 +27,13 @@ type check struct {
 
 // lockCheck returns a check that takes and gives back a lock of this
 // process's own, so that it fails when the engine cannot take locks (a
-// Redis that refuses writes), not only when it cannot be read; for the
-// file engine (dir not "") it also checks that the lock directory is still
-// there, since files already open go on working after it is removed or
-// renamed while other processes no longer see them. Concurrent checks take
-// turns.
+// Redis that refuses writes), not only when it cannot be read. For the
+// file engine (dir not "") it first checks the lock directory: that it is
+// still there, since files already open go on working after it is removed
+// or renamed while other processes no longer see them, and that it takes
+// new files, since the check's own lock file is rewritten in place and so
+// goes on working in a directory that is immutable, read-only or full,
+// where every new key fails. Concurrent checks take turns.
 func lockCheck(locker lock.Locker, dir string) func(ctx context.Context) error {
 	host, _ := os.Hostname()
 	key := fmt.Sprintf("joblock-healthz-%s-%d", host, os.Getpid())
@@ -44,12 +46,8 @@ func lockCheck(locker lock.Locker, dir string) func(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if dir != "" {
-			fi, err := os.Stat(dir)
-			if err != nil {
-				return fmt.Errorf("lock directory: %w", err)
-			}
-			if !fi.IsDir() {
-				return fmt.Errorf("lock directory %s is no longer a directory", dir)
+			if err := checkLockDir(dir); err != nil {
+				return err
 			}
 		}
 		lease, err := locker.Obtain(ctx, key, 10*time.Second)
@@ -58,6 +56,30 @@ func lockCheck(locker lock.Locker, dir string) func(ctx context.Context) error {
 		}
 		return locker.Release(ctx, lease)
 	}
+}
+
+// checkLockDir checks that dir is still a directory and takes a new file:
+// it creates one of its own (O_CREAT|O_EXCL, a name no lock file has),
+// writes to it as a new lock does, and removes it.
+func checkLockDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("lock directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("lock directory %s is no longer a directory", dir)
+	}
+	f, err := os.CreateTemp(dir, ".healthz-probe-*")
+	if err != nil {
+		return fmt.Errorf("lock directory takes no new lock file: %w", err)
+	}
+	_, werr := f.WriteString("a health check's probe: new lock files can be written here\n")
+	cerr := f.Close()
+	rerr := os.Remove(f.Name())
+	if err := errors.Join(werr, cerr, rerr); err != nil {
+		return fmt.Errorf("lock directory takes no new lock file: %w", err)
+	}
+	return nil
 }
 
 // checkTimeout bounds each check, so that a health request answers well

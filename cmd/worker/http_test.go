@@ -115,6 +115,8 @@ func TestHealthcheckMode(t *testing.T) {
 		{"from the environment, any address", []string{"JOBLOCK_HTTP=0.0.0.0:" + port}, nil, 0, `"status": "ok"`, ""},
 		{"nothing listening", nil, []string{"-http", free}, 1, "", "connection refused"},
 		{"no HTTP", nil, []string{"-http", ""}, 1, "", "-http [JOBLOCK_HTTP] is empty"},
+		{"other settings bad", unrelatedBadSettings, []string{"-http", w.http}, 0, `"status": "ok"`, ""},
+		{"HTTP address bad", nil, []string{"-http", "notanaddr"}, 2, "", `-http [JOBLOCK_HTTP] "notanaddr": want HOST:PORT`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,6 +127,12 @@ func TestHealthcheckMode(t *testing.T) {
 		})
 	}
 }
+
+// unrelatedBadSettings are settings a worker refuses to start with, and
+// that -healthcheck and -version do not use.
+var unrelatedBadSettings = []string{"JOBLOCK_SCHEDULES=nightly=@daily", "JOBLOCK_CONCURRENCY=ten", "JOBLOCK_LEASE=15",
+	"JOBLOCK_IN_CONTAINER=yes", "JOBLOCK_ENGINE=etcd", "JOBLOCK_REDIS_URL=redis://:pw#@h", "JOBLOCK_SCHEDULE_TZ=Mars/Olympus",
+	"JOBLOCK_ADMIN_TOKEN=short", "JOBLOCK_REDIS_PASSWORD_FILE=/nope"}
 
 // lockEntry is what /locks shows of a lock.
 type lockEntry struct {

@@ -24,7 +24,6 @@ import (
 	"os/signal"
 	"regexp"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -48,138 +47,6 @@ func main() {
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
-}
-
-type config struct {
-	engine      engine.Config
-	queues      string
-	concurrency int
-	lease       time.Duration
-	httpAddr    string
-	role        string
-	lockDirSet  bool
-	demo        bool
-	runFor      time.Duration
-	logLevel    string
-	schedules   schedules
-	adminToken  string
-	container   bool
-	healthcheck bool
-	version     bool
-}
-
-// envContainer is set by the project's image: the worker runs in a
-// container, whose /tmp no other replica sees.
-const envContainer = "JOBLOCK_IN_CONTAINER"
-
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return v
-	}
-	return def
-}
-
-func envDur(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
-		return v
-	}
-	return def
-}
-
-func envStr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
-func parseFlags(args []string, stderr io.Writer) (config, error) {
-	c := config{schedules: defaultSchedules()}
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	c.engine.Bind(fs, "Redis for asynq (always) and for the redis engine")
-	fs.StringVar(&c.queues, "queues", envStr("JOBLOCK_QUEUES", "default=1"), "asynq queues and priorities, name=weight,... [JOBLOCK_QUEUES]")
-	fs.IntVar(&c.concurrency, "concurrency", envInt("JOBLOCK_CONCURRENCY", 10), "tasks run at once [JOBLOCK_CONCURRENCY]")
-	fs.DurationVar(&c.lease, "lease", envDur("JOBLOCK_LEASE", lock.DefaultLease), "lease of task locks, renewed every third of it while a task runs: how long a crashed worker keeps a key blocked [JOBLOCK_LEASE]")
-	fs.StringVar(&c.httpAddr, "http", envStr("JOBLOCK_HTTP", "127.0.0.1:8080"), "address of /healthz, /readyz, /metrics and /locks; empty disables [JOBLOCK_HTTP]")
-	fs.StringVar(&c.role, "role", envStr("JOBLOCK_ROLE", "all"), "worker (asynq tasks), scheduler (cron jobs, each tick once across every scheduler) or all [JOBLOCK_ROLE]")
-	fs.BoolVar(&c.demo, "demo", false, "in-process Redis, file engine, a producer of duplicate bursts and a live summary")
-	fs.DurationVar(&c.runFor, "run-for", 0, "stop after this long (0: until SIGTERM or SIGINT)")
-	fs.StringVar(&c.logLevel, "log-level", envStr("JOBLOCK_LOG_LEVEL", "info"), "debug, info, warn or error [JOBLOCK_LOG_LEVEL]")
-	fs.BoolVar(&c.healthcheck, "healthcheck", false, "ask the worker at -http for /healthz, print the answer, exit 0 if healthy, else 1 (for container healthchecks)")
-	fs.BoolVar(&c.version, "version", false, "print the version and exit")
-	sf := scheduleFlag{c.schedules}
-	if v := os.Getenv("JOBLOCK_SCHEDULES"); v != "" {
-		if err := sf.Set(v); err != nil {
-			return c, fmt.Errorf("JOBLOCK_SCHEDULES: %w", err)
-		}
-	}
-	fs.Var(sf, "schedule", "a cron job's schedule, `NAME=SPEC`, repeatable (or several joined by ';'): SPEC is cron (\"30 3 * * *\", \"CRON_TZ=Europe/Berlin 30 3 * * *\"), a descriptor (\"@every 10m\") or off [JOBLOCK_SCHEDULES]")
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if c.version || c.healthcheck {
-		return c, nil
-	}
-	c.adminToken = os.Getenv("JOBLOCK_ADMIN_TOKEN")
-	c.container = os.Getenv(envContainer) == "1"
-	c.lockDirSet = flagSet(fs, "lock-dir") || os.Getenv("JOBLOCK_LOCK_DIR") != ""
-	if c.demo && !flagSet(fs, "log-level") && os.Getenv("JOBLOCK_LOG_LEVEL") == "" {
-		c.logLevel = "warn" // the summary is the demo's output
-	}
-	return c, c.check(fs)
-}
-
-// check reports a configuration that cannot work before anything
-// connects, naming the flag and environment variable at fault.
-func (c *config) check(fs *flag.FlagSet) error {
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if c.concurrency < 1 {
-		return fmt.Errorf("-concurrency [JOBLOCK_CONCURRENCY] must be at least 1, not %d", c.concurrency)
-	}
-	if err := lock.ValidateTTL(c.lease); err != nil {
-		return fmt.Errorf("-lease [JOBLOCK_LEASE]: %w", err)
-	}
-	switch c.role {
-	case "all", "worker", "scheduler":
-	default:
-		return fmt.Errorf("-role [JOBLOCK_ROLE] must be worker, scheduler or all, not %q", c.role)
-	}
-	if _, err := parseQueues(c.queues); err != nil {
-		return fmt.Errorf("-queues [JOBLOCK_QUEUES]: %w", err)
-	}
-	if c.adminToken != "" && len(c.adminToken) < minAdminToken {
-		return fmt.Errorf("JOBLOCK_ADMIN_TOKEN is %d characters: use at least %d (e.g. openssl rand -hex 32)", len(c.adminToken), minAdminToken)
-	}
-	if c.demo {
-		return nil // its own Redis and lock directory
-	}
-	if c.container && c.engine.Engine == engine.File && !c.lockDirSet {
-		return fmt.Errorf("in a container (%s=1) the file engine's default directory %s is private to this container, so replicas would not coordinate: "+
-			"set JOBLOCK_ENGINE=redis, or JOBLOCK_LOCK_DIR to a volume every replica mounts (file-engine replicas coordinate only on one host)", envContainer, c.engine.Dir)
-	}
-	return c.engine.Check(true)
-}
-
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
-}
-
-func parseQueues(s string) (map[string]int, error) {
-	q := map[string]int{}
-	for _, part := range strings.Split(s, ",") {
-		name, weight, ok := strings.Cut(strings.TrimSpace(part), "=")
-		w, err := strconv.Atoi(weight)
-		if !ok || name == "" || err != nil || w < 1 {
-			return nil, fmt.Errorf("queue %q: want name=weight with weight >= 1", part)
-		}
-		q[name] = w
-	}
-	return q, nil
 }
 
 func newLogger(level string, w io.Writer) (*slog.Logger, error) {
@@ -215,9 +82,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "worker:", err)
 		return 2
 	}
+	// Before anything connects: a taken port is a setting to change.
+	ln, err := listenHTTP(cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
 	// go-redis logs (Sentinel switches, pool trouble) go to the same log.
 	redis.SetLogger(redisLogger{log})
-	if err := serve(ctx, cfg, log, stdout); err != nil {
+	if err := serve(ctx, cfg, ln, log, stdout); err != nil {
 		fmt.Fprintln(stderr, "worker:", err)
 		return 1
 	}
@@ -263,11 +136,14 @@ func startDemo(cfg *config, log *slog.Logger) (stop func(), err error) {
 	}, nil
 }
 
-// serve runs the worker until ctx ends (or -run-for passes), then shuts
-// down: /readyz turns unready, asynq stops (running tasks finish or are
-// cancelled, releasing their locks), then the cron, then whatever the
-// manager still holds, and HTTP last.
-func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
+// serve runs the worker until ctx ends (or -run-for passes), serving HTTP
+// on ln unless it is nil, then shuts down: /readyz turns unready, asynq
+// stops (running tasks finish or are cancelled, releasing their locks),
+// then the cron, then whatever the manager still holds, and HTTP last.
+func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger, stdout io.Writer) error {
+	if ln != nil {
+		defer ln.Close() // on the way out before HTTP started; harmless after
+	}
 	if cfg.runFor > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.runFor)
@@ -347,7 +223,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	var sched *scheduler.Scheduler
 	if cfg.role != "worker" {
 		if sched, err = startCron(cronDeps{locker: locker, manager: manager, log: log, tally: tally, enq: enq,
-			inspector: inspector, rdb: rdb, queues: queues}, cfg.schedules, cfg.demo); err != nil {
+			inspector: inspector, rdb: rdb, queues: queues}, cfg.schedules, cfg.scheduleLoc, cfg.demo); err != nil {
 			stopServer()
 			return err
 		}
@@ -357,11 +233,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		{name: "asynq_broker", run: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 		{name: "lock_engine", run: lockCheck(locker, fileDir(cfg.engine))},
 	}}
-	stopHTTP, err := startHTTP(cfg, st, log)
-	if err != nil {
-		stopServer()
-		return err
-	}
+	stopHTTP := startHTTP(ln, st, log)
 	var demoDone chan struct{}
 	if cfg.demo {
 		demoDone = make(chan struct{})
@@ -403,21 +275,29 @@ func fileDir(c engine.Config) string {
 	return ""
 }
 
-// startHTTP serves st on cfg.httpAddr, if any, and returns the function
-// that stops it. The demo runs on when the address is taken.
-func startHTTP(cfg config, st *status, log *slog.Logger) (stop func(context.Context), err error) {
-	noop := func(context.Context) {}
+// listenHTTP opens the listener of cfg.httpAddr, or returns nil when
+// there is none. The demo runs on without HTTP when the address is taken.
+func listenHTTP(cfg config, log *slog.Logger) (net.Listener, error) {
 	if cfg.httpAddr == "" {
-		return noop, nil
+		return nil, nil
 	}
 	ln, err := net.Listen("tcp", cfg.httpAddr)
 	switch {
 	case err != nil && cfg.demo:
 		// The demo must run anywhere; its summary does not need HTTP.
 		log.Warn("demo: http disabled", "err", err)
-		return noop, nil
+		return nil, nil
 	case err != nil:
-		return nil, fmt.Errorf("-http [JOBLOCK_HTTP]: %w", err)
+		return nil, fmt.Errorf("-http [JOBLOCK_HTTP] %s: %w", cfg.httpAddr, err)
+	}
+	return ln, nil
+}
+
+// startHTTP serves st on ln, if any, and returns the function that stops
+// it.
+func startHTTP(ln net.Listener, st *status, log *slog.Logger) (stop func(context.Context)) {
+	if ln == nil {
+		return func(context.Context) {}
 	}
 	srv := &http.Server{Handler: st.handler(), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
@@ -430,7 +310,7 @@ func startHTTP(cfg config, st *status, log *slog.Logger) (stop func(context.Cont
 	return func(ctx context.Context) {
 		_ = srv.Shutdown(ctx)
 		<-done
-	}, nil
+	}
 }
 
 func newMiddleware(locker lock.Locker, rdb redis.UniversalClient, cases []useCase, log *slog.Logger, met *metrics) (asynq.MiddlewareFunc, error) {
@@ -462,16 +342,17 @@ type cronDeps struct {
 	queues    map[string]int
 }
 
-// startCron runs the spec's distributed cron on the configured schedules:
-// a daily cleanup (archived duplicates, and a report), a cleanup of expired
-// lock records, and a cache warm-up task enqueued for the workers; each
-// tick on one scheduler only. A job whose schedule is "off" is left out.
-func startCron(d cronDeps, sched schedules, demo bool) (*scheduler.Scheduler, error) {
+// startCron runs the spec's distributed cron on the configured schedules,
+// read in loc unless they say CRON_TZ=: a daily cleanup (archived
+// duplicates, and a report), a cleanup of expired lock records, and a
+// cache warm-up task enqueued for the workers; each tick on one scheduler
+// only. A job whose schedule is "off" is left out.
+func startCron(d cronDeps, sched schedules, loc *time.Location, demo bool) (*scheduler.Scheduler, error) {
 	log := d.log
 	if demo {
 		log = slog.New(skipCounter{Handler: log.Handler(), t: d.tally})
 	}
-	s := scheduler.New(d.locker, scheduler.WithLogger(log))
+	s := scheduler.New(d.locker, scheduler.WithLogger(log), scheduler.WithLocation(loc))
 	run := map[string]func(ctx context.Context) error{
 		jobDailyCleanup: func(ctx context.Context) error {
 			n, err := deleteArchivedDuplicates(ctx, d.inspector, d.rdb, d.queues)
@@ -494,7 +375,7 @@ func startCron(d cronDeps, sched schedules, demo bool) (*scheduler.Scheduler, er
 		jobCacheWarmup: scheduler.EnqueueJob(d.enq, asynq.NewTask(TypeCacheRegenerate, []byte(`{"key":"homepage"}`))),
 	}
 	var jobs []scheduler.Job
-	now := time.Now()
+	now := time.Now().In(loc) // a spec without CRON_TZ= is read in now's zone
 	for _, name := range sched.jobNames() {
 		spec := sched[name]
 		if spec == scheduleOff {

@@ -2,6 +2,8 @@ package main_test
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,20 +37,50 @@ func stopAll(t *testing.T, ws []*workerProc) {
 
 func TestTLS(t *testing.T) {
 	srv := redistest.Start(t, redistest.WithTLS(), redistest.WithPassword("tls-test-pw"))
+	pwFile := filepath.Join(t.TempDir(), "redis-password")
+	require.NoError(t, os.WriteFile(pwFile, []byte("tls-test-pw\n"), 0o600))
 	// asynq and the lock engine both reach this Redis only over TLS with
-	// the CA and client certificate from the environment.
-	cfg := engine.Config{Engine: engine.Redis, RedisURL: srv.URL(), Prefix: srv.Prefix,
-		RedisCA: srv.TLS.CA, RedisCert: srv.TLS.Cert, RedisKey: srv.TLS.Key}
+	// the CA and client certificate from the environment, and the
+	// password from a file (the URL has none).
+	cfg := engine.Config{Engine: engine.Redis, RedisURL: "rediss://" + srv.Addr + "/0", Prefix: srv.Prefix,
+		RedisCA: srv.TLS.CA, RedisCert: srv.TLS.Cert, RedisKey: srv.TLS.Key, RedisPasswordFile: pwFile}
 	ws := startPair(t, cfg)
-	assert.Contains(t, ws[0].logs.String(), "rediss://:xxxxx@"+srv.Addr)
+	assert.Contains(t, ws[0].logs.String(), "rediss://"+srv.Addr)
 	requireDeduplicated(t, asynqClient(t, cfg), ws, "product-tls", 20)
 	stopAll(t, ws)
+}
 
-	// Without the client certificate the worker does not start.
-	cfg.RedisCert, cfg.RedisKey = "", ""
-	_, stderr, code := runWorker(t, cfg.Env(), "-http", "")
-	assert.Equal(t, 1, code)
-	assert.Contains(t, stderr, "redis unreachable")
+func TestRedisRefusalIsNotUnreachable(t *testing.T) {
+	const pw = "refusal-test-pw"
+	pwSrv := redistest.Start(t, redistest.WithPassword(pw))
+	tlsSrv := redistest.Start(t, redistest.WithTLS())
+	other := redistest.NewTLSFiles(t)
+	refused := []string{"redis refused the credentials at redis://", "check the password"}
+	handshake := []string{"redis TLS handshake failed with rediss://" + tlsSrv.Addr + "/0"}
+	tests := []struct {
+		name string
+		cfg  engine.Config
+		want []string
+	}{
+		{"wrong password", engine.Config{RedisURL: "redis://:wrong-pw@" + pwSrv.Addr + "/0"}, append(refused, "WRONGPASS")},
+		{"wrong JOBLOCK_REDIS_PASSWORD", engine.Config{RedisURL: "redis://" + pwSrv.Addr + "/0", RedisPassword: "wrong-pw"}, append(refused, "WRONGPASS")},
+		{"no password", engine.Config{RedisURL: "redis://" + pwSrv.Addr + "/0"}, append(refused, "NOAUTH")},
+		{"wrong CA", engine.Config{RedisURL: tlsSrv.URL(), RedisCA: other.CA, RedisCert: tlsSrv.TLS.Cert, RedisKey: tlsSrv.TLS.Key},
+			append(handshake, "certificate signed by unknown authority", "check -redis-ca [JOBLOCK_REDIS_CA]")},
+		{"no client certificate", engine.Config{RedisURL: tlsSrv.URL(), RedisCA: tlsSrv.TLS.CA}, append(handshake, "-redis-cert / -redis-key")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Engine, tt.cfg.Dir = engine.File, t.TempDir()
+			_, stderr, code := runWorker(t, tt.cfg.Env(), "-http", "")
+			assert.Equal(t, 1, code, stderr)
+			for _, w := range tt.want {
+				assert.Contains(t, stderr, w)
+			}
+			assert.NotContains(t, stderr, "no Redis answered", "a server answered")
+			assert.NotContains(t, stderr, "redis-server", "no advice to start a Redis")
+		})
+	}
 }
 
 // sentinelURL is the worker's URL for s.

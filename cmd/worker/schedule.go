@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/robfig/cron/v3"
 )
@@ -58,7 +59,9 @@ func (f scheduleFlag) Set(v string) error { return f.s.set(v) }
 // set applies entries "NAME=SPEC; NAME=SPEC": SPEC is a five-field cron
 // spec or a descriptor (@daily, @every 10m), optionally led by
 // CRON_TZ=Zone/Name, or "off". Each spec is parsed here, so a bad one is
-// reported before the worker connects to anything.
+// reported before the worker connects to anything. An @every interval must
+// be whole seconds, at least one: robfig/cron would silently run a shorter
+// one (0s, -1m, 1ms) every second and cut 1.5s to 1s.
 func (s schedules) set(v string) error {
 	for _, entry := range strings.Split(v, ";") {
 		entry = strings.TrimSpace(entry)
@@ -74,8 +77,25 @@ func (s schedules) set(v string) error {
 			if _, err := cron.ParseStandard(spec); err != nil {
 				return fmt.Errorf("schedule of %s: %q: %w", name, spec, err)
 			}
+			if d, ok := every(spec); ok && (d < time.Second || d%time.Second != 0) {
+				return fmt.Errorf("schedule of %s: %q: the interval must be whole seconds, at least 1s", name, spec)
+			}
 		}
 		s[name] = spec
 	}
 	return nil
+}
+
+// every returns the interval of an "@every D" spec, after any CRON_TZ=
+// or TZ= zone.
+func every(spec string) (time.Duration, bool) {
+	if strings.HasPrefix(spec, "CRON_TZ=") || strings.HasPrefix(spec, "TZ=") {
+		_, spec, _ = strings.Cut(spec, " ")
+	}
+	v, ok := strings.CutPrefix(strings.TrimSpace(spec), "@every ")
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	return d, err == nil
 }

@@ -23,6 +23,13 @@ func TestSchedulesSet(t *testing.T) {
 		{give: "nightly=@daily", wantErr: "NAME one of cache-warmup, daily-cleanup, lock-cleanup"},
 		{give: "daily-cleanup=0 3 * *", wantErr: `schedule of daily-cleanup: "0 3 * *": expected exactly 5 fields`},
 		{give: "daily-cleanup=CRON_TZ=Nowhere/Land 0 3 * * *", wantErr: "provided bad location Nowhere/Land"},
+		{give: "cache-warmup=@every 1s", want: schedules{jobCacheWarmup: "@every 1s"}},
+		{give: "cache-warmup=CRON_TZ=Asia/Tokyo @every 2m", want: schedules{jobCacheWarmup: "CRON_TZ=Asia/Tokyo @every 2m"}},
+		{give: "daily-cleanup=@every 0s", wantErr: `schedule of daily-cleanup: "@every 0s": the interval must be whole seconds, at least 1s`},
+		{give: "daily-cleanup=@every -1m", wantErr: `schedule of daily-cleanup: "@every -1m": the interval must be whole seconds, at least 1s`},
+		{give: "daily-cleanup=@every 1ms", wantErr: `schedule of daily-cleanup: "@every 1ms": the interval must be whole seconds, at least 1s`},
+		{give: "daily-cleanup=@every 1500ms", wantErr: `schedule of daily-cleanup: "@every 1500ms": the interval must be whole seconds, at least 1s`},
+		{give: "daily-cleanup=TZ=UTC @every 999ms", wantErr: `schedule of daily-cleanup: "TZ=UTC @every 999ms": the interval must be whole seconds, at least 1s`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.give, func(t *testing.T) {

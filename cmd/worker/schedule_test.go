@@ -38,3 +38,36 @@ func TestSchedulesFromConfiguration(t *testing.T) {
 	}
 	w.stop(t)
 }
+
+func TestSchedulesReadInUTCWhateverTheHostZone(t *testing.T) {
+	srv := redistest.Start(t)
+	env, _ := fileWorkerEnv(t, srv)
+	env = append(env, "JOBLOCK_ROLE=scheduler", "JOBLOCK_SCHEDULES=daily-cleanup=30 3 * * *; lock-cleanup=off; cache-warmup=off")
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		want string // the time of day of the next run, in UTC
+	}{
+		{"host in New York", []string{"TZ=America/New_York"}, nil, "03:30:00Z"},
+		{"host in Tokyo", []string{"TZ=Asia/Tokyo"}, nil, "03:30:00Z"},
+		{"host in UTC", []string{"TZ=UTC"}, nil, "03:30:00Z"},
+		{"-schedule-tz", []string{"TZ=America/New_York"}, []string{"-schedule-tz", "Asia/Tokyo"}, "18:30:00Z"},
+		{"the host's zone", []string{"TZ=Asia/Tokyo", "JOBLOCK_SCHEDULE_TZ=Local"}, nil, "18:30:00Z"},
+	}
+	next := regexp.MustCompile(`msg="cron job" job=daily-cleanup spec="30 3 \* \* \*" next=\d{4}-\d\d-\d\dT(\S+)`)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := startWorker(t, append(append([]string(nil), env...), tt.env...), tt.args...)
+			m := next.FindStringSubmatch(w.startLog())
+			require.NotNil(t, m, w.startLog())
+			assert.Equal(t, tt.want, m[1])
+			w.stop(t)
+		})
+	}
+
+	_, help, code := runWorker(t, nil, "-h")
+	assert.Equal(t, 0, code)
+	assert.Contains(t, help, "-schedule-tz ZONE")
+	assert.Contains(t, help, "UTC by default, so that schedulers in every zone agree")
+}

@@ -9,21 +9,20 @@ import (
 
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/secrettest"
 	"github.com/stretchr/testify/assert"
 )
 
-// requireNoSecret fails t if out holds secret in any form it could be
-// printed in.
-func requireNoSecret(t *testing.T, what, out, secret string) {
-	t.Helper()
-	for _, form := range []string{secret, url.QueryEscape(secret), url.PathEscape(secret)} {
-		assert.NotContains(t, out, form, "%s printed a secret:\n%s", what, out)
-	}
+// hardPassword returns a fresh password holding what breaks a URL unless
+// percent-encoded: '/', '@', '#', '%', '&' and a space, between runs of
+// letters and digits long enough to be caught if printed.
+func hardPassword() string {
+	r := func() string { return rand.Text()[:8] }
+	return "pw/" + r() + "@" + r() + "#" + r() + "%zz " + r() + "&3"
 }
 
 func TestNoSecretInOutput(t *testing.T) {
-	// '/' and '@' make the password need escaping in a URL.
-	pw := "pw/" + rand.Text()[:12] + "@x"
+	pw := hardPassword()
 	token := "admin-" + rand.Text()
 	srv := redistest.Start(t, redistest.WithPassword(pw))
 	cfg := engine.Config{Engine: engine.Redis, RedisURL: srv.URL(), Prefix: srv.Prefix}
@@ -45,13 +44,16 @@ func TestNoSecretInOutput(t *testing.T) {
 		}
 	}
 	w.stop(t)
-	requireNoSecret(t, "the worker's log", w.logs.String(), pw)
-	requireNoSecret(t, "the worker's log", w.logs.String(), token)
-	requireNoSecret(t, "the worker's HTTP endpoints", served.String(), pw)
+	secrettest.AssertNone(t, "the worker's log", w.logs.String(), pw)
+	secrettest.AssertNone(t, "the worker's log", w.logs.String(), token)
+	secrettest.AssertNone(t, "the worker's HTTP endpoints", served.String(), pw)
 	assert.Contains(t, w.logs.String(), "redis://:xxxxx@"+srv.Addr, "the URL is shown, redacted")
 
-	wrongPW := "wrong-" + rand.Text()
+	wrongPW := "Wr0ng/" + hardPassword()
 	free := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	raw := func(scheme, userinfo, hosts, tail string) []string {
+		return []string{"-redis-url", scheme + "://" + userinfo + "@" + hosts + tail}
+	}
 	tests := []struct {
 		name   string
 		secret string
@@ -59,13 +61,21 @@ func TestNoSecretInOutput(t *testing.T) {
 		args   []string
 	}{
 		{"help", pw, env, []string{"-h"}},
-		{"wrong password", wrongPW, nil, []string{"-redis-url", "redis://:" + url.PathEscape(wrongPW) + "@" + srv.Addr + "/0"}},
-		{"no Redis there", pw, nil, []string{"-redis-url", "redis://:" + url.PathEscape(pw) + "@" + free + "/0"}},
-		{"bad port", pw, nil, []string{"-redis-url", "redis://:" + url.PathEscape(pw) + "@" + srv.Addr + "x/0"}},
-		{"bad escape", pw, nil, []string{"-redis-url", "redis://:" + pw + "%zz@" + srv.Addr + "/0"}},
+		{"wrong password", wrongPW, nil, raw("redis", ":"+url.PathEscape(wrongPW), srv.Addr, "/0")},
+		{"wrong JOBLOCK_REDIS_PASSWORD", wrongPW, []string{"JOBLOCK_REDIS_PASSWORD=" + wrongPW}, []string{"-redis-url", "redis://" + srv.Addr + "/0"}},
+		{"no Redis there", pw, nil, raw("redis", ":"+url.PathEscape(pw), free, "/0")},
+		{"bad port", pw, nil, raw("redis", ":"+url.PathEscape(pw), srv.Addr+"x", "/0")},
 		{"password in the query", pw, nil, []string{"-redis-url", "redis://" + srv.Addr + "/0?password=" + url.QueryEscape(pw) + "&bogus=1"}},
-		{"no Sentinel there", pw, []string{"JOBLOCK_REDIS_SENTINEL_PASSWORD=" + pw},
-			[]string{"-redis-url", "redis-sentinel://:" + url.PathEscape(pw) + "@" + free + "/0?master_name=m"}},
+		{"no Sentinel there", pw, []string{"JOBLOCK_REDIS_SENTINEL_PASSWORD=" + pw}, raw("redis-sentinel", ":"+url.PathEscape(pw), free, "/0?master_name=m")},
+		// Passwords written into the URL as they are, unencoded.
+		{"'#' in the password", "Tr0ub4dor&3#", nil, raw("redis", ":Tr0ub4dor&3#", "127.0.0.1:6390", "/0")},
+		{"'#' in a rediss:// password", "Tr0ub4dor&3#", nil, raw("rediss", ":Tr0ub4dor&3#", "127.0.0.1:6390", "/0")},
+		{"'#' in a Sentinel password", "Tr0ub4dor&3#", nil, raw("redis-sentinel", ":Tr0ub4dor&3#", "s1,s2", "/0?master_name=m")},
+		{"'#' in a user:password", "Tr0ub4dor&3#", nil, raw("redis", "admin:Tr0ub4dor&3#", "127.0.0.1:6390", "/0")},
+		{"'#' in a unix:// password", "Tr0ub4dor&3#", nil, raw("unix", ":Tr0ub4dor&3#", "", "/run/redis.sock")},
+		{"'%zz' in the password", pw, nil, raw("redis", ":"+pw, srv.Addr, "/0")},
+		{"a space in the password", "Sp4ce Bar9 Qu0te", nil, raw("redis", ":Sp4ce Bar9 Qu0te", srv.Addr, "/0")},
+		{"every special character", pw, nil, raw("rediss", "user:"+pw, srv.Addr, "/0")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,7 +83,7 @@ func TestNoSecretInOutput(t *testing.T) {
 			if tt.name != "help" {
 				assert.NotZero(t, code, stderr)
 			}
-			requireNoSecret(t, "worker "+tt.name, out+stderr, tt.secret)
+			secrettest.AssertNone(t, "worker "+tt.name, out+stderr, tt.secret)
 		})
 	}
 }

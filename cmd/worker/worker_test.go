@@ -3,6 +3,7 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	worker "github.com/joblock/joblock/cmd/worker"
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/secrettest"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/redislock"
 	"github.com/stretchr/testify/assert"
@@ -122,6 +124,11 @@ func TestNoRedisExitsAtOnce(t *testing.T) {
 }
 
 func TestBadConfig(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	certs := redistest.NewTLSFiles(t)
+	const pw = "Tr0ub4dor&3"
 	tests := []struct {
 		name string
 		env  []string
@@ -129,7 +136,14 @@ func TestBadConfig(t *testing.T) {
 		want string
 	}{
 		{"concurrency", nil, []string{"-concurrency", "0"}, "-concurrency [JOBLOCK_CONCURRENCY] must be at least 1"},
+		{"concurrency in words", []string{"JOBLOCK_CONCURRENCY=ten"}, nil, `-concurrency [JOBLOCK_CONCURRENCY]: "ten" is not a whole number`},
 		{"lease", nil, []string{"-lease", "0s"}, "-lease [JOBLOCK_LEASE]"},
+		{"lease without unit", []string{"JOBLOCK_LEASE=15"}, nil, `-lease [JOBLOCK_LEASE]: "15" is not a duration: it needs a unit, as in 15s`},
+		{"lease not a duration", []string{"JOBLOCK_LEASE=long"}, nil, `-lease [JOBLOCK_LEASE]: "long" is not a duration: such as 15s or 2m`},
+		{"in container, yes", []string{"JOBLOCK_IN_CONTAINER=yes"}, nil, `JOBLOCK_IN_CONTAINER: "yes" is neither 1 nor 0 (true or false)`},
+		{"http not an address", []string{"JOBLOCK_HTTP=notanaddr"}, nil, `-http [JOBLOCK_HTTP] "notanaddr": want HOST:PORT`},
+		{"http port out of range", []string{"JOBLOCK_HTTP=127.0.0.1:99999"}, nil, `-http [JOBLOCK_HTTP] "127.0.0.1:99999": the port must be a number from 0 to 65535`},
+		{"http port taken", nil, []string{"-http", taken.Addr().String()}, "-http [JOBLOCK_HTTP] " + taken.Addr().String() + ": listen tcp " + taken.Addr().String() + ": bind: address already in use"},
 		{"queues", nil, []string{"-queues", "x"}, `-queues [JOBLOCK_QUEUES]: queue "x"`},
 		{"extra argument", nil, []string{"extra"}, `unexpected arguments ["extra"]`},
 		{"log level", nil, []string{"-log-level", "loud"}, `-log-level [JOBLOCK_LOG_LEVEL] "loud"`},
@@ -138,27 +152,53 @@ func TestBadConfig(t *testing.T) {
 		// URL here would fail.
 		{"engine", nil, []string{"-engine", "etcd"}, `-engine [JOBLOCK_ENGINE]: unknown lock engine "etcd"`},
 		{"redis URL", nil, []string{"-redis-url", "http://h"}, `-redis-url [JOBLOCK_REDIS_URL] http://h: unknown scheme "http"`},
+		{"redis URL, unbalanced bracket", []string{"JOBLOCK_REDIS_URL=redis://:" + pw + "@[::1/0"}, nil, "-redis-url [JOBLOCK_REDIS_URL] redis://:xxxxx@[::1/0: unbalanced brackets"},
+		{"redis URL, no host", []string{"JOBLOCK_REDIS_URL=redis://"}, nil, "-redis-url [JOBLOCK_REDIS_URL] redis://: no host"},
+		{"redis URL, no host after @", []string{"JOBLOCK_REDIS_URL=redis://@"}, nil, "-redis-url [JOBLOCK_REDIS_URL] redis://@: no host"},
+		{"redis URL, no host after :@", []string{"JOBLOCK_REDIS_URL=redis://:@"}, nil, "-redis-url [JOBLOCK_REDIS_URL] redis://:xxxxx@: no host"},
+		{"redis URL, bad escape in the options", []string{"JOBLOCK_REDIS_URL=redis://127.0.0.1:1/0?foo=%zz"}, nil, "-redis-url [JOBLOCK_REDIS_URL] redis://(unparseable URL): the options after '?' do not parse"},
+		{"redis URL, '#' in the password", []string{"JOBLOCK_REDIS_URL=redis://:" + pw + "#@127.0.0.1:6390/0"}, nil, "-redis-url [JOBLOCK_REDIS_URL] redis://:xxxxx@127.0.0.1:6390/0: a '#' in it"},
 		{"CA without TLS", []string{"JOBLOCK_REDIS_CA=/nope"}, nil, "-redis-ca [JOBLOCK_REDIS_CA] is set but -redis-url is not a TLS URL"},
+		{"certificate and key that do not match", []string{"JOBLOCK_REDIS_URL=rediss://127.0.0.1:1/0", "JOBLOCK_REDIS_CERT=" + certs.Cert, "JOBLOCK_REDIS_KEY=" + certs.ServerKey}, nil,
+			"-redis-cert [JOBLOCK_REDIS_CERT] " + certs.Cert + " with -redis-key [JOBLOCK_REDIS_KEY] " + certs.ServerKey + ": tls: private key does not match public key"},
+		{"password file missing", []string{"JOBLOCK_REDIS_PASSWORD_FILE=/nope/pw"}, nil, "-redis-password-file [JOBLOCK_REDIS_PASSWORD_FILE]: open /nope/pw: no such file or directory"},
 		{"schedule name", nil, []string{"-schedule", "nightly=@daily"}, `invalid value "nightly=@daily" for flag -schedule: schedule "nightly=@daily": want NAME=SPEC with NAME one of cache-warmup, daily-cleanup, lock-cleanup`},
 		{"schedule spec", nil, []string{"-schedule", "daily-cleanup=0 25 * * *"}, `invalid value "daily-cleanup=0 25 * * *" for flag -schedule: schedule of daily-cleanup: "0 25 * * *": end of range (25) above maximum (23)`},
 		{"schedule zone", []string{"JOBLOCK_SCHEDULES=daily-cleanup=CRON_TZ=Mars/Olympus 0 3 * * *"}, nil, `JOBLOCK_SCHEDULES: schedule of daily-cleanup: "CRON_TZ=Mars/Olympus 0 3 * * *": provided bad location Mars/Olympus`},
+		{"schedule every 0s", []string{"JOBLOCK_SCHEDULES=daily-cleanup=@every 0s"}, nil, `JOBLOCK_SCHEDULES: schedule of daily-cleanup: "@every 0s": the interval must be whole seconds, at least 1s`},
+		{"schedule every -1m", nil, []string{"-schedule", "lock-cleanup=@every -1m"}, `invalid value "lock-cleanup=@every -1m" for flag -schedule: schedule of lock-cleanup: "@every -1m": the interval must be whole seconds, at least 1s`},
+		{"schedule every 1ms", nil, []string{"-schedule", "cache-warmup=@every 1ms"}, `invalid value "cache-warmup=@every 1ms" for flag -schedule: schedule of cache-warmup: "@every 1ms": the interval must be whole seconds, at least 1s`},
+		{"schedule zone default", []string{"JOBLOCK_SCHEDULE_TZ=Mars/Olympus"}, nil, `-schedule-tz [JOBLOCK_SCHEDULE_TZ] "Mars/Olympus": not a time zone`},
 		{"short admin token", []string{"JOBLOCK_ADMIN_TOKEN=hunter2"}, nil, "JOBLOCK_ADMIN_TOKEN is 7 characters: use at least 16"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := append([]string{"JOBLOCK_REDIS_URL=redis://127.0.0.1:1/0"}, tt.env...)
-			_, stderr, code := runWorker(t, env, append([]string{"-http", ""}, tt.args...)...)
+			// Later entries win: the case's own over these.
+			env := append([]string{"JOBLOCK_REDIS_URL=redis://127.0.0.1:1/0", "JOBLOCK_HTTP=127.0.0.1:0"}, tt.env...)
+			_, stderr, code := runWorker(t, env, tt.args...)
 			assert.Equal(t, 2, code, stderr)
-			assert.Contains(t, stderr, "worker: "+tt.want)
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			assert.True(t, strings.HasPrefix(lines[len(lines)-1], "worker: "+tt.want), "want the last line to start with %q:\n%s", tt.want, stderr)
 			assert.NotContains(t, stderr, "redis unreachable", "a bad setting is reported before connecting")
+			secrettest.AssertNone(t, "worker", stderr, pw)
 		})
 	}
 }
 
+func TestFlagWinsOverBadEnvironment(t *testing.T) {
+	addr := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	_, stderr, code := runWorker(t, []string{"JOBLOCK_CONCURRENCY=ten", "JOBLOCK_LEASE=15", "JOBLOCK_REDIS_URL=redis://" + addr},
+		"-concurrency", "2", "-lease", "15s", "-http", "")
+	assert.Equal(t, 1, code, "the flags replace the values that do not parse: the worker goes on to Redis")
+	assert.Contains(t, stderr, "redis unreachable: no Redis answered at redis://"+addr)
+}
+
 func TestVersion(t *testing.T) {
-	out, _, code := runWorker(t, nil, "-version")
-	assert.Equal(t, 0, code)
-	assert.Regexp(t, `^worker \S+ .*go1\.\d+`, out)
+	for _, env := range [][]string{nil, unrelatedBadSettings} {
+		out, stderr, code := runWorker(t, env, "-version")
+		assert.Equal(t, 0, code, stderr)
+		assert.Regexp(t, `^worker \S+ .*go1\.\d+`, out)
+	}
 }
 
 func TestContainerRefusesPrivateLockDir(t *testing.T) {

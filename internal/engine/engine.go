@@ -12,9 +12,12 @@
 //	rediss-cluster://...                          TLS
 //	unix://[[user]:password@]/path/to/redis.sock[?db=N]
 //
-// The credentials are always the data nodes'. Sentinels that require a
-// password of their own get it from JOBLOCK_REDIS_SENTINEL_PASSWORD. A
-// Sentinel host without a port gets 26379, any other 6379. Options are
+// The credentials are always the data nodes'. A password given apart from
+// the URL, in JOBLOCK_REDIS_PASSWORD or in the file -redis-password-file
+// names, wins over the URL's and needs no percent-encoding. Sentinels that
+// require a password of their own get it from
+// JOBLOCK_REDIS_SENTINEL_PASSWORD. A Sentinel host without a port gets
+// 26379, any other 6379. Options are
 // go-redis's URL options (dial_timeout, read_timeout, pool_size, ...).
 // For TLS, JOBLOCK_REDIS_CA names a PEM file of CAs to trust instead of the
 // system's, and JOBLOCK_REDIS_CERT with JOBLOCK_REDIS_KEY a client
@@ -69,10 +72,23 @@ type Config struct {
 	// Redis that asks for one. Env JOBLOCK_REDIS_CERT, JOBLOCK_REDIS_KEY,
 	// default none.
 	RedisCert, RedisKey string
+	// RedisPassword is the data nodes' password, winning over the URL's.
+	// Env JOBLOCK_REDIS_PASSWORD only (a flag would show it in ps),
+	// default none.
+	RedisPassword string
+	// RedisPasswordFile is a file holding the data nodes' password (a
+	// trailing line break is ignored), winning over the URL's; set it or
+	// RedisPassword, not both. Env JOBLOCK_REDIS_PASSWORD_FILE, default
+	// none.
+	RedisPasswordFile string
 	// SentinelPassword is the Sentinels' own password, if they have one.
 	// Env JOBLOCK_REDIS_SENTINEL_PASSWORD only (a flag would show it in
 	// ps), default none.
 	SentinelPassword string
+
+	// badEnv is a variable FromEnv could not read, reported by Check
+	// unless the flag that stands for it was given.
+	badEnv error
 }
 
 func env(name, def string) string {
@@ -112,10 +128,43 @@ func isDir(path string) bool {
 	return err == nil && st.IsDir()
 }
 
-func isTrue(v string) bool {
-	b, _ := strconv.ParseBool(v)
-	return b
+// envBool reads a boolean variable: unset is false, and a value that is
+// not 1/0 or true/false is an error naming it.
+func envBool(name string) (bool, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s=%q: want 1, 0, true or false", name, v)
+	}
+	return b, nil
 }
+
+// boolFlag is a boolean flag whose setting wins over a bad variable.
+type boolFlag struct {
+	v   *bool
+	bad *error
+}
+
+func (b boolFlag) String() string {
+	if b.v == nil {
+		return "false"
+	}
+	return strconv.FormatBool(*b.v)
+}
+
+func (b boolFlag) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*b.v, *b.bad = v, nil
+	return nil
+}
+
+func (b boolFlag) IsBoolFlag() bool { return true }
 
 // DefaultRedisURL is the Redis URL when none is configured.
 const DefaultRedisURL = "redis://127.0.0.1:6379/0"
@@ -123,16 +172,20 @@ const DefaultRedisURL = "redis://127.0.0.1:6379/0"
 // FromEnv returns the configuration the environment gives, with defaults
 // for what it does not.
 func FromEnv() Config {
+	shared, badEnv := envBool("JOBLOCK_SHARED_GROUP")
 	return Config{
-		Engine:           env("JOBLOCK_ENGINE", File),
-		Dir:              env("JOBLOCK_LOCK_DIR", DefaultDir()),
-		SharedGroup:      isTrue(os.Getenv("JOBLOCK_SHARED_GROUP")),
-		RedisURL:         env("JOBLOCK_REDIS_URL", DefaultRedisURL),
-		Prefix:           env("JOBLOCK_PREFIX", redislock.DefaultPrefix),
-		RedisCA:          os.Getenv("JOBLOCK_REDIS_CA"),
-		RedisCert:        os.Getenv("JOBLOCK_REDIS_CERT"),
-		RedisKey:         os.Getenv("JOBLOCK_REDIS_KEY"),
-		SentinelPassword: os.Getenv("JOBLOCK_REDIS_SENTINEL_PASSWORD"),
+		badEnv:            badEnv,
+		Engine:            env("JOBLOCK_ENGINE", File),
+		Dir:               env("JOBLOCK_LOCK_DIR", DefaultDir()),
+		SharedGroup:       shared,
+		RedisURL:          env("JOBLOCK_REDIS_URL", DefaultRedisURL),
+		Prefix:            env("JOBLOCK_PREFIX", redislock.DefaultPrefix),
+		RedisCA:           os.Getenv("JOBLOCK_REDIS_CA"),
+		RedisCert:         os.Getenv("JOBLOCK_REDIS_CERT"),
+		RedisKey:          os.Getenv("JOBLOCK_REDIS_KEY"),
+		RedisPassword:     os.Getenv("JOBLOCK_REDIS_PASSWORD"),
+		RedisPasswordFile: os.Getenv("JOBLOCK_REDIS_PASSWORD_FILE"),
+		SentinelPassword:  os.Getenv("JOBLOCK_REDIS_SENTINEL_PASSWORD"),
 	}
 }
 
@@ -143,12 +196,15 @@ func (c *Config) Bind(fs *flag.FlagSet, redisUse string) {
 	*c = FromEnv()
 	fs.StringVar(&c.Engine, "engine", c.Engine, "lock engine: file (one host) or redis (many hosts) [JOBLOCK_ENGINE]")
 	fs.StringVar(&c.Dir, "lock-dir", c.Dir, "file engine: lock directory, private to this user [JOBLOCK_LOCK_DIR]")
-	fs.BoolVar(&c.SharedGroup, "shared-group", c.SharedGroup, "file engine: let the users of the lock directory's group share it [JOBLOCK_SHARED_GROUP=1]")
-	fs.Var(secretURL{&c.RedisURL}, "redis-url", redisUse+": a redis://, rediss:// (TLS), redis-sentinel://, redis-cluster:// or unix:// `URL` [JOBLOCK_REDIS_URL]")
+	fs.Var(boolFlag{&c.SharedGroup, &c.badEnv}, "shared-group", "file engine: let the users of the lock directory's group share it [JOBLOCK_SHARED_GROUP=1]")
+	fs.Var(secretURL{&c.RedisURL}, "redis-url", redisUse+": a redis://, rediss:// (TLS), redis-sentinel://, redis-cluster:// or unix:// `URL`, "+
+		"a password in it percent-encoded ('#' as %23, ...) [JOBLOCK_REDIS_URL]")
 	fs.StringVar(&c.Prefix, "prefix", c.Prefix, "redis engine: key prefix [JOBLOCK_PREFIX]")
 	fs.StringVar(&c.RedisCA, "redis-ca", c.RedisCA, "TLS: PEM file of CAs to trust instead of the system's [JOBLOCK_REDIS_CA]")
 	fs.StringVar(&c.RedisCert, "redis-cert", c.RedisCert, "TLS: client certificate (PEM), with -redis-key [JOBLOCK_REDIS_CERT]")
 	fs.StringVar(&c.RedisKey, "redis-key", c.RedisKey, "TLS: client certificate's key (PEM) [JOBLOCK_REDIS_KEY]")
+	fs.StringVar(&c.RedisPasswordFile, "redis-password-file", c.RedisPasswordFile, "a `FILE` holding Redis's password, which wins over the URL's; "+
+		"or give the password itself in JOBLOCK_REDIS_PASSWORD [JOBLOCK_REDIS_PASSWORD_FILE]")
 }
 
 // secretURL is a flag.Value for a URL that may hold a password: the help
@@ -171,6 +227,7 @@ func (c Config) Env() []string {
 		"JOBLOCK_SHARED_GROUP=" + strconv.FormatBool(c.SharedGroup),
 		"JOBLOCK_REDIS_URL=" + c.RedisURL, "JOBLOCK_PREFIX=" + c.Prefix,
 		"JOBLOCK_REDIS_CA=" + c.RedisCA, "JOBLOCK_REDIS_CERT=" + c.RedisCert, "JOBLOCK_REDIS_KEY=" + c.RedisKey,
+		"JOBLOCK_REDIS_PASSWORD=" + c.RedisPassword, "JOBLOCK_REDIS_PASSWORD_FILE=" + c.RedisPasswordFile,
 		"JOBLOCK_REDIS_SENTINEL_PASSWORD=" + c.SentinelPassword}
 }
 
@@ -179,6 +236,9 @@ func (c Config) Env() []string {
 // is Redis, a Redis URL or TLS setting that does not parse or load. Errors
 // name the flag and environment variable at fault.
 func (c *Config) Check(needRedis bool) error {
+	if c.badEnv != nil {
+		return fmt.Errorf("-shared-group: %w", c.badEnv)
+	}
 	switch c.Engine {
 	case File, Redis:
 	default:

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"flag"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/secrettest"
 	"github.com/joblock/joblock/lock/filelock"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
@@ -21,6 +23,7 @@ const pw = "s3cr3t-pw"
 func TestRedisClientForms(t *testing.T) {
 	tests := []struct {
 		give     string
+		password string // JOBLOCK_REDIS_PASSWORD
 		wantAddr string // *redis.Client, one server
 		wantDB   int
 		wantTLS  bool
@@ -36,10 +39,19 @@ func TestRedisClientForms(t *testing.T) {
 		{give: "rediss-sentinel://s1:26379/0?master_name=m", sentinel: true, wantTLS: true},
 		{give: "redis-cluster://:" + pw + "@n1:7000,n2:7001,n3", cluster: []string{"n1:7000", "n2:7001", "n3:6379"}, wantPass: pw},
 		{give: "rediss-cluster://[::1]:7000,n2:7001/0", cluster: []string{"[::1]:7000", "n2:7001"}, wantTLS: true},
+		{give: "redis://:" + url.PathEscape(hardPW) + "@[::1]:6380/3", wantAddr: "[::1]:6380", wantDB: 3, wantPass: hardPW},
+		{give: "redis://user:" + url.QueryEscape(hardPW) + "@h", wantAddr: "h:6379", wantPass: strings.ReplaceAll(hardPW, " ", "+")},
+		{give: "redis://:@h:1", wantAddr: "h:1"},
+		{give: "unix://:" + url.PathEscape(hardPW) + "@/run/redis.sock?db=2", wantAddr: "/run/redis.sock", wantDB: 2, wantPass: hardPW},
+		// A password given apart wins over the URL's, in every form.
+		{give: "redis://:old@h/1", password: hardPW, wantAddr: "h:6379", wantDB: 1, wantPass: hardPW},
+		{give: "redis://h/1", password: hardPW, wantAddr: "h:6379", wantDB: 1, wantPass: hardPW},
+		{give: "redis-sentinel://:old@s1/0?master_name=m", password: hardPW, sentinel: true, wantPass: hardPW},
+		{give: "redis-cluster://n1:7000", password: hardPW, cluster: []string{"n1:7000"}, wantPass: hardPW},
 	}
 	for _, tt := range tests {
 		t.Run(Redact(tt.give), func(t *testing.T) {
-			c := Config{RedisURL: tt.give}
+			c := Config{RedisURL: tt.give, RedisPassword: tt.password}
 			rdb, err := c.RedisClient()
 			require.NoError(t, err)
 			defer rdb.Close()
@@ -74,10 +86,18 @@ func TestSentinelHosts(t *testing.T) {
 	assert.Equal(t, pw, u.pass)
 }
 
+// hardPW is a password that breaks a URL unless percent-encoded.
+const hardPW = "Tr0ub4dor&3#Zq9x %zzWv7k/Pm4n?Hj2c@"
+
 func TestBadRedisConfig(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := filepath.Join(dir, "not.pem")
 	require.NoError(t, os.WriteFile(notPEM, []byte("hello"), 0o600))
+	certs := redistest.NewTLSFiles(t)
+	pwFile := filepath.Join(dir, "pw")
+	require.NoError(t, os.WriteFile(pwFile, []byte(pw+"\n"), 0o600))
+	emptyFile := filepath.Join(dir, "empty")
+	require.NoError(t, os.WriteFile(emptyFile, []byte("\n"), 0o600))
 	tests := []struct {
 		name string
 		give Config
@@ -85,27 +105,63 @@ func TestBadRedisConfig(t *testing.T) {
 	}{
 		{"no scheme", Config{RedisURL: pw + "@host:6379"}, "not a URL"},
 		{"unknown scheme", Config{RedisURL: "http://:" + pw + "@host"}, `unknown scheme "http"`},
-		{"bad port", Config{RedisURL: "redis://:" + pw + "@host:port/0"}, "invalid port"},
-		{"bad escape in the password", Config{RedisURL: "redis://:" + pw + "%zz@host/0"}, "invalid URL escape"},
-		{"unescaped slash in the password", Config{RedisURL: "redis://:ab/" + pw + "@host/0"}, "percent-encode them"},
+		{"password as scheme", Config{RedisURL: ":" + pw + "#@://host"}, "no scheme before '://'"},
+		{"bad port", Config{RedisURL: "redis://:" + pw + "@host:port/0"}, "a port that is not a number from 1 to 65535"},
+		{"port out of range", Config{RedisURL: "redis://:" + pw + "@host:99999/0"}, "a port that is not a number from 1 to 65535"},
+		{"port zero", Config{RedisURL: "redis://:" + pw + "@host:0/0"}, "a port that is not a number from 1 to 65535"},
+		{"bad escape in the password", Config{RedisURL: "redis://:" + pw + "%zz@host/0"}, "does not start a percent-escape"},
+		{"'#' in the password", Config{RedisURL: "redis://:" + pw + "#x@127.0.0.1:6390/0"}, "a '#' in it"},
+		{"'#' in a rediss password", Config{RedisURL: "rediss://:" + pw + "#x@127.0.0.1:6390/0"}, "'#' as %23"},
+		{"'#' in a sentinel password", Config{RedisURL: "redis-sentinel://:" + pw + "#x@s1,s2/0?master_name=m"}, "'#' as %23"},
+		{"'#' in a user:password", Config{RedisURL: "redis://user:" + pw + "#x@host/0"}, "'#' as %23"},
+		{"'#' in a unix password", Config{RedisURL: "unix://:" + pw + "#x@/run/redis.sock"}, "'#' as %23"},
+		{"space in the password", Config{RedisURL: "redis://:" + pw + " x@host/0"}, "a character a URL does not allow in a user name or password"},
+		{"the hard password unescaped", Config{RedisURL: "redis://:" + hardPW + "@host/0"}, "must be percent-encoded"},
+		{"unescaped slash in the password", Config{RedisURL: "redis://:ab/" + pw + "@host/0"}, "an '@' after the host"},
+		{"unescaped question mark in the password", Config{RedisURL: "redis://:ab?" + pw + "@host/0"}, "an '@' after the host"},
+		{"unbalanced bracket", Config{RedisURL: "redis://:" + pw + "@[::1/0"}, "unbalanced brackets"},
+		{"bracket after the host", Config{RedisURL: "redis://:" + pw + "@[::1]x/0"}, "unbalanced brackets"},
+		{"not IPv6 in brackets", Config{RedisURL: "redis://:" + pw + "@[host]:1/0"}, "not an IPv6 address"},
+		{"IPv6 without brackets", Config{RedisURL: "redis://:" + pw + "@::1/0"}, "without brackets"},
+		{"bad host character", Config{RedisURL: "redis://:" + pw + "@ho$t/0"}, "a host name with a character"},
+		{"no host", Config{RedisURL: "redis://"}, "no host"},
+		{"no host after @", Config{RedisURL: "redis://@"}, "no host"},
+		{"no host after :@", Config{RedisURL: "redis://:@"}, "no host"},
+		{"no host, a password", Config{RedisURL: "redis://:" + pw + "@/0"}, "no host"},
+		{"bad escape in the query", Config{RedisURL: "redis://:" + pw + "@host/0?foo=%zz"}, "the options after '?' do not parse"},
+		{"'@' in the query", Config{RedisURL: "redis://:" + pw + "@host/0?client_name=me@x"}, "an '@' after the host"},
 		{"two hosts, one server", Config{RedisURL: "redis://:" + pw + "@a:1,b:2/0"}, "use redis-sentinel:// or redis-cluster://"},
-		{"bad database", Config{RedisURL: "redis://:" + pw + "@host/x"}, "invalid database number"},
+		{"second host bad", Config{RedisURL: "redis-cluster://:" + pw + "@a:1,b:x"}, "host 2 of 2: a port that is not"},
+		{"bad database", Config{RedisURL: "redis://:" + pw + "@host/x"}, "the database, after the host, is not a number"},
 		{"unknown option", Config{RedisURL: "redis://:" + pw + "@host/0?colour=red"}, "unexpected option: colour"},
 		{"sentinel without master", Config{RedisURL: "redis-sentinel://:" + pw + "@s1/0"}, "no master_name"},
 		{"sentinel without host", Config{RedisURL: "redis-sentinel://:" + pw + "@/0?master_name=m"}, "no host"},
-		{"cluster database", Config{RedisURL: "redis-cluster://:" + pw + "@n1/5"}, "only database 0"},
+		{"cluster database", Config{RedisURL: "redis-cluster://:" + pw + "@n1/5"}, "database 5: a Cluster has only database 0"},
+		{"unix without socket", Config{RedisURL: "unix://:" + pw + "@"}, "no socket path"},
+		{"unix with a host", Config{RedisURL: "unix://:" + pw + "@host/run/redis.sock"}, "no socket path"},
 		{"CA without TLS", Config{RedisURL: "redis://:" + pw + "@host", RedisCA: notPEM}, "JOBLOCK_REDIS_CA] is set but -redis-url is not a TLS URL"},
 		{"CA missing", Config{RedisURL: "rediss://:" + pw + "@host", RedisCA: filepath.Join(dir, "nope.pem")}, "JOBLOCK_REDIS_CA]: open"},
 		{"CA not PEM", Config{RedisURL: "rediss://:" + pw + "@host", RedisCA: notPEM}, "no PEM certificate"},
 		{"cert without key", Config{RedisURL: "rediss://:" + pw + "@host", RedisCert: notPEM}, "go together"},
-		{"cert unreadable", Config{RedisURL: "rediss://:" + pw + "@host", RedisCert: notPEM, RedisKey: notPEM}, "client certificate " + notPEM},
+		{"cert unreadable", Config{RedisURL: "rediss://:" + pw + "@host", RedisCert: notPEM, RedisKey: notPEM},
+			"-redis-cert [JOBLOCK_REDIS_CERT] " + notPEM + " with -redis-key [JOBLOCK_REDIS_KEY] " + notPEM},
+		{"cert and key that do not match", Config{RedisURL: "rediss://:" + pw + "@host", RedisCert: certs.Cert, RedisKey: certs.ServerKey},
+			"-redis-cert [JOBLOCK_REDIS_CERT] " + certs.Cert + " with -redis-key [JOBLOCK_REDIS_KEY] " + certs.ServerKey + ": tls: private key does not match public key"},
+		{"password twice", Config{RedisURL: "redis://host", RedisPassword: pw, RedisPasswordFile: pwFile}, "JOBLOCK_REDIS_PASSWORD and -redis-password-file [JOBLOCK_REDIS_PASSWORD_FILE] are both set"},
+		{"password file missing", Config{RedisURL: "redis://host", RedisPasswordFile: filepath.Join(dir, "nope")}, "-redis-password-file [JOBLOCK_REDIS_PASSWORD_FILE]: open"},
+		{"password file empty", Config{RedisURL: "redis://host", RedisPasswordFile: emptyFile}, "-redis-password-file [JOBLOCK_REDIS_PASSWORD_FILE] " + emptyFile + " is empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := tt.give.RedisClient()
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tt.want)
-			assert.NotContains(t, err.Error(), pw, "the password leaked into the error")
+			secrettest.AssertNone(t, "the error", err.Error(), pw)
+			secrettest.AssertNone(t, "the error", err.Error(), hardPW)
+			if strings.HasPrefix(err.Error(), "-redis-url") {
+				assert.True(t, strings.HasPrefix(err.Error(), "-redis-url [JOBLOCK_REDIS_URL] "+Redact(tt.give.RedisURL)+": "),
+					"names the setting, and shows the URL redacted: %s", err)
+			}
 			tt.give.Engine = File
 			assert.Error(t, tt.give.Check(true), "Check reports it before anything connects")
 			assert.NoError(t, tt.give.Check(false), "the file engine alone does not need Redis")
@@ -156,43 +212,108 @@ func TestHelpShowsNoPassword(t *testing.T) {
 	assert.Equal(t, "redis://other:6379/1", c.RedisURL)
 }
 
+func TestSharedGroupVariable(t *testing.T) {
+	bind := func(args ...string) (Config, error) {
+		var c Config
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		c.Bind(fs, "asynq's Redis")
+		require.NoError(t, fs.Parse(args))
+		return c, c.Check(false)
+	}
+	t.Setenv("JOBLOCK_SHARED_GROUP", "yes")
+	_, err := bind()
+	require.EqualError(t, err, `-shared-group: JOBLOCK_SHARED_GROUP="yes": want 1, 0, true or false`)
+	c, err := bind("-shared-group")
+	require.NoError(t, err, "the flag wins over the variable")
+	assert.True(t, c.SharedGroup)
+	c, err = bind("-shared-group=false")
+	require.NoError(t, err)
+	assert.False(t, c.SharedGroup)
+	t.Setenv("JOBLOCK_SHARED_GROUP", "1")
+	c, err = bind()
+	require.NoError(t, err)
+	assert.True(t, c.SharedGroup)
+}
+
+// requirePing pings the Redis c configures and requires success (want
+// nil) or an error matching want that contains every one of msgs and no
+// part of any secret.
+func requirePing(t *testing.T, c Config, want error, msgs []string, secrets ...string) {
+	t.Helper()
+	rdb, err := c.RedisClient()
+	require.NoError(t, err)
+	defer rdb.Close()
+	err = c.Ping(context.Background(), rdb)
+	if want == nil {
+		require.NoError(t, err)
+		return
+	}
+	require.ErrorIs(t, err, want)
+	for _, m := range msgs {
+		assert.Contains(t, err.Error(), m)
+	}
+	for _, s := range secrets {
+		secrettest.AssertNone(t, "the error", err.Error(), s)
+	}
+}
+
+func TestPingSaysWhy(t *testing.T) {
+	srv := redistest.Start(t, redistest.WithPassword(hardPW))
+	wrong := "Wr0ngPassw0rd#" + hardPW[:6]
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	require.NoError(t, os.WriteFile(pwFile, []byte(hardPW+"\n"), 0o600))
+	refused := []string{"redis refused the credentials at redis://", "check the password", "JOBLOCK_REDIS_PASSWORD", "and the user name"}
+	tests := []struct {
+		name string
+		give Config
+		want error
+		msgs []string
+	}{
+		{"right password, encoded", Config{RedisURL: srv.URL()}, nil, nil},
+		{"wrong password", Config{RedisURL: "redis://:" + url.PathEscape(wrong) + "@" + srv.Addr + "/0"}, ErrRedisAuth, append(refused, "WRONGPASS")},
+		{"wrong user", Config{RedisURL: "redis://nobody:" + url.PathEscape(hardPW) + "@" + srv.Addr + "/0"}, ErrRedisAuth, append(refused, "WRONGPASS")},
+		{"no password", Config{RedisURL: "redis://" + srv.Addr + "/0"}, ErrRedisAuth, []string{"refused the credentials", "NOAUTH"}},
+		{"JOBLOCK_REDIS_PASSWORD wins", Config{RedisURL: "redis://:" + url.PathEscape(wrong) + "@" + srv.Addr + "/0", RedisPassword: hardPW}, nil, nil},
+		{"-redis-password-file wins", Config{RedisURL: "redis://:" + url.PathEscape(wrong) + "@" + srv.Addr + "/0", RedisPasswordFile: pwFile}, nil, nil},
+		{"wrong JOBLOCK_REDIS_PASSWORD", Config{RedisURL: srv.URL(), RedisPassword: wrong}, ErrRedisAuth, refused},
+		{"nothing there", Config{RedisURL: "redis://:" + url.PathEscape(hardPW) + "@127.0.0.1:" + strconv.Itoa(redistest.FreePort(t)) + "/0"},
+			ErrRedisUnreachable, []string{"no Redis answered", "redis-server"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			requirePing(t, tt.give, tt.want, tt.msgs, hardPW, wrong)
+		})
+	}
+}
+
 func TestTLS(t *testing.T) {
 	srv := redistest.Start(t, redistest.WithTLS(), redistest.WithPassword(pw))
 	srv.RequireReal(t, "TLS")
+	other := redistest.NewTLSFiles(t)
+	where := "rediss://:xxxxx@" + srv.Addr + "/0"
 	tests := []struct {
-		name    string
-		give    Config
-		wantErr string
+		name string
+		give Config
+		want error
+		msgs []string
 	}{
-		{"CA and client certificate", Config{RedisCA: srv.TLS.CA, RedisCert: srv.TLS.Cert, RedisKey: srv.TLS.Key}, ""},
-		{"no client certificate", Config{RedisCA: srv.TLS.CA}, "redis unreachable"},
-		{"system roots only", Config{RedisCert: srv.TLS.Cert, RedisKey: srv.TLS.Key}, "certificate signed by unknown authority"},
+		{"CA and client certificate", Config{RedisCA: srv.TLS.CA, RedisCert: srv.TLS.Cert, RedisKey: srv.TLS.Key}, nil, nil},
+		// The server's alert, or the connection it closed (see Ping).
+		{"no client certificate", Config{RedisCA: srv.TLS.CA}, ErrRedisTLS, []string{"-redis-cert / -redis-key"}},
+		{"client certificate of another CA", Config{RedisCA: srv.TLS.CA, RedisCert: other.Cert, RedisKey: other.Key}, ErrRedisTLS, []string{"-redis-cert / -redis-key"}},
+		{"wrong CA", Config{RedisCA: other.CA, RedisCert: srv.TLS.Cert, RedisKey: srv.TLS.Key}, ErrRedisTLS, []string{"certificate signed by unknown authority", "-redis-ca [JOBLOCK_REDIS_CA]"}},
+		{"system roots only", Config{RedisCert: srv.TLS.Cert, RedisKey: srv.TLS.Key}, ErrRedisTLS, []string{"certificate signed by unknown authority"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := tt.give
 			c.RedisURL = srv.URL()
-			rdb, err := c.RedisClient()
-			require.NoError(t, err)
-			defer rdb.Close()
-			err = c.Ping(context.Background(), rdb)
-			if tt.wantErr == "" {
-				require.NoError(t, err)
-				return
-			}
-			require.Error(t, err)
-			assert.ErrorIs(t, err, ErrRedisUnreachable)
-			assert.Contains(t, err.Error(), tt.wantErr)
-			assert.Contains(t, err.Error(), "rediss://:xxxxx@"+srv.Addr, "says where it looked")
-			assert.NotContains(t, err.Error(), pw)
+			requirePing(t, c, tt.want, append(tt.msgs, "redis TLS handshake failed with "+where+" ("), pw)
 		})
 	}
 	// An operator's mistake: a TLS server given a redis:// URL.
 	c := Config{RedisURL: strings.Replace(srv.URL(), "rediss://", "redis://", 1)}
-	rdb, err := c.RedisClient()
-	require.NoError(t, err)
-	defer rdb.Close()
-	assert.ErrorIs(t, c.Ping(context.Background(), rdb), ErrRedisUnreachable)
+	requirePing(t, c, ErrRedisUnreachable, []string{"closed the connection", "use a rediss:// URL"}, pw)
 }
 
 func TestSkipVerifyFromURL(t *testing.T) {

@@ -16,7 +16,7 @@ var secretParams = []string{"password", "sentinel_password"}
 // reduced to its scheme, since any part of it may be a password.
 func Redact(raw string) string {
 	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
+	if !ok || !isScheme(scheme) {
 		return "(not a URL)"
 	}
 	if userinfo, after, ok := cutUserinfo(rest); ok {
@@ -44,6 +44,12 @@ func Redact(raw string) string {
 		path += "?" + q.Encode()
 	}
 	return scheme + "://" + authority + path
+}
+
+// isScheme says whether s can be a URL's scheme, rather than, say, part
+// of a password that holds "://".
+func isScheme(s string) bool {
+	return s != "" && strings.Trim(strings.ToLower(s), "abcdefghijklmnopqrstuvwxyz0123456789+-.") == ""
 }
 
 // cutUserinfo splits what follows "://" at its last '@'. A password with

@@ -6,145 +6,16 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
-
-// URL schemes a Redis URL may have. The plain and TLS forms of each
-// topology differ only in the trailing "s" of "redis".
-const (
-	schemeRedis         = "redis"           // one server
-	schemeRedisTLS      = "rediss"          // one server over TLS
-	schemeUnix          = "unix"            // one server on a unix socket
-	schemeSentinel      = "redis-sentinel"  // a master found through Sentinel
-	schemeSentinelTLS   = "rediss-sentinel" // the same, every connection over TLS
-	schemeCluster       = "redis-cluster"   // a Redis Cluster, seed nodes listed
-	schemeClusterTLS    = "rediss-cluster"  // the same over TLS
-	defaultSentinelPort = "26379"
-	defaultRedisPort    = "6379"
-)
-
-// topology is what a Redis URL points at.
-type topology int
-
-const (
-	single topology = iota + 1
-	sentinel
-	cluster
-)
-
-// redisURL is a parsed Redis URL: the go-redis URL that carries its options
-// (timeouts, pool size, ...) and what go-redis's own URL forms cannot say.
-type redisURL struct {
-	topo  topology
-	tls   bool
-	hosts []string // every host:port listed (Sentinel and Cluster)
-	// base is a go-redis URL (redis:// or rediss://, unix://) for the first
-	// host, with the original credentials, path and query.
-	base string
-	user string
-	pass string
-}
-
-// parseRedisURL parses raw without ever quoting it in an error, since it
-// may carry a password.
-func parseRedisURL(raw string) (redisURL, error) {
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return redisURL{}, errors.New("not a URL: want redis://, rediss://, redis-sentinel://, redis-cluster:// (or their rediss- forms) or unix://")
-	}
-	var u redisURL
-	switch strings.ToLower(scheme) {
-	case schemeRedis, schemeUnix:
-		u.topo = single
-	case schemeRedisTLS:
-		u.topo, u.tls = single, true
-	case schemeSentinel:
-		u.topo = sentinel
-	case schemeSentinelTLS:
-		u.topo, u.tls = sentinel, true
-	case schemeCluster:
-		u.topo = cluster
-	case schemeClusterTLS:
-		u.topo, u.tls = cluster, true
-	default:
-		return redisURL{}, fmt.Errorf("unknown scheme %q: want redis, rediss, redis-sentinel, rediss-sentinel, redis-cluster, rediss-cluster or unix", scheme)
-	}
-	if strings.ToLower(scheme) == schemeUnix {
-		u.base = raw
-	} else {
-		authority, tail := rest, ""
-		if i := strings.IndexAny(rest, "/?"); i >= 0 {
-			authority, tail = rest[:i], rest[i:]
-		}
-		userinfo, hostList := "", authority
-		if i := strings.LastIndex(authority, "@"); i >= 0 {
-			userinfo, hostList = authority[:i+1], authority[i+1:]
-		}
-		if userinfo == "" && strings.Contains(tail, "@") {
-			return redisURL{}, errors.New("an '@' after the host: if the password holds a '/', '?', '#' or '@', percent-encode them (%2F, %3F, %23, %40)")
-		}
-		hosts, err := splitHosts(hostList, u.topo)
-		if err != nil {
-			return redisURL{}, err
-		}
-		u.hosts = hosts
-		goScheme := schemeRedis
-		if u.tls {
-			goScheme = schemeRedisTLS
-		}
-		u.base = goScheme + "://" + userinfo + hosts[0] + tail
-	}
-	parsed, err := url.Parse(u.base)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // url.Error quotes the whole URL, password included
-		}
-		return redisURL{}, err
-	}
-	if parsed.User != nil {
-		u.user = parsed.User.Username()
-		u.pass, _ = parsed.User.Password()
-	}
-	return u, nil
-}
-
-// splitHosts splits a comma-separated host list, giving a missing port its
-// default. One server takes one host.
-func splitHosts(list string, topo topology) ([]string, error) {
-	if list == "" {
-		if topo == single {
-			return []string{net.JoinHostPort("localhost", defaultRedisPort)}, nil
-		}
-		return nil, errors.New("no host: list one or more host:port, separated by commas")
-	}
-	parts := strings.Split(list, ",")
-	if topo == single && len(parts) > 1 {
-		return nil, errors.New("several hosts in a redis:// URL: use redis-sentinel:// or redis-cluster:// to list more than one")
-	}
-	port := defaultRedisPort
-	if topo == sentinel {
-		port = defaultSentinelPort
-	}
-	hosts := make([]string, 0, len(parts))
-	for _, p := range parts {
-		h, pt, err := net.SplitHostPort(p)
-		if err != nil {
-			h, pt = strings.Trim(p, "[]"), port
-		}
-		if h == "" || strings.ContainsAny(h, "[]") {
-			return nil, fmt.Errorf("bad host %q in the host list", p)
-		}
-		hosts = append(hosts, net.JoinHostPort(h, pt))
-	}
-	return hosts, nil
-}
 
 // redisError names the setting that was wrong and keeps secrets out.
 func (c *Config) redisError(err error) error {
@@ -154,12 +25,21 @@ func (c *Config) redisError(err error) error {
 // RedisClient returns a new client for the configured Redis: a
 // *redis.Client for redis://, rediss:// and unix://, a Sentinel failover
 // *redis.Client for redis-sentinel://, a *redis.ClusterClient for
-// redis-cluster://. It does not connect. Errors name the setting that is
-// wrong and never contain a password. The caller closes the client.
+// redis-cluster://. It does not connect. A password from
+// JOBLOCK_REDIS_PASSWORD or -redis-password-file wins over the URL's.
+// Errors name the setting that is wrong and never contain a password. The
+// caller closes the client.
 func (c *Config) RedisClient() (redis.UniversalClient, error) {
 	u, err := parseRedisURL(c.RedisURL)
 	if err != nil {
 		return nil, c.redisError(err)
+	}
+	pw, err := c.redisPassword()
+	if err != nil {
+		return nil, err
+	}
+	if pw != "" {
+		u.pass = pw
 	}
 	tlsConf, err := c.tlsConfig(u.tls)
 	if err != nil {
@@ -171,7 +51,7 @@ func (c *Config) RedisClient() (redis.UniversalClient, error) {
 	case cluster:
 		return c.clusterClient(u, tlsConf)
 	}
-	opt, err := redis.ParseURL(u.base)
+	opt, err := redis.ParseURL(u.goRedisURL())
 	if err != nil {
 		return nil, c.redisError(err)
 	}
@@ -185,7 +65,7 @@ func (c *Config) RedisClient() (redis.UniversalClient, error) {
 func (c *Config) sentinelClient(u redisURL, tlsConf *tls.Config) (redis.UniversalClient, error) {
 	// go-redis's failover URL takes its credentials as the Sentinels'; ours
 	// are the data nodes', as in every other form.
-	opt, err := redis.ParseFailoverURL(withAddrs(u))
+	opt, err := redis.ParseFailoverURL(u.goRedisURL())
 	if err != nil {
 		return nil, c.redisError(err)
 	}
@@ -201,13 +81,10 @@ func (c *Config) sentinelClient(u redisURL, tlsConf *tls.Config) (redis.Universa
 }
 
 func (c *Config) clusterClient(u redisURL, tlsConf *tls.Config) (redis.UniversalClient, error) {
-	parsed, _ := url.Parse(u.base) // parsed once already in parseRedisURL
-	if p := strings.Trim(parsed.Path, "/"); p != "" && p != "0" {
-		return nil, c.redisError(fmt.Errorf("database %q: a Cluster has only database 0", p))
+	if u.db != 0 {
+		return nil, c.redisError(fmt.Errorf("database %d: a Cluster has only database 0", u.db))
 	}
-	parsed.Path = ""
-	u.base = parsed.String()
-	opt, err := redis.ParseClusterURL(withAddrs(u))
+	opt, err := redis.ParseClusterURL(u.goRedisURL())
 	if err != nil {
 		return nil, c.redisError(err)
 	}
@@ -222,21 +99,6 @@ func withURLTLS(ours, fromURL *tls.Config) *tls.Config {
 		ours.InsecureSkipVerify = fromURL.InsecureSkipVerify
 	}
 	return ours
-}
-
-// withAddrs returns u's go-redis URL with the hosts after the first as
-// addr= query parameters, as go-redis's Sentinel and Cluster URLs list them.
-func withAddrs(u redisURL) string {
-	s := u.base
-	for _, h := range u.hosts[1:] {
-		if strings.Contains(s, "?") {
-			s += "&"
-		} else {
-			s += "?"
-		}
-		s += "addr=" + url.QueryEscape(h)
-	}
-	return s
 }
 
 // tlsConfig builds the TLS settings from the CA and client certificate
@@ -269,48 +131,130 @@ func (c *Config) tlsConfig(useTLS bool) (*tls.Config, error) {
 	if c.RedisCert != "" {
 		cert, err := tls.LoadX509KeyPair(c.RedisCert, c.RedisKey)
 		if err != nil {
-			return nil, fmt.Errorf("client certificate %s with key %s: %w", c.RedisCert, c.RedisKey, err)
+			return nil, fmt.Errorf("-redis-cert [JOBLOCK_REDIS_CERT] %s with -redis-key [JOBLOCK_REDIS_KEY] %s: %w", c.RedisCert, c.RedisKey, err)
 		}
 		conf.Certificates = []tls.Certificate{cert}
 	}
 	return conf, nil
 }
 
-// ErrRedisUnreachable says Redis did not answer.
-var ErrRedisUnreachable = errors.New("redis unreachable")
+// Errors Ping returns, each with a message saying what to check.
+var (
+	// ErrRedisUnreachable says no Redis answered: nothing listening, or
+	// nothing that answered in time.
+	ErrRedisUnreachable = errors.New("redis unreachable")
+	// ErrRedisAuth says a Redis answered and refused the credentials.
+	ErrRedisAuth = errors.New("redis refused the credentials")
+	// ErrRedisTLS says the TLS handshake with Redis failed: the server's
+	// certificate was not trusted, or the server refused the client's.
+	ErrRedisTLS = errors.New("redis TLS handshake failed")
+)
 
 // Ping checks, once, that the Redis rdb talks to answers within a few
-// seconds, and otherwise returns an error matching ErrRedisUnreachable that
-// says where it looked (the URL redacted) and how to start a Redis. It uses
-// rdb itself: no second client, no copied options.
+// seconds. Otherwise it returns an error that says where it looked (the URL
+// redacted) and what to do, matching ErrRedisAuth when the server refused
+// the credentials, ErrRedisTLS when the TLS handshake failed, and
+// ErrRedisUnreachable when nothing answered. It uses rdb itself: no second
+// client, no copied options.
 func (c *Config) Ping(ctx context.Context, rdb redis.UniversalClient) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return redactErr(fmt.Errorf("%w: no Redis answered at %s (%v); start one with `redis-server`, or point -redis-url / JOBLOCK_REDIS_URL at yours",
-			ErrRedisUnreachable, Redact(c.RedisURL), err), c.secrets()...)
+	err := rdb.Ping(ctx).Err()
+	if err == nil {
+		return nil
 	}
-	return nil
+	where := Redact(c.RedisURL)
+	u, _ := parseRedisURL(c.RedisURL) // parsed already by RedisClient
+	// A server that wants a client certificate and gets none, or one it
+	// does not trust, sends an alert after a TLS 1.3 handshake that this
+	// side may never read: it sees the connection closed instead.
+	closed := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	switch {
+	case isAuthError(err):
+		err = fmt.Errorf("%w at %s (%v): check the password "+
+			"(JOBLOCK_REDIS_PASSWORD, -redis-password-file [JOBLOCK_REDIS_PASSWORD_FILE] or the one in -redis-url [JOBLOCK_REDIS_URL]) and the user name",
+			ErrRedisAuth, where, err)
+	case isTLSError(err) || (u.tls && closed):
+		err = fmt.Errorf("%w with %s (%v): check -redis-ca [JOBLOCK_REDIS_CA] (the CA that signed the server's certificate), "+
+			"that the URL's host is one the certificate names, and -redis-cert / -redis-key [JOBLOCK_REDIS_CERT, JOBLOCK_REDIS_KEY] if the server asks for a client certificate",
+			ErrRedisTLS, where, err)
+	case closed:
+		err = fmt.Errorf("%w: the server at %s closed the connection without answering (%v): if it speaks only TLS, use a rediss:// URL",
+			ErrRedisUnreachable, where, err)
+	default:
+		err = fmt.Errorf("%w: no Redis answered at %s (%v); start one with `redis-server`, or point -redis-url / JOBLOCK_REDIS_URL at yours",
+			ErrRedisUnreachable, where, err)
+	}
+	return redactErr(err, c.secrets()...)
+}
+
+// isAuthError says whether err is a server refusing a client's
+// credentials: a password it does not know, none when it wants one, or one
+// when it has none.
+func isAuthError(err error) bool {
+	return redis.IsAuthError(err) || redis.HasErrorPrefix(err, "ERR AUTH") || redis.HasErrorPrefix(err, "ERR invalid password")
+}
+
+// isTLSError says whether err comes from a failed TLS handshake: a
+// certificate this side does not trust, an alert from the server (which
+// refused ours), or a server that does not speak TLS.
+func isTLSError(err error) bool {
+	var (
+		verify *tls.CertificateVerificationError
+		header tls.RecordHeaderError
+		op     *net.OpError
+	)
+	return errors.As(err, &verify) || errors.As(err, &header) || (errors.As(err, &op) && op.Op == "remote error")
 }
 
 // secrets returns the configured secrets, in the forms they may appear in
 // a message.
 func (c *Config) secrets() []string {
 	var s []string
-	if u, err := parseRedisURL(c.RedisURL); err == nil && u.pass != "" {
-		s = append(s, u.pass, url.QueryEscape(u.pass), url.PathEscape(u.pass))
+	add := func(v string) {
+		if v != "" {
+			s = append(s, v, url.QueryEscape(v), url.PathEscape(v))
+		}
+	}
+	if u, err := parseRedisURL(c.RedisURL); err == nil {
+		add(u.pass)
+		for _, p := range secretParams {
+			add(u.query.Get(p))
+		}
 	}
 	if _, rest, ok := strings.Cut(c.RedisURL, "://"); ok {
 		// A URL that does not parse may still hold a password: whatever
 		// follows the first ':' of the user information.
 		if userinfo, _, ok := cutUserinfo(rest); ok {
-			if _, pw, ok := strings.Cut(userinfo, ":"); ok && pw != "" {
-				s = append(s, pw)
+			if _, pw, ok := strings.Cut(userinfo, ":"); ok {
+				add(pw)
 			}
 		}
 	}
-	if c.SentinelPassword != "" {
-		s = append(s, c.SentinelPassword)
+	if pw, err := c.redisPassword(); err == nil {
+		add(pw)
 	}
+	add(c.SentinelPassword)
 	return s
+}
+
+// redisPassword returns the password from JOBLOCK_REDIS_PASSWORD or
+// -redis-password-file, or "" when neither is set. A file's trailing line
+// break is not part of the password.
+func (c *Config) redisPassword() (string, error) {
+	if c.RedisPasswordFile == "" {
+		return c.RedisPassword, nil
+	}
+	if c.RedisPassword != "" {
+		return "", errors.New("JOBLOCK_REDIS_PASSWORD and -redis-password-file [JOBLOCK_REDIS_PASSWORD_FILE] are both set: set one of them")
+	}
+	b, err := os.ReadFile(c.RedisPasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("-redis-password-file [JOBLOCK_REDIS_PASSWORD_FILE]: %w", err)
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("-redis-password-file [JOBLOCK_REDIS_PASSWORD_FILE] %s is empty", c.RedisPasswordFile)
+	}
+	return pw, nil
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"testing"
 	"time"
 )
 
@@ -65,6 +66,17 @@ func (f *TLSFiles) clientConfig() *tls.Config {
 
 // newCA writes a CA, a server certificate and a client certificate into
 // dir.
+// NewTLSFiles makes a throwaway CA and its certificates in a directory of
+// t's own, for tests that need the files without a server.
+func NewTLSFiles(t testing.TB) *TLSFiles {
+	t.Helper()
+	f, err := newCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 func newCA(dir string) (*TLSFiles, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

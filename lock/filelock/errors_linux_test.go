@@ -2,50 +2,22 @@ package filelock_test
 
 import (
 	"context"
-	"os"
-	"os/exec"
+	"io/fs"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/joblock/joblock/internal/fsfault"
 	"github.com/joblock/joblock/lock/filelock"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
 
-// denyWrites makes dir refuse new files: by mode bits for an ordinary user,
-// and with the immutable attribute for root, whom mode bits do not stop.
-func denyWrites(t *testing.T, dir string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		require.NoError(t, os.Chmod(dir, 0o555))
-		t.Cleanup(func() { _ = os.Chmod(dir, 0o755) })
-		return
-	}
-	out, err := exec.Command("chattr", "+i", dir).CombinedOutput()
-	if err != nil {
-		t.Skipf("running as root and chattr +i is unavailable here (%v: %s)", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("chattr", "-i", dir).Run() })
-}
-
-// mountTmpfs mounts a small tmpfs at a new directory, or skips the test
-// where this process may not mount.
-func mountTmpfs(t *testing.T, opts string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir
-}
-
 func TestReadOnlyFilesystem(t *testing.T) {
 	// A read-only bind mount of a tmpfs: one path writable, one not, both
 	// showing the same files.
-	rw := mountTmpfs(t, "size=1m")
+	rw := fsfault.Tmpfs(t, "size=1m")
 	ro := t.TempDir()
 	require.NoError(t, unix.Mount(rw, ro, "", unix.MS_BIND, ""))
 	t.Cleanup(func() { _ = unix.Unmount(ro, unix.MNT_DETACH) })
@@ -69,21 +41,28 @@ func TestReadOnlyFilesystem(t *testing.T) {
 }
 
 func TestFullDisk(t *testing.T) {
-	dir := mountTmpfs(t, "size=64k")
+	dir := fsfault.Tmpfs(t, "size=64k")
 	l := newLocker(t, dir)
 	ctx := context.Background()
 	// Fill the filesystem, then ask for a lock on a key never seen.
-	f, err := os.Create(dir + "/filler")
-	require.NoError(t, err)
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			require.ErrorIs(t, err, syscall.ENOSPC)
-			break
-		}
-	}
-	require.NoError(t, f.Close())
-	_, err = l.Obtain(ctx, "new key", time.Second)
+	fsfault.Fill(t, dir)
+	_, err := l.Obtain(ctx, "new key", time.Second)
 	requireIOError(t, err, syscall.ENOSPC, dir)
 	require.False(t, strings.Contains(err.Error(), "held"))
+}
+
+func TestPermissionDenied(t *testing.T) {
+	dir := t.TempDir()
+	l := newLocker(t, dir)
+	ctx := context.Background()
+	lease, err := l.Obtain(ctx, "existing", time.Second)
+	require.NoError(t, err)
+	fsfault.DenyNewFiles(t, dir)
+
+	_, err = filelock.New(dir)
+	requireIOError(t, err, fs.ErrPermission, dir)
+	_, err = l.Obtain(ctx, "new key", time.Second)
+	requireIOError(t, err, fs.ErrPermission, dir)
+	_, err = l.Refresh(ctx, lease, time.Second)
+	require.NoError(t, err, "an existing lock file stays usable")
 }

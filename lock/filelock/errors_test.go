@@ -63,19 +63,3 @@ func TestDirectoryRemovedAfterNew(t *testing.T) {
 	_, err = l.Cleanup(context.Background())
 	requireIOError(t, err, fs.ErrNotExist, dir)
 }
-
-func TestPermissionDenied(t *testing.T) {
-	dir := t.TempDir()
-	l := newLocker(t, dir)
-	ctx := context.Background()
-	lease, err := l.Obtain(ctx, "existing", time.Second)
-	require.NoError(t, err)
-	denyWrites(t, dir)
-
-	_, err = filelock.New(dir)
-	requireIOError(t, err, fs.ErrPermission, dir)
-	_, err = l.Obtain(ctx, "new key", time.Second)
-	requireIOError(t, err, fs.ErrPermission, dir)
-	_, err = l.Refresh(ctx, lease, time.Second)
-	require.NoError(t, err, "an existing lock file stays usable")
-}
