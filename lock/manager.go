@@ -111,7 +111,7 @@ func (m *Manager) renew(ctx context.Context, key string, ttl time.Duration) (Lea
 // TTL that ValidateTTL refuses is returned as that error, with nothing
 // obtained or renewed.
 func (m *Manager) Acquire(ctx context.Context, key string, ttl time.Duration) (Lease, error) {
-	return m.acquire(ctx, key, ttl, Wait{})
+	return m.acquire(ctx, key, ttl, 1, Wait{})
 }
 
 // AcquireWithWait is Acquire that keeps trying every retryInterval (zero
@@ -119,18 +119,24 @@ func (m *Manager) Acquire(ctx context.Context, key string, ttl time.Duration) (L
 // and returns an error matching ErrNotObtained if the key stayed held, or
 // ctx's cause if ctx ended first.
 func (m *Manager) AcquireWithWait(ctx context.Context, key string, ttl, maxWait, retryInterval time.Duration) (Lease, error) {
-	return m.acquire(ctx, key, ttl, Wait{MaxWait: maxWait, Interval: retryInterval, Jitter: m.jitter})
+	return m.acquire(ctx, key, ttl, 1, Wait{MaxWait: maxWait, Interval: retryInterval, Jitter: m.jitter})
 }
 
-func (m *Manager) acquire(ctx context.Context, key string, ttl time.Duration, w Wait) (Lease, error) {
+// acquire takes key, or one of its limit slots, for ttl, or renews the
+// lease this Manager holds on it.
+func (m *Manager) acquire(ctx context.Context, key string, ttl time.Duration, limit int, w Wait) (Lease, error) {
 	ttl = m.ttlOr(ttl)
 	if err := ValidateTTL(ttl); err != nil {
+		return Lease{}, err
+	}
+	obtain, err := obtainer(m.locker, key, limit, ttl)
+	if err != nil {
 		return Lease{}, err
 	}
 	if l, ok, err := m.renew(ctx, key, ttl); ok || err != nil {
 		return l, err
 	}
-	l, err := ObtainWait(ctx, m.locker, key, ttl, w)
+	l, err := obtainWait(ctx, obtain, key, w, nil)
 	if err != nil {
 		return Lease{}, err
 	}

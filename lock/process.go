@@ -17,7 +17,8 @@ const (
 )
 
 // Request is the spec's process() input. Its JSON form is
-// {"key": "...", "action": "acquire"|"release", "timeout": 30}.
+// {"key": "...", "action": "acquire"|"release", "timeout": 30}, with an
+// optional "limit" that the spec does not have.
 type Request struct {
 	// Key is the lock's key. Required.
 	Key string `json:"key"`
@@ -31,6 +32,11 @@ type Request struct {
 	// another Manager or process acquired it. Without it a release frees
 	// only this Manager's own lock.
 	LockID string `json:"lock_id,omitempty"`
+	// Limit, on an acquire, is how many holders the key admits: the
+	// acquire takes one of its slots (see Limiter). Nil or 1 takes the
+	// lock, as the spec does; a value out of range is an error wrapping
+	// ErrInvalidLimit. Every holder of a key must ask for the same limit.
+	Limit *int `json:"limit,omitempty"`
 }
 
 // UnmarshalJSON decodes the spec's request. A timeout, when present and
@@ -129,7 +135,11 @@ func (m *Manager) processAcquire(ctx context.Context, req Request) Result {
 			return Result{Error: err.Error()}
 		}
 	}
-	return AcquireResult(m.Acquire(ctx, req.Key, ttl))
+	limit := 1
+	if req.Limit != nil {
+		limit = *req.Limit
+	}
+	return AcquireResult(m.acquire(ctx, req.Key, ttl, limit, Wait{}))
 }
 
 // AcquireResult describes the outcome of an acquire (Obtain, ObtainWait,

@@ -169,14 +169,23 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 
 // obtainer says how a Run takes key: a lock, or one of cfg.limit slots.
 func (r *Renewer) obtainer(key string, cfg runConfig) (func(context.Context) (Lease, error), error) {
-	if cfg.limit == 1 {
-		return func(ctx context.Context) (Lease, error) { return r.locker.Obtain(ctx, key, cfg.lease) }, nil
+	return obtainer(r.locker, key, cfg.limit, cfg.lease)
+}
+
+// obtainer returns how to take key from l for ttl: a lock for a limit of
+// 1, else one of limit slots, which needs l to be a Limiter.
+func obtainer(l Locker, key string, limit int, ttl time.Duration) (func(context.Context) (Lease, error), error) {
+	if limit == 1 {
+		return func(ctx context.Context) (Lease, error) { return l.Obtain(ctx, key, ttl) }, nil
 	}
-	l, ok := r.locker.(Limiter)
+	if err := ValidateLimit(limit); err != nil {
+		return nil, err
+	}
+	lim, ok := l.(Limiter)
 	if !ok {
-		return nil, fmt.Errorf("lock: a limit of %d holders needs an engine that is a Limiter, not %T", cfg.limit, r.locker)
+		return nil, fmt.Errorf("lock: a limit of %d holders needs an engine that is a Limiter, not %T", limit, l)
 	}
-	return func(ctx context.Context) (Lease, error) { return l.ObtainLimit(ctx, key, cfg.limit, cfg.lease) }, nil
+	return func(ctx context.Context) (Lease, error) { return lim.ObtainLimit(ctx, key, limit, ttl) }, nil
 }
 
 // finish stops renewing and releases the lock, or keeps it for its window

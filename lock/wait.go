@@ -48,6 +48,17 @@ func ObtainWait(ctx context.Context, l Locker, key string, ttl time.Duration, w 
 	return obtainWait(ctx, func(ctx context.Context) (Lease, error) { return l.Obtain(ctx, key, ttl) }, key, w, nil)
 }
 
+// ObtainLimitWait is ObtainWait for one of limit slots of key (see
+// Limiter); a limit of 1 is ObtainWait. A limit above 1 needs l to be a
+// Limiter, and a limit out of range is an error wrapping ErrInvalidLimit.
+func ObtainLimitWait(ctx context.Context, l Locker, key string, limit int, ttl time.Duration, w Wait) (Lease, error) {
+	obtain, err := obtainer(l, key, limit, ttl)
+	if err != nil {
+		return Lease{}, err
+	}
+	return obtainWait(ctx, obtain, key, w, nil)
+}
+
 // obtainWait is ObtainWait over any way of obtaining key, that also tries
 // again at once when released (if not nil) is closed.
 func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, error), key string, w Wait, released <-chan struct{}) (Lease, error) {

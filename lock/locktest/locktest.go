@@ -88,6 +88,7 @@ func Run(t *testing.T, newLocker NewLocker, opts ...Option) {
 		{"ScanCleanup", testScanCleanup, true, false},
 		{"Manager", testManager, true, true},
 		{"ManagerProcess", testManagerProcess, false, true},
+		{"ManagerProcessLimit", testManagerProcessLimit, false, true},
 		{"ManagerDo", testManagerDo, true, true},
 	}
 	for _, tt := range tests {

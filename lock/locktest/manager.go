@@ -105,25 +105,80 @@ func testManager(t *testing.T, newLocker NewLocker) {
 	assert.False(t, ok)
 }
 
+// process runs one JSON request through m.Process and returns the JSON
+// result as a map.
+func process(t *testing.T, m *lock.Manager, in string) map[string]any {
+	t.Helper()
+	var req lock.Request
+	if err := json.Unmarshal([]byte(in), &req); err != nil {
+		// Answered as serve-stdio answers a request it cannot decode.
+		return map[string]any{"locked": false, "lock_id": nil, "error": err.Error()}
+	}
+	out, err := json.Marshal(m.Process(context.Background(), req))
+	require.NoError(t, err)
+	var res map[string]any
+	require.NoError(t, json.Unmarshal(out, &res))
+	return res
+}
+
+// testManagerProcessLimit: Process's optional limit takes slots, as many as
+// it says and no more, through any number of Managers.
+func testManagerProcessLimit(t *testing.T, newLocker NewLocker) {
+	l := newLocker(t)
+	lim, ok := l.(lock.Limiter)
+	if !ok {
+		t.Skipf("%T is not a lock.Limiter", l)
+	}
+	key := Key(t, "k")
+	q, _ := json.Marshal(key)
+	acquire := `{"key":` + string(q) + `,"action":"acquire","timeout":30,"limit":2}`
+	var ms []*lock.Manager
+	var ids []string
+	for range 2 {
+		m := lock.NewManager(l)
+		res := process(t, m, acquire)
+		require.Equal(t, true, res["locked"], res)
+		ms, ids = append(ms, m), append(ids, res["lock_id"].(string))
+	}
+	third := lock.NewManager(l)
+	res := process(t, third, acquire)
+	assert.Equal(t, true, res["already_locked"])
+	assert.Contains(t, ids, res["locked_by"])
+
+	again := process(t, ms[0], acquire)
+	assert.Equal(t, ids[0], again["lock_id"], "a Manager holding a slot renews it")
+	slots, err := lim.InspectSlots(context.Background(), key)
+	require.NoError(t, err)
+	held := 0
+	for _, r := range slots {
+		if r.State == lock.Held {
+			held++
+			assert.Equal(t, 2, r.Limit)
+		}
+	}
+	assert.Equal(t, 2, held)
+
+	rel := process(t, ms[0], `{"key":`+string(q)+`,"action":"release"}`)
+	assert.Equal(t, true, rel["released"])
+	res = process(t, third, acquire)
+	assert.Equal(t, true, res["locked"], "a freed slot is taken")
+	for _, bad := range []struct{ limit, want string }{
+		{"0", "invalid limit: 0"}, {"-3", "invalid limit: -3"}, {"1001", "invalid limit: 1001"},
+		{`"2"`, "limit"}, {"2.5", "limit"},
+	} {
+		res := process(t, lock.NewManager(l), `{"key":`+string(q)+`,"action":"acquire","limit":`+bad.limit+`}`)
+		assert.Equal(t, false, res["locked"], bad.limit)
+		assert.Contains(t, res["error"], bad.want, bad.limit)
+	}
+}
+
 func testManagerProcess(t *testing.T, newLocker NewLocker) {
 	ctx := context.Background()
 	m := lock.NewManager(newLocker(t))
 	other := lock.NewManager(newLocker(t))
 	key := Key(t, "k")
 
-	do := func(m *lock.Manager, in string) map[string]any {
-		t.Helper()
-		var req lock.Request
-		if err := json.Unmarshal([]byte(in), &req); err != nil {
-			// Answered as serve-stdio answers a request it cannot decode.
-			return map[string]any{"locked": false, "lock_id": nil, "error": err.Error()}
-		}
-		out, err := json.Marshal(m.Process(ctx, req))
-		require.NoError(t, err)
-		var res map[string]any
-		require.NoError(t, json.Unmarshal(out, &res))
-		return res
-	}
+	do := func(m *lock.Manager, in string) map[string]any { t.Helper(); return process(t, m, in) }
 	q, _ := json.Marshal(key)
 
 	acq := do(m, `{"key":`+string(q)+`,"action":"acquire","timeout":30}`)
