@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -27,6 +28,7 @@ type env struct {
 	jsonOut bool
 	ttl     time.Duration
 	wait    time.Duration
+	limit   int
 }
 
 type command func(ctx context.Context, e *env) error
@@ -51,8 +53,14 @@ func (e *env) flags(withTTL bool) *flag.FlagSet {
 	if withTTL {
 		e.fs.DurationVar(&e.ttl, "ttl", lock.DefaultTTL, "lock TTL")
 		e.fs.DurationVar(&e.wait, "wait", 0, "wait up to this long for a held key")
+		e.limitFlag()
 	}
 	return e.fs
+}
+
+// limitFlag adds -limit, checked by parse.
+func (e *env) limitFlag() {
+	e.fs.IntVar(&e.limit, "limit", 1, "how many holders KEY admits, 1 to 1000: take one of its slots")
 }
 
 // parse parses flags and checks the number of positional arguments.
@@ -66,6 +74,11 @@ func (e *env) parse(nargs int, names string) error {
 	if e.fs.Lookup("ttl") != nil {
 		if err := lock.ValidateTTL(e.ttl); err != nil {
 			return fail(exitUsage, "%s: -ttl: %v", e.name, err)
+		}
+	}
+	if e.fs.Lookup("limit") != nil {
+		if err := lock.ValidateLimit(e.limit); err != nil {
+			return fail(exitUsage, "%s: -limit: %v", e.name, err)
 		}
 	}
 	if e.wait < 0 {
@@ -116,7 +129,7 @@ func cmdAcquire(ctx context.Context, e *env) error {
 		return err
 	}
 	defer closeFn()
-	lease, err := lock.ObtainWait(ctx, l, e.fs.Arg(0), e.ttl, lock.Wait{MaxWait: e.wait, Jitter: 0.2})
+	lease, err := lock.ObtainLimitWait(ctx, l, e.fs.Arg(0), e.limit, e.ttl, lock.Wait{MaxWait: e.wait, Jitter: 0.2})
 	if e.jsonOut {
 		if perr := e.printJSON(lock.AcquireResult(lease, err)); perr != nil {
 			return perr
@@ -172,28 +185,58 @@ func cmdStatus(ctx context.Context, e *env) error {
 		return err
 	}
 	held := ok && rec.State == lock.Held
+	// A key taken with a limit has slots instead of a lock.
+	var slots []lock.Record
+	if lim, isLimiter := l.(lock.Limiter); isLimiter && !held {
+		if slots, err = lim.InspectSlots(ctx, key); err != nil {
+			return err
+		}
+	}
+	var inUse []lock.Record
+	for _, r := range slots {
+		if r.State == lock.Held {
+			inUse = append(inUse, r)
+		}
+	}
+	held = held || len(inUse) > 0
 	if e.jsonOut {
 		out := struct {
-			Key    string       `json:"key"`
-			Locked bool         `json:"locked"`
-			Record *lock.Record `json:"record,omitempty"`
-		}{Key: key, Locked: held}
+			Key    string        `json:"key"`
+			Locked bool          `json:"locked"`
+			Record *lock.Record  `json:"record,omitempty"`
+			Slots  []lock.Record `json:"slots,omitempty"`
+		}{Key: key, Locked: held, Slots: slots}
 		if ok {
 			out.Record = &rec
 		}
 		if err := e.printJSON(out); err != nil {
 			return err
 		}
-	} else if held {
-		fmt.Fprintf(e.stdout, "%s: held by %s (pid %d on %s) for another %s, fence %d\n",
-			key, rec.Token, rec.PID, rec.Host, rec.TTL.Round(time.Millisecond), rec.Fence)
 	} else {
-		fmt.Fprintf(e.stdout, "%s: free\n", key)
+		e.printStatus(key, rec, ok && rec.State == lock.Held, slots, inUse)
 	}
 	if !held {
 		return &exitErr{code: exitNotHeld, err: errors.New("")}
 	}
 	return nil
+}
+
+// printStatus writes status's text: the lock's holder, or each slot's.
+func (e *env) printStatus(key string, rec lock.Record, held bool, slots, inUse []lock.Record) {
+	holder := func(r lock.Record) string {
+		return fmt.Sprintf("held by %s (pid %d on %s) for another %s, fence %d", r.Token, r.PID, r.Host, r.TTL.Round(time.Millisecond), r.Fence)
+	}
+	switch {
+	case held:
+		fmt.Fprintf(e.stdout, "%s: %s\n", key, holder(rec))
+	case len(slots) > 0:
+		fmt.Fprintf(e.stdout, "%s: %d of %d slots held\n", key, len(inUse), slots[0].Limit)
+		for _, r := range inUse {
+			fmt.Fprintf(e.stdout, "  slot %s\n", holder(r))
+		}
+	default:
+		fmt.Fprintf(e.stdout, "%s: free\n", key)
+	}
 }
 
 // cmdList lists the locks stats counts (held and expired); -all adds the
@@ -225,14 +268,18 @@ func cmdList(ctx context.Context, e *env) error {
 		return e.printJSON(recs)
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "KEY\tSTATE\tTTL\tFENCE\tLOCK_ID\tPID\tHOST")
+	fmt.Fprintln(w, "KEY\tSTATE\tTTL\tFENCE\tLOCK_ID\tPID\tHOST\tLIMIT")
 	var skipped []string
 	for _, r := range recs {
 		if r.State == lock.Skipped {
 			skipped = append(skipped, r.Note)
 			continue
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%s\n", r.Key, r.State, r.TTL.Round(time.Millisecond), r.Fence, r.Token, r.PID, r.Host)
+		limit := "-"
+		if r.Limit > 0 {
+			limit = strconv.Itoa(r.Limit) // a slot of a key with a limit
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.Key, r.State, r.TTL.Round(time.Millisecond), r.Fence, r.Token, r.PID, r.Host, limit)
 	}
 	if err := w.Flush(); err != nil {
 		return err

@@ -127,6 +127,78 @@ func TestTwoRunsOnOneKey(t *testing.T) {
 	}
 }
 
+// TestRunLimit: two runs of a key with -limit 2 go at once, a third is
+// refused (exit 3) until one ends; status and list show each slot, and
+// acquire and release work on slots too.
+func TestRunLimit(t *testing.T) {
+	for engine, env := range first(engineEnvs(t)) {
+		t.Run(engine, func(t *testing.T) {
+			dir := t.TempDir()
+			stop := filepath.Join(dir, "stop")
+			var runs []*exec.Cmd
+			for i := range 2 {
+				marker := filepath.Join(dir, "started"+strconv.Itoa(i))
+				c := lockctl(env, "run", "-limit", "2", "-lease", "2s", "import", "--", "sh", "-c",
+					"touch "+marker+"; while [ ! -e "+stop+" ]; do sleep 0.05; done")
+				require.NoError(t, c.Start())
+				t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+				require.Eventually(t, func() bool { _, err := os.Stat(marker); return err == nil }, 10*time.Second, 10*time.Millisecond)
+				runs = append(runs, c)
+			}
+			_, stderr, code := run(t, env, "run", "-limit", "2", "import", "--", "echo", "third")
+			assert.Equal(t, 3, code, "a third run while two go: %s", stderr)
+			_, _, code = run(t, env, "acquire", "-limit", "2", "import")
+			assert.Equal(t, 3, code)
+
+			out, _, code := run(t, env, "status", "import")
+			assert.Equal(t, 0, code)
+			assert.Contains(t, out, "import: 2 of 2 slots held\n")
+			assert.Equal(t, 2, strings.Count(out, "  slot held by slot_"), out)
+			out, _, code = run(t, env, "status", "-json", "import")
+			assert.Equal(t, 0, code)
+			var st struct {
+				Locked bool `json:"locked"`
+				Slots  []struct {
+					State string `json:"state"`
+					Limit int    `json:"limit"`
+				} `json:"slots"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(out), &st))
+			assert.True(t, st.Locked)
+			require.Len(t, st.Slots, 2)
+			for _, sl := range st.Slots {
+				assert.Equal(t, "held", sl.State)
+				assert.Equal(t, 2, sl.Limit)
+			}
+			out, _, code = run(t, env, "list")
+			assert.Equal(t, 0, code)
+			rows := 0
+			for _, line := range strings.Split(out, "\n") {
+				if f := strings.Fields(line); len(f) > 0 && f[0] == "import" {
+					rows++
+					assert.Equal(t, "2", f[len(f)-1], "the LIMIT column: %q", line)
+				}
+			}
+			assert.Equal(t, 2, rows, out)
+
+			require.NoError(t, os.WriteFile(stop, nil, 0o600))
+			for _, c := range runs {
+				require.NoError(t, c.Wait())
+			}
+			id, _, code := run(t, env, "acquire", "-limit", "2", "-ttl", "10s", "import")
+			require.Equal(t, 0, code, "free again once the runs ended")
+			id = strings.TrimSpace(id)
+			assert.True(t, strings.HasPrefix(id, "slot_"), id)
+			_, _, code = run(t, env, "run", "-limit", "2", "import", "--", "true")
+			assert.Equal(t, 0, code, "one slot of two taken")
+			_, _, code = run(t, env, "release", "import", id)
+			assert.Equal(t, 0, code)
+			out, _, code = run(t, env, "status", "import")
+			assert.Equal(t, 4, code, "free: %s", out)
+		})
+	}
+}
+
 func TestRunOncePerWindow(t *testing.T) {
 	env := first(engineEnvs(t))["file"]
 	_, _, code := run(t, env, "run", "-window", "3s", "digest", "--", "true")
@@ -190,6 +262,18 @@ func TestServeStdio(t *testing.T) {
 			assert.Equal(t, map[string]any{"locked": false, "lock_id": id, "expires_at": nil, "already_locked": false, "released": true}, got)
 			got = b.do(t, `{"key":"abc123","action":"acquire","timeout":5}`)
 			assert.Equal(t, true, got["locked"], "the stream went on after bad lines")
+
+			// The optional limit: two holders of "pool", across processes.
+			got = a.do(t, `{"key":"pool","action":"acquire","limit":2}`)
+			assert.Equal(t, true, got["locked"])
+			got = b.do(t, `{"key":"pool","action":"acquire","limit":2}`)
+			assert.Equal(t, true, got["locked"])
+			c := newStream(t, env)
+			got = c.do(t, `{"key":"pool","action":"acquire","limit":2}`)
+			assert.Equal(t, true, got["already_locked"], "a third holder of two slots")
+			got = c.do(t, `{"key":"pool","action":"acquire","limit":0}`)
+			assert.Contains(t, got["error"], "invalid limit: 0")
+			c.close(t)
 			a.close(t)
 			b.close(t)
 		})
@@ -267,6 +351,11 @@ func TestUsageErrors(t *testing.T) {
 	_, stderr, code := run(t, env, "run", "-wait", "-1s", "k", "--", "true")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "-wait must not be negative, got -1s")
+	for _, args := range [][]string{{"run", "-limit", "0", "k", "--", "true"}, {"acquire", "-limit", "1001", "k"}} {
+		_, stderr, code = run(t, env, args...)
+		assert.Equal(t, 2, code, "%v", args)
+		assert.Contains(t, stderr, args[0]+": -limit: lock: invalid limit: "+args[2]+", want 1 to 1000 holders")
+	}
 
 	out, _, code := run(t, env, "help")
 	assert.Equal(t, 0, code)

@@ -36,7 +36,8 @@ Usage:
   lockctl version                        the version this binary was built from
   lockctl acquire [flags] KEY            take KEY, print its lock id
   lockctl release [flags] KEY LOCK_ID    release the lock with that id (any process may)
-  lockctl status  [flags] KEY            who holds KEY and for how long
+  lockctl status  [flags] KEY            who holds KEY and for how long (each slot's
+                                         holder, for a key taken with -limit)
   lockctl list    [flags] [-all]         the locks stats counts: held and expired
                                          (-all: also released records, which the file
                                          engine keeps so that a key reuses its file), and
@@ -51,6 +52,7 @@ Usage:
                                          goes before KEY (lockctl run -engine redis KEY -- ...)
   lockctl serve-stdio [flags]            read the LockManager spec's JSON requests, one per
                                          line, and write its JSON results, one per line
+                                         (an acquire may add "limit": N, as -limit does)
 
 Flags (every command; environment variables give the defaults):
   -engine file|redis   lock engine [JOBLOCK_ENGINE, default file]
@@ -80,6 +82,9 @@ acquire:
   -ttl D               lock TTL, 1ms to 8760h (365 days) (default 30s): the lock lasts
                        this long, then expires
   -wait D              wait up to D for a held key (default 0: do not wait)
+  -limit N             KEY admits N holders (1 to 1000, default 1): take one of its
+                       slots, released with its lock id as any lock; every holder of
+                       KEY must give the same N
 run:
   -lease D             lock lease (default 15s), renewed every D/3 while COMMAND runs:
                        how long a crashed run keeps KEY blocked, not how long it may run
@@ -88,12 +93,14 @@ run:
                        obtained, so KEY runs at most once per D (default 0: release)
   -wait D              wait up to D for a held key (default 0: do not wait)
   -on-held exit|wait   when KEY is held: exit 3 (default), or wait (up to -wait if set)
+  -limit N             let N runs of KEY go at once, across hosts (default 1): a
+                       crontab line with -limit 2 runs at most two copies anywhere
 
 Exit codes:
   0  success (run: COMMAND's own exit code is passed through)
   1  error: engine or system failure, message on stderr
   2  usage error
-  3  the key is held by someone else
+  3  the key is held by someone else (with -limit: all its slots are)
   4  the lock is not held: release of a lock id that no longer holds the key,
      or status of a free key
   5  run: the lock was lost while COMMAND ran (COMMAND was sent SIGTERM)

@@ -24,6 +24,7 @@ func cmdRun(ctx context.Context, e *env) error {
 	window := fs.Duration("window", 0, "after COMMAND succeeds, keep KEY taken until this long after it was obtained")
 	fs.DurationVar(&e.wait, "wait", 0, "wait up to this long for a held key")
 	onHeld := fs.String("on-held", "exit", "exit or wait")
+	e.limitFlag()
 	if err := e.parse(-1, ""); err != nil {
 		return err
 	}
@@ -65,7 +66,7 @@ func cmdRun(ctx context.Context, e *env) error {
 			err = &exitErr{code: code, err: errors.New("")}
 		}
 		return err
-	}, lock.WithLease(*lease), lock.WithMaxRunTime(*maxRun), lock.WithWindow(*window), lock.WithWait(w))
+	}, lock.WithLease(*lease), lock.WithMaxRunTime(*maxRun), lock.WithWindow(*window), lock.WithWait(w), lock.WithLimit(e.limit))
 	if !out.Ran {
 		if errors.Is(runErr, lock.ErrNotObtained) {
 			return fail(exitHeld, "not running %s: %v", argv[0], runErr)
