@@ -54,7 +54,8 @@ func demoCronJobs(t *tally) []scheduler.Job {
 	}
 }
 
-// skipCounter counts the demo cron job's "taken elsewhere" skips, which
+// skipCounter counts the demo cron job's "another process took this
+// tick" skips, which
 // only the scheduler's log sees.
 type skipCounter struct {
 	slog.Handler
@@ -63,7 +64,7 @@ type skipCounter struct {
 }
 
 func (s skipCounter) Handle(ctx context.Context, r slog.Record) error {
-	if s.demo && strings.Contains(r.Message, "run skipped: taken elsewhere") {
+	if s.demo && strings.Contains(r.Message, "another process took this tick") {
 		s.t.duplicate(demoCron)
 	}
 	if !s.Handler.Enabled(ctx, r.Level) {

@@ -180,7 +180,9 @@ type lockView struct {
 	AcquiredAt time.Time `json:"acquired_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
 	TTLMillis  int64     `json:"ttl_ms"`
-	LockID     string    `json:"lock_id,omitempty"`
+	// Limit is set on each slot of a key that admits several holders.
+	Limit  int    `json:"limit,omitempty"`
+	LockID string `json:"lock_id,omitempty"`
 }
 
 // locks lists the live locks. Without an Authorization header the lock
@@ -197,7 +199,7 @@ func (s *status) locks(w http.ResponseWriter, r *http.Request) {
 	err = s.manager.Locker().Scan(ctx, func(rec lock.Record) bool {
 		if rec.State == lock.Held {
 			v := lockView{Key: rec.Key, Fence: rec.Fence, PID: rec.PID, Host: rec.Host,
-				AcquiredAt: rec.AcquiredAt, ExpiresAt: rec.ExpiresAt, TTLMillis: rec.TTL.Milliseconds()}
+				AcquiredAt: rec.AcquiredAt, ExpiresAt: rec.ExpiresAt, TTLMillis: rec.TTL.Milliseconds(), Limit: rec.Limit}
 			if admin {
 				v.LockID = rec.Token
 			}

@@ -142,6 +142,7 @@ type lockEntry struct {
 	Host      string    `json:"host"`
 	ExpiresAt time.Time `json:"expires_at"`
 	TTLMillis int64     `json:"ttl_ms"`
+	Limit     int       `json:"limit"`
 	LockID    *string   `json:"lock_id"`
 }
 
@@ -221,4 +222,32 @@ func TestLocksShowIDsOnlyToTheAdmin(t *testing.T) {
 	for _, w := range workers {
 		w.stop(t)
 	}
+}
+
+// TestLocksShowEachSlot: a key taken with a limit shows in /locks as one
+// entry per held slot, each with its holder and the limit.
+func TestLocksShowEachSlot(t *testing.T) {
+	srv := redistest.Start(t)
+	env, dir := fileWorkerEnv(t, srv)
+	w := startWorker(t, env)
+	fl, err := filelock.New(dir)
+	require.NoError(t, err)
+	defer fl.Close()
+	ctx := context.Background()
+	fences := map[uint64]bool{}
+	for range 2 {
+		lease, err := fl.ObtainLimit(ctx, "import-acme", 3, time.Minute)
+		require.NoError(t, err)
+		fences[lease.Fence] = true
+	}
+	got := locks(t, w, "")
+	require.Len(t, got, 2)
+	for _, e := range got {
+		assert.Equal(t, "import-acme", e.Key)
+		assert.Equal(t, 3, e.Limit)
+		assert.Equal(t, os.Getpid(), e.PID)
+		assert.True(t, fences[e.Fence], "fence %d is not one of the slots'", e.Fence)
+		delete(fences, e.Fence)
+	}
+	w.stop(t)
 }

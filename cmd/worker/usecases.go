@@ -22,7 +22,12 @@ const (
 	TypeJobProcess      = "job:process"      // {"job_id": 7}
 	TypeAPICall         = "api:call"         // {"endpoint": "/v1/rates"}
 	TypeExportUser      = "export:user"      // {"user_id": 42}
+	TypeTenantImport    = "import:tenant"    // {"tenant_id": "acme", "file": "2026-11.csv"}
 )
+
+// importsPerTenant is how many imports of one tenant run at once, across
+// every worker.
+const importsPerTenant = 2
 
 // useCase is a task type with its lock rule and its (simulated) work.
 type useCase struct {
@@ -102,6 +107,19 @@ func useCases(lease time.Duration) []useCase {
 				Policy: middleware.Fail},
 			Work:    time.Second,
 			Payload: func(i int) any { return map[string]any{"user_id": i} },
+		},
+		{
+			Type: TypeTenantImport, Name: "per-tenant import cap",
+			// Every import runs, but no tenant runs more than two at once,
+			// however many workers there are: one tenant's big upload cannot
+			// take every worker. An import over the cap goes back to the
+			// queue and is handed the slot the moment one frees.
+			Rule: middleware.Rule{Template: "import-{{.tenant_id}}", Limit: importsPerTenant, Lease: lease,
+				MaxRunTime: 30 * time.Minute, Policy: middleware.Retry},
+			Work: 500 * time.Millisecond,
+			Payload: func(i int) any {
+				return map[string]any{"tenant_id": fmt.Sprintf("tenant-%d", i%2), "file": fmt.Sprintf("upload-%d.csv", i)}
+			},
 		},
 	}
 }

@@ -90,12 +90,13 @@ func TestTwoWorkersEndToEnd(t *testing.T) {
 func TestDemoNeedsNothing(t *testing.T) {
 	out, err := workerCmd(nil, "-demo", "-run-for", "5s", "-http", "127.0.0.1:0", "-lock-dir", t.TempDir()).CombinedOutput()
 	require.NoError(t, err, string(out))
-	for _, want := range []string{"joblock demo", "cache regeneration", "CDN invalidation", "job dedup", "API rate-limit slot", "export prevention", "distributed cron"} {
+	for _, want := range []string{"joblock demo", "cache regeneration", "CDN invalidation", "job dedup", "API rate-limit slot", "export prevention",
+		"per-tenant import cap", "distributed cron"} {
 		assert.Contains(t, string(out), want)
 	}
 	last := string(out)[strings.LastIndex(string(out), "joblock demo"):]
 	rows := regexp.MustCompile(`(?m)^\s*(.+?)\s+(\w+:\w+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(-?\d+)\s*$`).FindAllStringSubmatch(last, -1)
-	require.Len(t, rows, 5, "one row per use case:\n%s", last)
+	require.Len(t, rows, 6, "one row per use case:\n%s", last)
 	for _, r := range rows {
 		n := make([]int, 4)
 		for i := range n {
@@ -111,6 +112,12 @@ func TestDemoNeedsNothing(t *testing.T) {
 			assert.Positive(t, dups, "no duplicate deduplicated:\n%s", last)
 		}
 	}
+	// Two replicas of an @every 2s job for 5s: each tick ran once, and the
+	// other replica's fire was a skip.
+	cron := regexp.MustCompile(`(?m)^\s*distributed cron.*@every 2s\s+-\s+(\d+)\s+(\d+)\s+-\s*$`).FindStringSubmatch(last)
+	require.NotNil(t, cron, last)
+	assert.NotEqual(t, "0", cron[1], "no tick ran:\n%s", last)
+	assert.NotEqual(t, "0", cron[2], "no replica's fire was counted as a skip:\n%s", last)
 }
 
 func TestNoRedisExitsAtOnce(t *testing.T) {
