@@ -41,7 +41,7 @@ func main() {
 	flag.StringVar(&o.redisAddr, "redis", addr, "Redis address [REDIS_ADDR]")
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds per figure (the median is shown)")
 	flag.IntVar(&o.tasks, "tasks", 10000, "asynq tasks per measurement")
-	flag.StringVar(&o.only, "only", "", "run one section: asynq, file, redis, scale or middleware")
+	flag.StringVar(&o.only, "only", "", "run one section: asynq, file, redis, scale, middleware or limits")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
@@ -66,6 +66,7 @@ func run(o options) error {
 		{"file", fileSection},
 		{"redis", redisSection},
 		{"scale", scaleSection},
+		{"limits", limitsSection},
 	}
 	for _, s := range sections {
 		if o.only != "" && o.only != s.name {
