@@ -368,6 +368,60 @@ func TestRunWaitWakesOnRelease(t *testing.T) {
 	}
 }
 
+// tries counts an engine's Obtains.
+type tries struct {
+	lock.Locker
+	n atomic.Int32
+}
+
+func (c *tries) Obtain(ctx context.Context, key string, ttl time.Duration) (lock.Lease, error) {
+	c.n.Add(1)
+	return c.Locker.Obtain(ctx, key, ttl)
+}
+
+// TestRunWaitWokenByWake: a Run waiting for a key released by another
+// process (another Renewer here) tries again when Wake says so, as often
+// as it says so, and OnWait brackets its waiting.
+func TestRunWaitWokenByWake(t *testing.T) {
+	ctx := context.Background()
+	engine := newEngine(t)
+	holder, err := engine.Obtain(ctx, "k", time.Minute) // the other process
+	require.NoError(t, err)
+	counted := &tries{Locker: engine}
+	r := lock.NewRenewer(counted)
+	waiting, stopped := make(chan struct{}), make(chan struct{})
+	got := make(chan error, 1)
+	go func() {
+		_, err := r.Run(ctx, "k", func(context.Context) error { return nil },
+			lock.WithWait(lock.Wait{MaxWait: 10 * time.Minute, Interval: 5 * time.Minute}),
+			lock.OnWait(func(key string) func() {
+				assert.Equal(t, "k", key)
+				close(waiting)
+				return func() { close(stopped) }
+			}))
+		got <- err
+	}()
+	<-waiting
+	require.EqualValues(t, 1, counted.n.Load(), "one try before waiting")
+	r.Wake("k") // a false alarm: still held
+	require.Eventually(t, func() bool { return counted.n.Load() == 2 }, time.Minute, time.Millisecond, "Wake did not make it try again")
+	require.NoError(t, engine.Release(ctx, holder))
+	select {
+	case <-got:
+		t.Fatal("obtained without being woken")
+	case <-time.After(50 * time.Millisecond):
+	}
+	r.Wake("k") // the release, heard of
+	select {
+	case err := <-got:
+		require.NoError(t, err)
+	case <-time.After(time.Minute): // far less than the 5 min interval
+		t.Fatal("the waiter was not woken a second time")
+	}
+	<-stopped
+	assert.EqualValues(t, 3, counted.n.Load())
+}
+
 func TestAcquireResultRoundsExpiryUp(t *testing.T) {
 	tests := []struct {
 		name string

@@ -136,7 +136,7 @@ func (m *Manager) acquire(ctx context.Context, key string, ttl time.Duration, li
 	if l, ok, err := m.renew(ctx, key, ttl); ok || err != nil {
 		return l, err
 	}
-	l, err := obtainWait(ctx, obtain, key, w, nil)
+	l, err := obtainWait(ctx, obtain, key, w, wakeups{})
 	if err != nil {
 		return Lease{}, err
 	}

@@ -68,6 +68,11 @@ func (r *Renewer) waitFor(key string) (<-chan struct{}, func()) {
 	}
 }
 
+// Wake makes the Runs of r waiting for key (WithWait) try again at once,
+// as a release by another Run of r does: call it when key was released
+// elsewhere and you hear of it (see OnWait).
+func (r *Renewer) Wake(key string) { r.released(key) }
+
 // released wakes the Runs of r waiting for key.
 func (r *Renewer) released(key string) {
 	r.mu.Lock()

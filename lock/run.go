@@ -27,6 +27,7 @@ type runConfig struct {
 	releaseTO time.Duration
 	held      *Lease
 	limit     int
+	waiting   func(key string) (stop func())
 }
 
 // WithLease sets how long the lock lasts between renewals while the work
@@ -64,6 +65,14 @@ func WithLimit(n int) RunOption { return func(c *runConfig) { c.limit = n } }
 
 // WithWait makes Run wait for a held key as w says. Default: try once.
 func WithWait(w Wait) RunOption { return func(c *runConfig) { c.wait = w } }
+
+// OnWait calls start when a Run waiting for a held key (WithWait) finds
+// it held, and the function start returns when the Run stops waiting.
+// Use it to hear of releases in other processes and pass them on with
+// Renewer.Wake (the middleware does, over Redis pub/sub). Default: none.
+func OnWait(start func(key string) (stop func())) RunOption {
+	return func(c *runConfig) { c.waiting = start }
+}
 
 // WithReleaseTimeout bounds the release (or the shortening of a window)
 // made after the work returns. Default DefaultReleaseTimeout.
@@ -138,15 +147,24 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 		if oerr != nil {
 			return Outcome{}, oerr
 		}
-		var released <-chan struct{}
+		var wake wakeups
 		if cfg.wait.MaxWait > 0 {
-			// Waiters in this process try again the moment a Run of this
-			// Renewer releases the key; others, every interval.
-			var done func()
-			released, done = r.waitFor(key)
-			defer done()
+			// Waiters try again the moment a Run of this Renewer releases
+			// the key, or Wake says it was released elsewhere; otherwise
+			// every interval.
+			done := func() {}
+			wake.next = func() <-chan struct{} {
+				done()
+				var ch <-chan struct{}
+				ch, done = r.waitFor(key)
+				return ch
+			}
+			defer func() { done() }()
+			if cfg.waiting != nil {
+				wake.waiting = func() func() { return cfg.waiting(key) }
+			}
 		}
-		lease, err = obtainWait(ctx, obtain, key, cfg.wait, released)
+		lease, err = obtainWait(ctx, obtain, key, cfg.wait, wake)
 	}
 	if err != nil {
 		return Outcome{}, err

@@ -45,7 +45,7 @@ func (w Wait) pause() time.Duration {
 // when ctx ends first it returns ctx's cause; any other error from the
 // engine is returned at once. It leaves nothing held on failure.
 func ObtainWait(ctx context.Context, l Locker, key string, ttl time.Duration, w Wait) (Lease, error) {
-	return obtainWait(ctx, func(ctx context.Context) (Lease, error) { return l.Obtain(ctx, key, ttl) }, key, w, nil)
+	return obtainWait(ctx, func(ctx context.Context) (Lease, error) { return l.Obtain(ctx, key, ttl) }, key, w, wakeups{})
 }
 
 // ObtainLimitWait is ObtainWait for one of limit slots of key (see
@@ -56,20 +56,38 @@ func ObtainLimitWait(ctx context.Context, l Locker, key string, limit int, ttl t
 	if err != nil {
 		return Lease{}, err
 	}
-	return obtainWait(ctx, obtain, key, w, nil)
+	return obtainWait(ctx, obtain, key, w, wakeups{})
+}
+
+// wakeups tell a waiting obtain when to try again before its interval
+// is up.
+type wakeups struct {
+	// next registers for the next release of the key and returns the
+	// channel closed then; nil: no early tries.
+	next func() <-chan struct{}
+	// waiting, if set, is called when the first try finds the key held;
+	// it returns the function to call when the waiting ends.
+	waiting func() (stop func())
 }
 
 // obtainWait is ObtainWait over any way of obtaining key, that also tries
-// again at once when released (if not nil) is closed.
-func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, error), key string, w Wait, released <-chan struct{}) (Lease, error) {
+// again at once when a wake-up comes.
+func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, error), key string, w Wait, wake wakeups) (Lease, error) {
 	start := time.Now()
 	var timer *time.Timer
+	var released <-chan struct{}
+	stopWaiting := func() {}
 	defer func() {
 		if timer != nil {
 			timer.Stop()
 		}
+		stopWaiting()
 	}()
-	for {
+	for try := 0; ; try++ {
+		if wake.next != nil {
+			// Before trying: a release during the try wakes the wait.
+			released = wake.next()
+		}
 		lease, err := obtain(ctx)
 		if err == nil || !errors.Is(err, ErrNotObtained) {
 			return lease, err
@@ -80,6 +98,9 @@ func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, er
 				return Lease{}, err
 			}
 			return Lease{}, fmt.Errorf("lock: gave up waiting for %q after %s: %w", key, w.MaxWait, err)
+		}
+		if try == 0 && wake.waiting != nil {
+			stopWaiting = wake.waiting()
 		}
 		d := min(w.pause(), left)
 		if timer == nil {
@@ -92,7 +113,6 @@ func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, er
 			return Lease{}, context.Cause(ctx)
 		case <-timer.C:
 		case <-released:
-			released = nil // one early try per release
 		}
 	}
 }

@@ -13,13 +13,35 @@ import (
 // when the holder will finish. With the asynq server's Redis
 // (WithRedisClient), each duplicate also signs up in a list of the key's
 // waiters, and the holder, once it has released the key, moves the oldest
-// waiter from asynq's retry set to pending, so it starts at once.
+// waiter from asynq's retry set to pending, so it starts at once. The
+// holder also publishes the release, so duplicates waiting under Wait in
+// any process try again at once rather than at their next interval.
 
 // waitersTTL bounds how long a key's list of waiters outlives its last
 // entry.
 const waitersTTL = 24 * time.Hour
 
 func waitersKey(lockKey string) string { return "joblock:waiters:" + lockKey }
+
+// releasedChannel is where the release of lockKey is published.
+func releasedChannel(lockKey string) string { return "joblock:released:" + lockKey }
+
+// listen passes on the releases of lockKey published by any process to
+// the Runs of this middleware waiting for it, until stop is called.
+func (m *middleware) listen(lockKey string) (stop func()) {
+	sub := m.broker.Subscribe(context.Background(), releasedChannel(lockKey))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range sub.Channel() {
+			m.renewer.Wake(lockKey)
+		}
+	}()
+	return func() {
+		_ = sub.Close()
+		<-done
+	}
+}
 
 // addWaiter signs the task up as waiting for lockKey.
 func (m *middleware) addWaiter(ctx context.Context, lockKey, queue, id string) {
@@ -37,17 +59,25 @@ func (m *middleware) addWaiter(ctx context.Context, lockKey, queue, id string) {
 	}
 }
 
-// handOff moves the oldest duplicate waiting for lockKey to pending. It
-// drops waiters that asynq cannot move (they ran on their timers, or are
-// running), ten at most.
+// handOff publishes the release of ev.Key and moves the oldest duplicate
+// waiting for it to pending. It drops waiters that asynq cannot move (they
+// ran on their timers, or are running), ten at most.
 func (m *middleware) handOff(ctx context.Context, ev Event) {
 	if m.broker == nil {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
-	for range 10 {
-		popped, err := m.broker.ZPopMin(ctx, waitersKey(ev.Key), 1).Result()
-		if err != nil || len(popped) == 0 {
+	for i := range 10 {
+		var pop *redis.ZSliceCmd
+		_, err := m.broker.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if i == 0 {
+				p.Publish(ctx, releasedChannel(ev.Key), "")
+			}
+			pop = p.ZPopMin(ctx, waitersKey(ev.Key), 1)
+			return nil
+		})
+		popped, perr := pop.Result()
+		if err != nil || perr != nil || len(popped) == 0 {
 			return
 		}
 		member, _ := popped[0].Member.(string)

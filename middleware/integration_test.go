@@ -82,7 +82,7 @@ func workerMain() error {
 	defer closeLocker()
 	ttl, _ := time.ParseDuration(os.Getenv(envTTL))
 	hold, _ := time.ParseDuration(os.Getenv(envHold))
-	policy := map[string]middleware.Policy{"skip": middleware.Skip, "retry": middleware.Retry}[os.Getenv(envPolicy)]
+	policy := map[string]middleware.Policy{"skip": middleware.Skip, "retry": middleware.Retry, "wait": middleware.Wait}[os.Getenv(envPolicy)]
 	unique := middleware.NotUnique
 	if os.Getenv(envPolicy) == "unique" {
 		unique = middleware.UniqueUntilExecuted
@@ -97,7 +97,10 @@ func workerMain() error {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
 	mw, err := middleware.New(locker,
-		middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Lease: ttl, Policy: policy, Unique: unique, Limit: limit}),
+		middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Lease: ttl, Policy: policy, Unique: unique, Limit: limit,
+			// Waiters poll once a minute: only a release heard of wakes them
+			// sooner.
+			MaxWait: 5 * time.Minute, WaitInterval: time.Minute}),
 		middleware.WithPrefix("mwtest:"),
 		middleware.WithRedisClient(rdb),
 		middleware.WithObserver(func(e middleware.Event) {
@@ -353,6 +356,32 @@ func TestTwoWorkerProcessesLimitThree(t *testing.T) {
 			assert.Equal(t, 3, s.MaxInside, "three slots, and forty tasks queued for them")
 			assert.Equal(t, 2, ws.pids(t), "both worker processes must have run tasks")
 			t.Logf("%d runs, %d handed a slot by the one before, %d refusals", s.Sections, ws.count(t, "handoff"), ws.count(t, "dup"))
+		})
+	}
+}
+
+// TestWaitWokenAcrossProcesses: 12 tasks of one key under Wait, across two
+// worker processes whose waiters would try again only once a minute: each
+// release, published on Redis, wakes the waiters of both processes, so
+// every task runs well within that minute, one at a time, in both
+// processes.
+func TestWaitWokenAcrossProcesses(t *testing.T) {
+	for _, eng := range []string{"file", "redis"} {
+		t.Run(eng, func(t *testing.T) {
+			t.Parallel()
+			ws := newWorkerSetup(t, eng)
+			const tasks = 12
+			a := ws.start(t, "wait", 50*time.Millisecond, 5*time.Second)
+			b := ws.start(t, "wait", 50*time.Millisecond, 5*time.Second)
+			ws.enqueue(t, tasks, `{"id": 13}`)
+			// Under the minute a waiter would otherwise sleep.
+			require.Eventually(t, func() bool { return ws.count(t, "enter") == tasks && ws.idle(t) }, 45*time.Second, 20*time.Millisecond,
+				"%d of %d ran: waiters were not woken by releases", ws.count(t, "enter"), tasks)
+			stop(t, a, b)
+			s := ws.check(t)
+			assert.Equal(t, tasks, s.Sections)
+			assert.Equal(t, 2, ws.pids(t), "both worker processes must have run tasks")
+			assert.Zero(t, ws.count(t, "dup"), "no task gave up waiting")
 		})
 	}
 }

@@ -134,6 +134,9 @@ func WithReleaseTimeout(d time.Duration) Option { return func(c *config) { c.rel
 //   - a duplicate sent back under Retry is handed the key when its holder
 //     releases it: the oldest one waiting is moved to pending at once,
 //     rather than coming back on its retry timer;
+//   - a duplicate waiting under Wait, in any process, tries again the
+//     moment the holder releases the key (a release is published on
+//     Redis), rather than at its next WaitInterval;
 //   - a duplicate under Retry whose task has no retries left (asynq would
 //     archive it, whatever IsFailure says) is enqueued again as a new task
 //     that comes back when the holder is due to finish. Without it such a
@@ -204,11 +207,13 @@ func newMiddleware(locker lock.Locker, opts []Option) (*middleware, error) {
 	if m.fallback, err = compile("default rule", cfg.fallback, locker, cfg.releaseTO); err != nil {
 		return nil, err
 	}
+	m.listenIfWaiting(m.fallback)
 	for pattern, r := range cfg.rules {
 		cr, err := compile(pattern, r, locker, cfg.releaseTO)
 		if err != nil {
 			return nil, err
 		}
+		m.listenIfWaiting(cr)
 		if p, ok := strings.CutSuffix(pattern, "*"); ok {
 			cr.pattern = p
 			m.prefixes = append(m.prefixes, cr)
@@ -282,6 +287,14 @@ func compile(name string, r Rule, locker lock.Locker, releaseTO time.Duration) (
 		cr.opts = append(cr.opts, lock.WithWait(lock.Wait{MaxWait: r.MaxWait, Interval: r.WaitInterval, Jitter: 0.2}))
 	}
 	return cr, nil
+}
+
+// listenIfWaiting makes a Wait rule's waiting runs hear of releases in
+// other processes, given asynq's Redis.
+func (m *middleware) listenIfWaiting(r *rule) {
+	if m.broker != nil && r.Policy == Wait {
+		r.opts = append(r.opts, lock.OnWait(m.listen))
+	}
 }
 
 func (m *middleware) ruleFor(taskType string) *rule {
