@@ -33,6 +33,19 @@ func ValidateLimit(limit int) error {
 	return nil
 }
 
+// ValidateObtainLimit checks the arguments of a Limiter's ObtainLimit:
+// the key (ValidateKey), the TTL (ValidateTTL) and the limit
+// (ValidateLimit), in that order, returning the first error.
+func ValidateObtainLimit(key string, limit int, ttl time.Duration) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	if err := ValidateTTL(ttl); err != nil {
+		return err
+	}
+	return ValidateLimit(limit)
+}
+
 // ValidateKey reports, wrapped in ErrInvalidKey, why key cannot name a lock:
 // it is empty, longer than MaxKeyLen bytes, not valid UTF-8, or holds a
 // control character. It returns nil for a usable key.

@@ -64,17 +64,29 @@ func (l *Locker) eachFile(ctx context.Context, how int, vis visitor) error {
 	return nil
 }
 
-func (l *Locker) visit(ctx context.Context, name string, how int, s *scratch, vis visitor) (bool, error) {
-	path := filepath.Join(l.dir, name)
-	f, err := l.openLocked(ctx, path, false, how)
+// openEntry opens a directory entry for a visit under a flock of kind
+// how. When open is false the visit of this entry is over (it is gone,
+// was shown to vis.skip as not a lock file, or failed with err), and more
+// says whether to go on.
+func (l *Locker) openEntry(ctx context.Context, name string, how int, vis visitor) (f locked, path string, open, more bool, err error) {
+	path = filepath.Join(l.dir, name)
+	f, err = l.openLocked(ctx, path, false, how)
 	var stray *notLockFileError
 	switch {
 	case err == errMissing || err == errRemoved:
-		return true, nil
+		return f, path, false, true, nil
 	case errors.As(err, &stray):
-		return vis.skip(name, stray.what), nil
+		return f, path, false, vis.skip(name, stray.what), nil
 	case err != nil:
-		return false, err
+		return f, path, false, false, err
+	}
+	return f, path, true, true, nil
+}
+
+func (l *Locker) visit(ctx context.Context, name string, how int, s *scratch, vis visitor) (bool, error) {
+	f, path, open, more, err := l.openEntry(ctx, name, how, vis)
+	if !open {
+		return more, err
 	}
 	defer f.close()
 	content, oversized, err := readRecord(f.fd, s.buf)
@@ -90,16 +102,9 @@ func (l *Locker) visit(ctx context.Context, name string, how int, s *scratch, vi
 // visitSlots shows a slots file to vis; one that does not parse is shown
 // to vis.skip.
 func (l *Locker) visitSlots(ctx context.Context, name string, how int, _ *scratch, vis visitor) (bool, error) {
-	path := filepath.Join(l.dir, name)
-	f, err := l.openLocked(ctx, path, false, how)
-	var stray *notLockFileError
-	switch {
-	case err == errMissing || err == errRemoved:
-		return true, nil
-	case errors.As(err, &stray):
-		return vis.skip(name, stray.what), nil
-	case err != nil:
-		return false, err
+	f, path, open, more, err := l.openEntry(ctx, name, how, vis)
+	if !open {
+		return more, err
 	}
 	defer f.close()
 	buf := make([]byte, maxSlotsSize+1)

@@ -114,14 +114,8 @@ func (l *Locker) ObtainLimit(ctx context.Context, key string, limit int, ttl tim
 	if limit == 1 {
 		return l.Obtain(ctx, key, ttl)
 	}
-	if err := lock.ValidateKey(key); err != nil {
+	if err := lock.ValidateObtainLimit(key, limit, ttl); err != nil {
 		return lock.Lease{}, err
-	}
-	if err := lock.ValidateTTL(ttl); err != nil {
-		return lock.Lease{}, err
-	}
-	if err := lock.ValidateLimit(limit); err != nil {
-		return lock.Lease{}, fmt.Errorf("filelock: key %q: %w", key, err)
 	}
 	var lease lock.Lease
 	err := l.updateSlots(ctx, key, true, func(s *slots) (*slots, error) {

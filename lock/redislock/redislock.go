@@ -214,10 +214,17 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 		return lock.Lease{}, lock.ErrNotHeld
 	}
 	if isSlotToken(lease.Token) {
-		return l.refreshSlot(ctx, lease, ttl)
+		return l.refreshWith(ctx, refreshSlotScript, l.slotKeys(lease.Key), lease, ttl)
 	}
+	return l.refreshWith(ctx, refreshScript, l.keys(lease.Key), lease, ttl)
+}
+
+// refreshWith refreshes lease with script, a lock's or a slot's, over
+// keys: the script returns the record's value, or nil when lease no
+// longer holds it.
+func (l *Locker) refreshWith(ctx context.Context, script *redis.Script, keys []string, lease lock.Lease, ttl time.Duration) (lock.Lease, error) {
 	start := time.Now()
-	v, err := l.run(ctx, refreshScript, l.keys(lease.Key), lease.Token, l.ttlArg(ttl), l.retArg).Text()
+	v, err := l.run(ctx, script, keys, lease.Token, l.ttlArg(ttl), l.retArg).Text()
 	if errors.Is(err, redis.Nil) {
 		return lock.Lease{}, lock.ErrNotHeld
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	_ "embed"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -58,14 +57,8 @@ func (l *Locker) ObtainLimit(ctx context.Context, key string, limit int, ttl tim
 	if limit == 1 {
 		return l.Obtain(ctx, key, ttl)
 	}
-	if err := lock.ValidateKey(key); err != nil {
+	if err := lock.ValidateObtainLimit(key, limit, ttl); err != nil {
 		return lock.Lease{}, err
-	}
-	if err := lock.ValidateTTL(ttl); err != nil {
-		return lock.Lease{}, err
-	}
-	if err := lock.ValidateLimit(limit); err != nil {
-		return lock.Lease{}, fmt.Errorf("redislock: key %q: %w", key, err)
 	}
 	start := time.Now()
 	token := slotTokenPrefix + rand.Text()
@@ -85,21 +78,6 @@ func (l *Locker) ObtainLimit(ctx context.Context, key string, limit int, ttl tim
 		}
 	}
 	return lock.Lease{}, wrap("obtain", key, fmt.Errorf("unexpected reply %v", res))
-}
-
-// refreshSlot is Refresh for a slot lease.
-func (l *Locker) refreshSlot(ctx context.Context, lease lock.Lease, ttl time.Duration) (lock.Lease, error) {
-	start := time.Now()
-	v, err := l.run(ctx, refreshSlotScript, l.slotKeys(lease.Key), lease.Token, l.ttlArg(ttl), l.retArg).Text()
-	if errors.Is(err, redis.Nil) {
-		return lock.Lease{}, lock.ErrNotHeld
-	}
-	if err != nil {
-		return lock.Lease{}, wrap("refresh", lease.Key, err)
-	}
-	lease.Fence = parseValue(v).fence
-	lease.ExpiresAt = start.Add(ttl)
-	return lease, nil
 }
 
 // releaseSlot is Release for a slot lease.
