@@ -105,6 +105,9 @@ func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 	if j.Limit != 0 {
 		cfg.limit = j.Limit
 	}
+	if err := lock.ValidateLimit(cfg.limit); err != nil {
+		return fail("Limit: %w", err)
+	}
 	if err := s.checkLimit(j.Mode, cfg.limit); err != nil {
 		return fail("%w", err)
 	}
@@ -117,11 +120,8 @@ func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 	return s.cron.Schedule(fires, &guarded{g: g, job: Func(j.Run), key: cfg.prefix + j.Name, id: j.Name}), nil
 }
 
-// checkLimit checks a limit of runs at once for mode.
+// checkLimit checks that a limit of runs at once works for mode.
 func (s *Scheduler) checkLimit(mode Mode, limit int) error {
-	if err := lock.ValidateLimit(limit); err != nil {
-		return fmt.Errorf("Limit: %w", err)
-	}
 	if limit == 1 {
 		return nil
 	}
