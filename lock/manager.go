@@ -116,8 +116,8 @@ func (m *Manager) Acquire(ctx context.Context, key string, ttl time.Duration) (L
 
 // AcquireWithWait is Acquire that keeps trying every retryInterval (zero
 // means DefaultRetryInterval) for up to maxWait. It blocks while it waits
-// and returns an error matching ErrNotObtained if the key stayed held, or
-// ctx's cause if ctx ended first.
+// and returns an error matching ErrNotObtained if the key stayed held,
+// also when ctx ended first (the error then matches ctx's cause too).
 func (m *Manager) AcquireWithWait(ctx context.Context, key string, ttl, maxWait, retryInterval time.Duration) (Lease, error) {
 	return m.acquire(ctx, key, ttl, 1, Wait{MaxWait: maxWait, Interval: retryInterval, Jitter: m.jitter})
 }

@@ -128,9 +128,10 @@ type Outcome struct {
 // released and the panic goes on, so recoverers up the stack see it.
 //
 // When the key cannot be obtained fn does not run, out.Ran is false and err
-// is why: a *HeldError (matching ErrNotObtained), ErrNotHeld (a lease given
-// WithHeldLease had been lost), ctx's cause, or the engine's error. Otherwise err is fn's own error and out says what
-// happened to the lock.
+// is why: a *HeldError (matching ErrNotObtained, and ctx's cause too when
+// ctx ended a wait), ErrNotHeld (a lease given WithHeldLease had been
+// lost), ctx's cause, or the engine's error. Otherwise err is fn's own
+// error and out says what happened to the lock.
 func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...RunOption) (out Outcome, err error) {
 	cfg, err := newRunConfig(opts)
 	if err != nil {
@@ -142,6 +143,8 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 			return Outcome{}, fmt.Errorf("lock: the held lease is on %q, not %q", cfg.held.Key, key)
 		}
 		lease, err = r.locker.Refresh(ctx, *cfg.held, cfg.lease)
+	} else if cfg.limit == 1 && cfg.wait.MaxWait <= 0 {
+		lease, err = r.locker.Obtain(ctx, key, cfg.lease) // the common case, without closures
 	} else {
 		obtain, oerr := r.obtainer(key, cfg)
 		if oerr != nil {
@@ -152,16 +155,18 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 			// Waiters try again the moment a Run of this Renewer releases
 			// the key, or Wake says it was released elsewhere; otherwise
 			// every interval.
+			// Copies, so that only a Run that waits pays for the closures.
+			k, waiting := key, cfg.waiting
 			done := func() {}
 			wake.next = func() <-chan struct{} {
 				done()
 				var ch <-chan struct{}
-				ch, done = r.waitFor(key)
+				ch, done = r.waitFor(k)
 				return ch
 			}
 			defer func() { done() }()
-			if cfg.waiting != nil {
-				wake.waiting = func() func() { return cfg.waiting(key) }
+			if waiting != nil {
+				wake.waiting = func() func() { return waiting(k) }
 			}
 		}
 		lease, err = obtainWait(ctx, obtain, key, cfg.wait, wake)

@@ -42,8 +42,9 @@ func (w Wait) pause() time.Duration {
 // ObtainWait tries to obtain key until it succeeds, w.MaxWait has passed, or
 // ctx is done. It blocks while it waits. When time runs out it returns an
 // error that still matches ErrNotObtained and carries the last *HeldError;
-// when ctx ends first it returns ctx's cause; any other error from the
-// engine is returned at once. It leaves nothing held on failure.
+// when ctx ends first, an error matching both ctx's cause and the last
+// *HeldError; any other error from the engine is returned at once. It
+// leaves nothing held on failure.
 func ObtainWait(ctx context.Context, l Locker, key string, ttl time.Duration, w Wait) (Lease, error) {
 	return obtainWait(ctx, func(ctx context.Context) (Lease, error) { return l.Obtain(ctx, key, ttl) }, key, w, wakeups{})
 }
@@ -73,6 +74,9 @@ type wakeups struct {
 // obtainWait is ObtainWait over any way of obtaining key, that also tries
 // again at once when a wake-up comes.
 func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, error), key string, w Wait, wake wakeups) (Lease, error) {
+	if w.MaxWait <= 0 {
+		return obtain(ctx) // one try, and nothing to set up for waiting
+	}
 	start := time.Now()
 	var timer *time.Timer
 	var released <-chan struct{}
@@ -94,9 +98,6 @@ func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, er
 		}
 		left := w.MaxWait - time.Since(start)
 		if left <= 0 {
-			if w.MaxWait <= 0 {
-				return Lease{}, err
-			}
 			return Lease{}, fmt.Errorf("lock: gave up waiting for %q after %s: %w", key, w.MaxWait, err)
 		}
 		if try == 0 && wake.waiting != nil {
@@ -110,9 +111,23 @@ func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, er
 		}
 		select {
 		case <-ctx.Done():
-			return Lease{}, context.Cause(ctx)
+			// Still a refusal: the key was held when the wait ended.
+			return Lease{}, &waitEnded{cause: context.Cause(ctx), held: err}
 		case <-timer.C:
 		case <-released:
 		}
 	}
 }
+
+// waitEnded is the error of a wait for a held key cut short by its
+// context: it matches the context's cause and the last refusal (a
+// *HeldError, matching ErrNotObtained).
+type waitEnded struct {
+	cause, held error
+}
+
+func (e *waitEnded) Error() string {
+	return fmt.Sprintf("%v while waiting for the key: %v", e.cause, e.held)
+}
+
+func (e *waitEnded) Unwrap() []error { return []error{e.cause, e.held} }

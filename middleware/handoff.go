@@ -66,14 +66,20 @@ func (m *middleware) handOff(ctx context.Context, ev Event) {
 	if m.broker == nil {
 		return
 	}
-	ctx = context.WithoutCancel(ctx)
+	m.handOffKey(context.WithoutCancel(ctx), ev)
+}
+
+// handOffKey is handOff's work, apart so that tasks without a broker do not
+// pay for the closure's captures.
+func (m *middleware) handOffKey(ctx context.Context, ev Event) {
+	key := ev.Key
 	for i := range 10 {
 		var pop *redis.ZSliceCmd
 		_, err := m.broker.Pipelined(ctx, func(p redis.Pipeliner) error {
 			if i == 0 {
-				p.Publish(ctx, releasedChannel(ev.Key), "")
+				p.Publish(ctx, releasedChannel(key), "")
 			}
-			pop = p.ZPopMin(ctx, waitersKey(ev.Key), 1)
+			pop = p.ZPopMin(ctx, waitersKey(key), 1)
 			return nil
 		})
 		popped, perr := pop.Result()

@@ -283,9 +283,6 @@ func compile(name string, r Rule, locker lock.Locker, releaseTO time.Duration) (
 	}
 	cr := &rule{Rule: r, pattern: name, simple: simple, opts: []lock.RunOption{lock.WithLease(r.Lease), lock.WithMaxRunTime(r.MaxRunTime),
 		lock.WithWindow(r.Window), lock.WithReleaseTimeout(releaseTO), lock.WithLimit(r.Limit)}}
-	if r.Policy == Wait {
-		cr.opts = append(cr.opts, lock.WithWait(lock.Wait{MaxWait: r.MaxWait, Interval: r.WaitInterval, Jitter: 0.2}))
-	}
 	return cr, nil
 }
 

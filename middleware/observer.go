@@ -31,6 +31,10 @@ const (
 	// HandedOff: a released key was handed to the oldest duplicate waiting
 	// for it, which was moved to pending; TaskID is that duplicate's.
 	HandedOff
+	// Replaced: a task of a UniqueUntilAndWhileExecuting rule, still
+	// waiting for its turn to run, was replaced by a newer copy (Replace,
+	// Debounce): it completes without running.
+	Replaced
 )
 
 func (k EventKind) String() string {
@@ -51,6 +55,8 @@ func (k EventKind) String() string {
 		return "requeued"
 	case HandedOff:
 		return "handed-off"
+	case Replaced:
+		return "replaced"
 	}
 	return "unknown"
 }

@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,9 @@ func (m *middleware) process(ctx context.Context, t *asynq.Task, next asynq.Hand
 	}
 	ev.Key = key
 	c := &call{r: r, opts: r.opts, t: t, next: next, ev: ev, sendBack: true}
+	if r.Policy == Wait {
+		c.wait = r.MaxWait
+	}
 	if r.Unique == NotUnique {
 		return m.run(ctx, c)
 	}
@@ -44,13 +48,62 @@ func (m *middleware) process(ctx context.Context, t *asynq.Task, next asynq.Hand
 		free(ctx) // and runs are not kept apart
 		return next.ProcessTask(ctx, t)
 	case UniqueUntilExecuted:
-		// The run holds the unique key itself, renewed as any run lock,
-		// and releases it when it ends, whatever the outcome.
-		c.ev.Key, c.held = held.Key, &held
+		// Runs are kept apart by the task's lock, as under every rule; the
+		// unique key says a copy exists until this run ends. While it runs
+		// the key lasts one lease at a time (a crashed run frees it within
+		// one), and it is freed when the run ends, whatever the outcome.
+		var keep *lock.Renewal
+		c.started = func(ctx context.Context) bool {
+			keep = m.keepUnique(ctx, held, r.Lease)
+			return true
+		}
+		c.dropped = free
+		err := m.run(ctx, c)
+		if keep != nil {
+			_, _ = keep.Stop()
+			free(ctx)
+		}
+		return err
 	default:
-		c.started, c.dropped = free, free
+		// The unique key is freed the moment the task's turn to run comes:
+		// a newer copy may then wait in the queue. A task whose key a
+		// newer copy took (Replace, Debounce) while it waited does not run.
+		c.started = func(ctx context.Context) bool { return m.claimTurn(ctx, held) }
+		c.dropped = free
 	}
 	return m.run(ctx, c)
+}
+
+// keepUnique renews the unique key a running task holds, one lease at a
+// time, until the returned Renewal is stopped; nil if the task no longer
+// holds it (it ran out, or this is a later attempt of a task whose key was
+// freed), which does not stop the run: its lock keeps runs apart.
+func (m *middleware) keepUnique(ctx context.Context, held lock.Lease, lease time.Duration) *lock.Renewal {
+	l, err := m.locker.Refresh(ctx, held, lease)
+	if err != nil {
+		if !errors.Is(err, lock.ErrNotHeld) {
+			m.log.WarnContext(ctx, "joblock: could not shorten a running task's unique key to its lease; it ends with its UniqueFor", "key", held.Key, "err", err)
+		}
+		return nil
+	}
+	_, keep := m.renewer.Hold(context.WithoutCancel(ctx), l, lease, 0)
+	return keep
+}
+
+// claimTurn frees the unique key of a task whose turn to run has come. It
+// reports false when the key was no longer the task's: a newer copy
+// replaced it while it waited.
+func (m *middleware) claimTurn(ctx context.Context, held lock.Lease) bool {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.releaseTO)
+	defer cancel()
+	err := m.locker.Release(rctx, held)
+	switch {
+	case errors.Is(err, lock.ErrNotHeld):
+		return false
+	case err != nil:
+		m.log.WarnContext(ctx, "joblock: could not free a task's unique key; it ends with its UniqueFor", "key", held.Key, "err", err)
+	}
+	return true
 }
 
 // freeUnique releases the unique key a task held while it was queued.
@@ -96,12 +149,13 @@ type call struct {
 	ev   Event
 	// sendBack says a duplicate may still be sent back (see refused).
 	sendBack bool
-	// held, if set, is the lease the task already holds on ev.Key (its
-	// unique key), which the run takes over instead of obtaining the key.
-	held *lock.Lease
-	// started runs once the lock is taken, before the handler; dropped
-	// when the task completes without running (Skip, Fail).
-	started, dropped func(ctx context.Context)
+	// wait is how long to wait for a held key; zero tries once.
+	wait time.Duration
+	// started runs once the lock is taken, before the handler, which runs
+	// only if it reports true; dropped runs when the task completes without
+	// running (Skip, Fail).
+	started func(ctx context.Context) bool
+	dropped func(ctx context.Context)
 }
 
 // run calls the handler under the task's lock, as lock.Renewer.Run holds
@@ -110,8 +164,9 @@ func (m *middleware) run(ctx context.Context, c *call) error {
 	r, t, next := c.r, c.t, c.next
 	ev := c.ev
 	opts := c.opts
-	if c.held != nil {
-		opts = append(opts[:len(opts):len(opts)], lock.WithHeldLease(*c.held))
+	if c.wait > 0 {
+		w := lock.Wait{MaxWait: untilDeadline(ctx, c.wait), Interval: r.WaitInterval, Jitter: 0.2}
+		opts = append(opts[:len(opts):len(opts)], lock.WithWait(w))
 	}
 	start := time.Now()
 	var obtained time.Time
@@ -133,18 +188,14 @@ func (m *middleware) run(ctx context.Context, c *call) error {
 		}
 		m.emit(ev)
 		m.log.DebugContext(ctx, "joblock: lock obtained", "task", t.Type(), "key", ev.Key, "fence", lease.Fence)
-		if c.started != nil {
-			c.started(ctx)
+		if c.started != nil && !c.started(ctx) {
+			m.emit(Event{Kind: Replaced, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key})
+			m.log.InfoContext(ctx, "joblock: task replaced by a newer copy while it waited: not run", "task", t.Type(), "key", ev.Key)
+			return nil
 		}
 		return next.ProcessTask(ctx, t)
 	}, opts...)
 	returned = true
-	if !out.Ran && c.held != nil && errors.Is(err, lock.ErrNotHeld) {
-		// The unique key ran out (UniqueFor) or was taken over while the
-		// task waited: run as any task of the key, taking it anew.
-		c.held = nil
-		return m.run(ctx, c)
-	}
 	if !out.Ran {
 		if r.Policy == Wait && errors.Is(err, lock.ErrNotObtained) {
 			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key, Policy: Wait,
@@ -182,6 +233,24 @@ func (m *middleware) run(ctx context.Context, c *call) error {
 		m.log.DebugContext(ctx, "joblock: lock released", "task", t.Type(), "key", ev.Key, "held", ev.Duration)
 	}
 	return err
+}
+
+// deadlineMargin is how long before its task's deadline a wait for a key
+// gives up, so that the policy that follows (sending the task back, or
+// returning it to asynq as a duplicate) is done before asynq, at the
+// deadline, counts the task as failed and archives it if it has no
+// retries left.
+const deadlineMargin = time.Second
+
+// untilDeadline caps a wait of d so that it ends deadlineMargin before
+// ctx's deadline (half the time left, if that is shorter).
+func untilDeadline(ctx context.Context, d time.Duration) time.Duration {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return d
+	}
+	left := time.Until(dl)
+	return max(min(d, left-min(deadlineMargin, left/2)), 0)
 }
 
 // refused applies the policy to a task whose lock was not obtained.
@@ -232,18 +301,16 @@ func retriesLeft(ctx context.Context) bool {
 // sendBack keeps a duplicate that asynq would archive: it enqueues it
 // again as a new task, or without a Redis client waits for the key here.
 func (m *middleware) sendBack(ctx context.Context, c *call, ev Event, dup *DuplicateError) error {
-	r, t := c.r, c.t
+	t := c.t
 	if m.client == nil {
 		m.log.InfoContext(ctx, "joblock: duplicate has no retries left: waiting for the key (WithRedisClient would send it back instead)",
 			"task", t.Type(), "key", ev.Key)
-		// As long as the task may run: asynq's timeout or deadline ends it.
-		wait := lock.Wait{MaxWait: math.MaxInt64, Interval: r.WaitInterval, Jitter: 0.2}
+		// As long as the task may run, up to just before its deadline.
 		waiting := *c
-		waiting.opts = append(c.opts[:len(c.opts):len(c.opts)], lock.WithWait(wait))
-		waiting.sendBack = false
+		waiting.wait, waiting.sendBack = math.MaxInt64, false
 		return m.run(ctx, &waiting)
 	}
-	err := m.requeue(ctx, t, dup)
+	copyID, err := m.requeue(ctx, t, dup)
 	if err != nil {
 		ev.Kind, ev.Err = Error, err
 		m.emit(ev)
@@ -252,24 +319,26 @@ func (m *middleware) sendBack(ctx context.Context, c *call, ev Event, dup *Dupli
 	}
 	ev.Kind = Requeued
 	m.emit(ev)
+	m.addWaiter(ctx, ev.Key, ev.Queue, copyID) // handed the key when it frees, as other duplicates
 	return nil
 }
 
 // requeue enqueues a copy of t, with the options asynq stored for it, to
-// come back when the holder is due to finish. The copy's ID is derived
-// from t's, so a second delivery of t (after a crash) cannot enqueue a
-// second copy.
-func (m *middleware) requeue(ctx context.Context, t *asynq.Task, dup *DuplicateError) error {
+// come back when the holder is due to finish, and returns the copy's ID.
+// The copy's ID is derived from t's, so a second delivery of t (after a
+// crash) finds its copy there and enqueues no other; a copy of the same
+// ID left by an earlier task of that ID (an archived one, or a completed
+// one of another payload) is passed over for the next ID.
+func (m *middleware) requeue(ctx context.Context, t *asynq.Task, dup *DuplicateError) (string, error) {
 	queue, _ := asynq.GetQueueName(ctx)
 	id, _ := asynq.GetTaskID(ctx)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	info, err := m.inspect.GetTaskInfo(queue, id)
 	if err != nil {
-		return fmt.Errorf("read task %s: %w", id, err)
+		return "", fmt.Errorf("read task %s: %w", id, err)
 	}
-	opts := []asynq.Option{asynq.Queue(queue), asynq.TaskID(resentID(id)), asynq.MaxRetry(info.MaxRetry),
-		asynq.ProcessIn(dupDelay(dup))}
+	opts := []asynq.Option{asynq.Queue(queue), asynq.MaxRetry(info.MaxRetry), asynq.ProcessIn(dupDelay(dup))}
 	if info.Timeout > 0 {
 		opts = append(opts, asynq.Timeout(info.Timeout))
 	}
@@ -279,11 +348,24 @@ func (m *middleware) requeue(ctx context.Context, t *asynq.Task, dup *DuplicateE
 	if info.Retention > 0 {
 		opts = append(opts, asynq.Retention(info.Retention))
 	}
-	_, err = m.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(t.Type(), t.Payload(), t.Headers()), opts...)
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return nil // an earlier delivery of this task sent it back already
+	copyID := id
+	for range maxResent {
+		copyID = resentID(copyID)
+		_, err = m.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(t.Type(), t.Payload(), t.Headers()), append(opts, asynq.TaskID(copyID))...)
+		if !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return copyID, err
+		}
+		prev, perr := m.inspect.GetTaskInfo(queue, copyID)
+		switch {
+		case perr != nil:
+			return "", fmt.Errorf("read task %s: %w", copyID, perr)
+		case prev.State == asynq.TaskStateArchived,
+			prev.State == asynq.TaskStateCompleted && !bytes.Equal(prev.Payload, t.Payload()):
+			continue // an earlier task's copy
+		}
+		return copyID, nil // sent back by an earlier delivery of this task
 	}
-	return err
+	return "", fmt.Errorf("task %s has been sent back %d times: not again", id, maxResent)
 }
 
 // resentSep separates a task's ID from the count of times it was sent

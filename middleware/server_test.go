@@ -30,6 +30,10 @@ type inProcess struct {
 	client *asynq.Client
 }
 
+// otherQueue is a second queue the server works, for tests of tasks of
+// one key in two queues.
+func (p *inProcess) otherQueue() string { return p.queue + "-b" }
+
 // serverOption is a middleware option made from the test's Redis.
 type serverOption func(*redistest.Server) middleware.Option
 
@@ -55,7 +59,7 @@ func startInProcess(t *testing.T, locker func(*redistest.Server) lock.Locker, ru
 	mux.Handle("job", handler)
 	p.server = asynq.NewServer(asynq.RedisClientOpt{Addr: srv.Addr}, asynq.Config{
 		Concurrency:              10,
-		Queues:                   map[string]int{p.queue: 1},
+		Queues:                   map[string]int{p.queue: 1, p.otherQueue(): 1},
 		IsFailure:                middleware.IsFailure(nil),
 		RetryDelayFunc:           middleware.RetryDelayFunc(func(int, error, *asynq.Task) time.Duration { return 50 * time.Millisecond }),
 		DelayedTaskCheckInterval: 50 * time.Millisecond,

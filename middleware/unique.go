@@ -94,12 +94,14 @@ const DefaultUniqueFor = 24 * time.Hour
 type DuplicateTaskError struct {
 	TaskType string
 	Key      string
-	// TaskID is the ID of the task that holds the key.
+	// TaskID is the ID of the queued or running task that holds the key.
+	// The message leaves it out: a task's first ID is also the lock id of
+	// its unique key.
 	TaskID string
 }
 
 func (e *DuplicateTaskError) Error() string {
-	return fmt.Sprintf("middleware: task %q not enqueued: key %q is taken by task %s", e.TaskType, e.Key, e.TaskID)
+	return fmt.Sprintf("middleware: task %q not enqueued: key %q is taken by a task queued or running", e.TaskType, e.Key)
 }
 
 // Is makes a *DuplicateTaskError match asynq.ErrDuplicateTask.
@@ -267,36 +269,35 @@ func (e *enqueue) run(ctx context.Context) error {
 // enqueue is over (rejected or ignored); otherwise the key has been freed
 // and the new task may take it.
 func (e *enqueue) conflict(ctx context.Context, holder string) (done bool, err error) {
-	info, err := e.c.inspect.GetTaskInfo(e.queue, holder)
-	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
-		info = nil // deleted, expired, or its enqueuer died before enqueuing it
-	case err != nil:
+	info, err := e.liveCopy(holder)
+	if err != nil {
 		return true, err
-	case info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted:
-		info = nil // it will not run again
 	}
 	if info != nil {
 		switch e.r.OnConflict {
 		case Reject:
-			return true, &DuplicateTaskError{TaskType: e.task.Type(), Key: e.key, TaskID: holder}
+			return true, &DuplicateTaskError{TaskType: e.task.Type(), Key: e.key, TaskID: info.ID}
 		case Ignore:
 			e.info = info
 			return true, nil
 		}
+		// Replace, Debounce: the queued copy goes.
 		if info.State != asynq.TaskStateActive {
-			err := e.c.inspect.DeleteTask(e.queue, holder)
+			err := e.c.inspect.DeleteTask(e.queue, info.ID)
 			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 				// Only a task that started meanwhile cannot be deleted.
-				if info, _ = e.c.inspect.GetTaskInfo(e.queue, holder); info == nil || info.State != asynq.TaskStateActive {
+				if info, _ = e.c.inspect.GetTaskInfo(e.queue, info.ID); info == nil || info.State != asynq.TaskStateActive {
 					return true, fmt.Errorf("middleware: replace task %s: %w", holder, err)
 				}
 			}
 		}
 		if info != nil && info.State == asynq.TaskStateActive && e.r.Unique == UniqueUntilExecuted {
-			return true, &DuplicateTaskError{TaskType: e.task.Type(), Key: e.key, TaskID: holder}
+			// It runs, and holds the key until it ends.
+			return true, &DuplicateTaskError{TaskType: e.task.Type(), Key: e.key, TaskID: info.ID}
 		}
-		// Deleted, or started and about to free the key itself.
+		// Deleted; or, under UniqueUntilAndWhileExecuting, picked up by a
+		// worker but still waiting for its turn (it holds the key until its
+		// turn comes): taking its key makes it complete without running.
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.m.releaseTO)
 	defer cancel()
@@ -304,4 +305,31 @@ func (e *enqueue) conflict(ctx context.Context, holder string) (done bool, err e
 		return true, err
 	}
 	return false, nil
+}
+
+// maxResent bounds the copies of a task the middleware may have sent back
+// (see resentID) that liveCopy looks for.
+const maxResent = 20
+
+// liveCopy returns the task that holds the key under holder's ID and may
+// still run: the task itself, or the copy the middleware sent back in its
+// place (holder~resent-N); nil when none may run (deleted, archived,
+// completed, or never enqueued).
+func (e *enqueue) liveCopy(holder string) (*asynq.TaskInfo, error) {
+	id := holder
+	for range maxResent {
+		info, err := e.c.inspect.GetTaskInfo(e.queue, id)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+		case err != nil:
+			return nil, err
+		case info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
+			return info, nil
+		}
+		if err != nil && id != holder {
+			return nil, nil // the chain of copies ends here
+		}
+		id = resentID(id)
+	}
+	return nil, nil
 }

@@ -1,0 +1,261 @@
+package middleware_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/middleware"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// overlap tracks how many handlers run at once.
+type overlap struct {
+	running, most atomic.Int32
+}
+
+func (o *overlap) enter() {
+	n := o.running.Add(1)
+	for m := o.most.Load(); n > m && !o.most.CompareAndSwap(m, n); m = o.most.Load() {
+	}
+}
+
+func (o *overlap) exit() { o.running.Add(-1) }
+
+// events collects the middleware's events of some kinds.
+type eventLog struct {
+	mu sync.Mutex
+	ev []middleware.Event
+}
+
+func (l *eventLog) observe(e middleware.Event) {
+	l.mu.Lock()
+	l.ev = append(l.ev, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) count(k middleware.EventKind) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.ev {
+		if e.Kind == k {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *eventLog) kinds() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, e := range l.ev {
+		out = append(out, e.Kind.String()+" "+e.TaskID)
+	}
+	return out
+}
+
+func withObserver(l *eventLog) serverOption {
+	return func(*redistest.Server) middleware.Option { return middleware.WithObserver(l.observe) }
+}
+
+// TestUniqueUntilExecutedRetryAndNewCopy: a task that failed frees its
+// key, so a new copy can be enqueued while the retry runs; the two never
+// run at once.
+func TestUniqueUntilExecutedRetryAndNewCopy(t *testing.T) {
+	var o overlap
+	release := make(chan struct{})
+	retrying := make(chan struct{}, 1)
+	ran := make(chan string, 10)
+	rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilExecuted, Lease: 5 * time.Second}
+	p, l := startInProcess(t, redisEngine(t), rule, func(ctx context.Context, task *asynq.Task) error {
+		o.enter()
+		defer o.exit()
+		if n, _ := asynq.GetRetryCount(ctx); n == 0 && string(task.Payload()) == `{"id":1,"v":"A"}` {
+			return errors.New("the first attempt fails")
+		}
+		if string(task.Payload()) == `{"id":1,"v":"A"}` {
+			retrying <- struct{}{}
+			<-release
+		}
+		ran <- string(task.Payload())
+		return nil
+	})
+	c := uniqueClient(t, p, l, rule)
+	_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":"A"}`)), asynq.Queue(p.queue), asynq.MaxRetry(3))
+	require.NoError(t, err)
+	<-retrying
+	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":"B"}`)), asynq.Queue(p.queue))
+	require.NoError(t, err, "the failed task freed its key")
+	time.Sleep(300 * time.Millisecond) // B is picked up and refused meanwhile
+	assert.Empty(t, ran, "B ran while A's retry did")
+	close(release)
+	assert.Equal(t, `{"id":1,"v":"A"}`, <-ran)
+	assert.Equal(t, `{"id":1,"v":"B"}`, <-ran)
+	assert.Zero(t, p.settled(t))
+	assert.EqualValues(t, 1, o.most.Load(), "two runs of one key at once")
+}
+
+// TestUniqueAttemptsOfOneTaskNeverOverlap: asynq starts the next attempt
+// of a task whose handler overran its Timeout while that handler still
+// runs; the attempts share the task's ID, and with it its unique key, but
+// never run at once: the next attempt is refused as a duplicate.
+func TestUniqueAttemptsOfOneTaskNeverOverlap(t *testing.T) {
+	var o overlap
+	var runs atomic.Int32
+	var events eventLog
+	rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilExecuted, Lease: 5 * time.Second}
+	p, l := startInProcess(t, fileEngine(t), rule, func(ctx context.Context, _ *asynq.Task) error {
+		o.enter()
+		defer o.exit()
+		runs.Add(1)
+		time.Sleep(3500 * time.Millisecond) // past its Timeout, ignoring ctx
+		return ctx.Err()
+	}, withSendBack(t), withObserver(&events))
+	c := uniqueClient(t, p, l, rule)
+	// asynq keeps Timeout in whole seconds, and on a loaded machine may
+	// count a second gone before the handler is even called.
+	_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1}`)), asynq.Queue(p.queue), asynq.Timeout(2*time.Second), asynq.MaxRetry(1))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return events.count(middleware.Duplicate) >= 1 && runs.Load() >= 2 }, 30*time.Second, 10*time.Millisecond,
+		"asynq did not start an attempt while the first ran, or none ran after it: %d runs, events %v", runs.Load(), events.kinds())
+	assert.EqualValues(t, 1, o.most.Load(), "attempts of one task ran at once")
+}
+
+// TestUniqueUntilExecutedAcrossQueues: copies of a task in two queues are
+// both enqueued (uniqueness is per queue, as asynq's), but never run at
+// once: runs of a key are kept apart whatever the queue.
+func TestUniqueUntilExecutedAcrossQueues(t *testing.T) {
+	var o overlap
+	var runs atomic.Int32
+	rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilExecuted, Lease: 5 * time.Second}
+	p, l := startInProcess(t, redisEngine(t), rule, func(context.Context, *asynq.Task) error {
+		o.enter()
+		defer o.exit()
+		runs.Add(1)
+		time.Sleep(300 * time.Millisecond)
+		return nil
+	})
+	c := uniqueClient(t, p, l, rule)
+	for _, q := range []string{p.queue, p.otherQueue()} {
+		_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1}`)), asynq.Queue(q))
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return runs.Load() == 2 }, 30*time.Second, 10*time.Millisecond)
+	assert.EqualValues(t, 1, o.most.Load(), "copies in two queues ran at once")
+}
+
+// TestUniqueReplaceWhileWaitingForTurn: under UniqueUntilAndWhileExecuting
+// a task picked up by a worker but waiting for its turn still holds its
+// queued place: a newer copy replaces it, and it completes without running.
+func TestUniqueReplaceWhileWaitingForTurn(t *testing.T) {
+	g := newGate()
+	var events eventLog
+	rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting, OnConflict: middleware.Replace,
+		Policy: middleware.Wait, MaxWait: time.Minute, Lease: 5 * time.Second}
+	p, l := startInProcess(t, fileEngine(t), rule, g.handle, withObserver(&events))
+	c := uniqueClient(t, p, l, rule)
+	in := p.inspector(t)
+	active := func(n int) func() bool {
+		return func() bool {
+			tasks, err := in.ListActiveTasks(p.queue)
+			return err == nil && len(tasks) == n
+		}
+	}
+	enqueue := func(v string) {
+		_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":"`+v+`"}`)), asynq.Queue(p.queue))
+		require.NoError(t, err)
+	}
+	enqueue("X")
+	assert.Equal(t, `{"id":1,"v":"X"}`, g.wait(t))
+	enqueue("A")
+	require.Eventually(t, active(2), 20*time.Second, 10*time.Millisecond, "A was not picked up")
+	enqueue("B") // replaces A, which waits for its turn
+	require.Eventually(t, active(3), 20*time.Second, 10*time.Millisecond, "B was not picked up")
+	enqueue("C") // replaces B
+	close(g.release)
+	assert.Equal(t, `{"id":1,"v":"C"}`, g.wait(t), "only the newest copy runs after X")
+	assert.Zero(t, p.settled(t))
+	assert.Empty(t, g.started, "a replaced copy ran")
+	assert.Equal(t, 2, events.count(middleware.Replaced))
+}
+
+// TestUniqueSentBackCopyKeepsTheKey: a duplicate with no retries left is
+// sent back as a copy, which holds the task's unique key in its place: a
+// third copy is refused, and the copy is handed the key.
+func TestUniqueSentBackCopyKeepsTheKey(t *testing.T) {
+	g := newGate()
+	var events eventLog
+	rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting, Lease: 5 * time.Second}
+	p, l := startInProcess(t, redisEngine(t), rule, g.handle, withSendBack(t), withObserver(&events))
+	c := uniqueClient(t, p, l, rule)
+	enqueue := func(v string) error {
+		_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":"`+v+`"}`)), asynq.Queue(p.queue), asynq.MaxRetry(0))
+		return err
+	}
+	require.NoError(t, enqueue("X"))
+	assert.Equal(t, `{"id":1,"v":"X"}`, g.wait(t))
+	require.NoError(t, enqueue("A"))
+	require.Eventually(t, func() bool { return events.count(middleware.Requeued) == 1 }, 20*time.Second, 10*time.Millisecond)
+	require.ErrorIs(t, enqueue("C"), asynq.ErrDuplicateTask, "A's copy holds the key")
+	close(g.release)
+	assert.Equal(t, `{"id":1,"v":"A"}`, g.wait(t))
+	assert.Zero(t, p.settled(t))
+	assert.Equal(t, 1, events.count(middleware.HandedOff), "the copy was not handed the key")
+}
+
+// TestWaitOutlastingTheTaskTimeoutIsNotLost: a duplicate whose wait for
+// the key is ended by its own asynq Timeout is a duplicate still: not an
+// engine failure, never archived, and it runs once the holder is done.
+func TestWaitOutlastingTheTaskTimeoutIsNotLost(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		maxRetry int
+		opts     []serverOption
+	}{
+		{"no retries left, sent back", 0, []serverOption{withSendBack(t)}},
+		{"retries left", 1, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGate()
+			var events eventLog
+			rule := middleware.Rule{Template: "job-{{.id}}", Policy: middleware.Wait, MaxWait: time.Minute, Lease: 5 * time.Second}
+			p, _ := startInProcess(t, fileEngine(t), rule, g.handle, append(tt.opts, withObserver(&events))...)
+			p.enqueue(t, `{"id":1,"v":"holder"}`)
+			assert.Equal(t, `{"id":1,"v":"holder"}`, g.wait(t))
+			p.enqueue(t, `{"id":1,"v":"dup"}`, asynq.Timeout(2*time.Second), asynq.MaxRetry(tt.maxRetry)) // whole seconds, as asynq keeps it
+			require.Eventually(t, func() bool { return events.count(middleware.Duplicate) == 1 }, 20*time.Second, 10*time.Millisecond)
+			close(g.release)
+			assert.Equal(t, `{"id":1,"v":"dup"}`, g.wait(t))
+			assert.Zero(t, p.settled(t), "the duplicate was archived")
+			assert.Zero(t, events.count(middleware.Error), "a wait cut short is not an engine failure")
+		})
+	}
+}
+
+// TestReusedTaskIDIsSentBackAgain: a task ID used again, after an earlier
+// task of that ID was sent back and its copy archived, is sent back under
+// a new copy ID and runs.
+func TestReusedTaskIDIsSentBackAgain(t *testing.T) {
+	g := newGate()
+	var events eventLog
+	rule := middleware.Rule{Template: "job-{{.id}}", Lease: 5 * time.Second}
+	p, _ := startInProcess(t, fileEngine(t), rule, g.handle, withSendBack(t), withObserver(&events))
+	for i, v := range []string{"monday-fail", "tuesday"} { // "fail": the gate fails it
+		p.enqueue(t, `{"id":1,"v":"holder"}`)
+		assert.Equal(t, `{"id":1,"v":"holder"}`, g.wait(t))
+		p.enqueue(t, `{"id":1,"v":"`+v+`"}`, asynq.TaskID("sync-user-7"), asynq.MaxRetry(0))
+		require.Eventually(t, func() bool { return events.count(middleware.Requeued) == i+1 }, 20*time.Second, 10*time.Millisecond)
+		g.release <- struct{}{} // the holder
+		assert.Equal(t, `{"id":1,"v":"`+v+`"}`, g.wait(t), "the copy runs")
+		g.release <- struct{}{}
+		assert.Equal(t, 1, p.settled(t)) // monday's copy failed and was archived; tuesday's did not
+	}
+}
