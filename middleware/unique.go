@@ -28,7 +28,10 @@ const (
 	// UniqueUntilExecuted: at most one task per key, waiting or running;
 	// its key is free again when it finishes, successfully or not, so its
 	// retry or a new task can go (until_executed; Laravel's
-	// ShouldBeUnique). A crashed run frees the key within one lease.
+	// ShouldBeUnique). A crashed run frees the key within one lease. As
+	// under every rule, the task's lock keeps runs of the key apart,
+	// across queues, and refuses an attempt that asynq starts while an
+	// earlier attempt of the same task overruns.
 	UniqueUntilExecuted
 	// UniqueUntilAndWhileExecuting: at most one task per key waits in the
 	// queue and at most one runs: the key is free for a new copy the moment
@@ -62,8 +65,11 @@ const (
 	// Ignore enqueues nothing and returns the queued task's info.
 	Ignore
 	// Replace deletes the queued task and enqueues the new one: the newest
-	// payload wins. A task of the key that is already running is not
-	// replaced: under UniqueUntilExecuted the new one is rejected.
+	// payload wins. Under UniqueUntilAndWhileExecuting a copy that a
+	// worker picked up but that still waits for its turn to run is
+	// replaced too (it completes without running: the Replaced event). A
+	// running task is never replaced: under UniqueUntilExecuted the new one
+	// is then rejected.
 	Replace
 	// Debounce replaces the queued task with the new one and makes it wait
 	// Rule.DebounceFor before it can run, so a burst of copies runs once,
