@@ -29,8 +29,8 @@
 //
 // A run's tick is the scheduled time it belongs to: the latest activation
 // of the schedule at or before the run's start, with the schedule read in
-// its own location (WithLocation, or CRON_TZ= in the spec), never in the
-// host's zone. Every host fires a tick when its own clock reads it, or
+// its own location (a Scheduler's is UTC unless WithLocation or CRON_TZ=
+// in the spec says otherwise), never in the host's zone. Every host fires a tick when its own clock reads it, or
 // later under load, so every host derives the same tick, however late it
 // starts, up to the next tick. "@every D" schedules run at whole multiples
 // of D (robfig/cron counts them from each process's start, which no two

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"time"
 
@@ -26,15 +25,30 @@ type config struct {
 }
 
 func newConfig(opts []Option) config {
-	c := config{prefix: "cron:", skew: DefaultSkew, location: time.Local, base: context.Background(), lease: lock.DefaultLease, limit: 1}
+	c := config{prefix: "cron:", skew: DefaultSkew, base: context.Background(), lease: lock.DefaultLease, limit: 1}
 	for _, o := range opts {
 		o(&c)
 	}
 	if c.logger == nil {
-		c.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		c.logger = slog.New(warnings{slog.Default().Handler()})
 	}
 	return c
 }
+
+// warnings passes on the records of level Warn and above: without
+// WithLogger, failed and panicking runs and lost locks are still told, on
+// slog's default logger, and routine runs are not.
+type warnings struct{ slog.Handler }
+
+func (w warnings) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && w.Handler.Enabled(ctx, l)
+}
+
+func (w warnings) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return warnings{w.Handler.WithAttrs(attrs)}
+}
+
+func (w warnings) WithGroup(name string) slog.Handler { return warnings{w.Handler.WithGroup(name)} }
 
 func (c *config) now() time.Time {
 	if c.clock != nil {
@@ -56,12 +70,16 @@ func WithSkew(d time.Duration) Option { return func(c *config) { c.skew = d } }
 // the scheduled time, and ticks are derived from it. Default time.Now.
 func WithClock(now func() time.Time) Option { return func(c *config) { c.clock = now } }
 
-// WithLogger logs runs, skips and failures with log/slog. Default: none.
+// WithLogger logs runs, skips and failures with log/slog. Default: slog's
+// default logger, for warnings and errors only (failed and panicking
+// runs, lost locks, skipped ticks of a job still running).
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
 // WithLocation sets the time zone schedules are read in, for firing and
 // for ticks: give a wrapper the location of the cron.Cron it runs in.
-// A spec's own CRON_TZ= wins. Default time.Local.
+// A spec's own CRON_TZ= wins. Default: UTC for a Scheduler, so that hosts
+// in different zones agree on when "0 3 * * *" is; time.Local, as
+// cron.New's, for a wrapper.
 func WithLocation(loc *time.Location) Option { return func(c *config) { c.location = loc } }
 
 // WithSeconds makes specs start with a seconds field. Default: standard

@@ -69,7 +69,7 @@ func childMain(mode string) error {
 	opts := []scheduler.Option{scheduler.WithLogger(logger)}
 	job := scheduler.Job{Name: "report", Spec: "@every 1s"}
 	switch mode {
-	case "daily-utc", "daily-cron-tz":
+	case "daily-utc", "daily-cron-tz", "daily-default":
 		// A clock that reads 02:59:59 UTC a moment after start, so the
 		// daily 03:00 UTC job fires within seconds.
 		base := time.Date(2026, 11, 26, 2, 59, 59, 0, time.UTC).Add(offset)
@@ -77,9 +77,12 @@ func childMain(mode string) error {
 		clock = func() time.Time { return base.Add(time.Since(start)) }
 		opts = append(opts, scheduler.WithSeconds())
 		job.Spec = "CRON_TZ=Asia/Tokyo 0 0 12 * * *" // 03:00 UTC
-		if mode == "daily-utc" {
+		switch mode {
+		case "daily-utc":
 			job.Spec = "0 0 3 * * *"
 			opts = append(opts, scheduler.WithLocation(time.UTC))
+		case "daily-default":
+			job.Spec = "0 0 3 * * *" // read in the Scheduler's default zone
 		}
 		job.Run = func(ctx context.Context) error {
 			lease, _ := lock.LeaseFromContext(ctx)
@@ -212,16 +215,21 @@ func TestEachTickOnceAcrossSkewedProcesses(t *testing.T) {
 }
 
 // TestDailyJobOnceAcrossTimeZones: three hosts in UTC, New York and Tokyo
-// run a daily 03:00 UTC job, given by WithLocation or by CRON_TZ=: it runs
-// once, under one tick key.
+// run a daily 03:00 UTC job, given by WithLocation, by CRON_TZ=, or by the
+// Scheduler's default zone, UTC: it runs once, under one tick key.
 func TestDailyJobOnceAcrossTimeZones(t *testing.T) {
 	zones := []host{{tz: "UTC"}, {tz: "America/New_York", offset: 150 * time.Millisecond}, {tz: "Asia/Tokyo", offset: -200 * time.Millisecond}}
-	for _, mode := range []string{"daily-utc", "daily-cron-tz"} {
+	for _, mode := range []string{"daily-utc", "daily-cron-tz", "daily-default"} {
 		t.Run(mode, func(t *testing.T) {
 			h := newHosts(t, "file")
 			lines := h.run(t, mode, 3*time.Second, zones)
 			require.Len(t, lines, 1, "the daily job ran %d times: %q", len(lines), lines)
 			assert.Contains(t, lines[0], "@2026-11-26T03:00:00Z")
+			// Every host fired at 03:00 UTC: the two that did not run it
+			// found the tick taken.
+			slogs, err := os.ReadFile(h.log + ".slog")
+			require.NoError(t, err)
+			assert.Equal(t, 2, strings.Count(string(slogs), "run skipped: another process took this tick"), "not every host fired at 03:00 UTC")
 		})
 	}
 }

@@ -54,6 +54,9 @@ type Scheduler struct {
 // its locks go and is logged with its stack by cron.Recover.
 func New(locker lock.Locker, opts ...Option) *Scheduler {
 	cfg := newConfig(opts)
+	if cfg.location == nil {
+		cfg.location = time.UTC
+	}
 	fields := cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor
 	if cfg.seconds {
 		fields |= cron.Second

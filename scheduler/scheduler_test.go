@@ -2,6 +2,7 @@ package scheduler_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -267,6 +268,49 @@ func TestCronChainKeysEachJobSeparately(t *testing.T) {
 	<-done
 	assert.EqualValues(t, 1, fastRuns.Load())
 	assert.EqualValues(t, 1, slowRuns.Load())
+}
+
+// TestCronChainRefusesJobsOfOneName: two jobs that would get the same key
+// (closures of one function literal) make the wrapper panic, naming
+// scheduler.Named, rather than keying them by the order they were added,
+// which another host may not share.
+func TestCronChainRefusesJobsOfOneName(t *testing.T) {
+	l := newFileLocker(t, t.TempDir())
+	chain := cron.NewChain(scheduler.OncePerTick(l, "mail", nil))
+	var panicked []any
+	for _, what := range []string{"invoices", "emails"} {
+		func() {
+			defer func() { panicked = append(panicked, recover()) }()
+			chain.Then(scheduler.Func(func(context.Context) error { return send(what) })) // one literal, two jobs
+		}()
+	}
+	require.Len(t, panicked, 2)
+	assert.Nil(t, panicked[0])
+	msg, _ := panicked[1].(string)
+	assert.Regexp(t, `^scheduler: two jobs wrapped by "mail" are both named "github.com/joblock/joblock/scheduler_test.TestCronChainRefusesJobsOfOneName.func\S+" `+
+		`\(closures of one function literal, or method values of one method\): give each a name of its own with scheduler.Named$`, msg)
+	assert.NotPanics(t, func() {
+		for _, what := range []string{"invoices", "emails"} {
+			chain.Then(scheduler.Named(what, scheduler.Func(func(context.Context) error { return send(what) })))
+		}
+	})
+}
+
+func send(string) error { return nil }
+
+// TestFailuresAreLoggedWithoutALogger: without WithLogger, a failed run is
+// logged on slog's default logger, and a run that went well is not.
+func TestFailuresAreLoggedWithoutALogger(t *testing.T) {
+	logs := &syncBuffer{}
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(logs, nil)))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+	l := newFileLocker(t, t.TempDir())
+	wrap := scheduler.NoOverlap(l, "jobs")
+	wrap(scheduler.Named("fine", scheduler.Func(func(context.Context) error { return nil }))).Run()
+	wrap(scheduler.Named("broken", scheduler.Func(func(context.Context) error { return errors.New("disk full") }))).Run()
+	assert.Contains(t, logs.String(), `level=ERROR msg="joblock: run failed" job=jobs mode=no-overlap key=cron:jobs/broken err="disk full"`)
+	assert.NotContains(t, logs.String(), "fine")
 }
 
 // recorder is a cron.Logger that keeps what it is told.

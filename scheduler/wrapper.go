@@ -79,7 +79,10 @@ func (n named) RunContext(ctx context.Context) error { return runJob(ctx, n.Job)
 //
 // Each job the wrapper wraps locks on a key of its own: name, then the
 // job's name (see Named), function or type. Put the wrapper last in a
-// chain, next to the job, so it sees the job itself.
+// chain, next to the job, so it sees the job itself. Jobs that would get
+// the same key (closures of one function literal, method values of one
+// method) must be told apart with Named: wrapping the second one panics,
+// as a key by order of registration could differ between hosts.
 //
 // A tick stays taken until the next tick plus the skew (WithSkew), or is
 // freed when its run fails or panics, so a host whose cron fires later
@@ -105,25 +108,33 @@ type guard struct {
 	cfg     config
 
 	mu   sync.Mutex
-	seen map[string]int // jobs wrapped, by name
+	seen map[string]bool // jobs wrapped, by name
 }
 
 func newGuard(locker lock.Locker, name string, mode Mode, sched cron.Schedule, opts []Option) *guard {
 	if sched != nil {
 		sched = Aligned(sched)
 	}
-	return &guard{renewer: lock.NewRenewer(locker), name: name, mode: mode, sched: sched, cfg: newConfig(opts), seen: map[string]int{}}
+	cfg := newConfig(opts)
+	if cfg.location == nil {
+		cfg.location = time.Local // as cron.New's
+	}
+	return &guard{renewer: lock.NewRenewer(locker), name: name, mode: mode, sched: sched, cfg: cfg, seen: map[string]bool{}}
 }
 
 // wrap is the cron.JobWrapper: each job gets a key of its own.
 func (g *guard) wrap(j cron.Job) cron.Job {
 	id := jobName(j)
 	g.mu.Lock()
-	g.seen[id]++
-	if n := g.seen[id]; n > 1 {
-		id += "#" + strconv.Itoa(n)
-	}
+	taken := g.seen[id]
+	g.seen[id] = true
 	g.mu.Unlock()
+	if taken {
+		// A suffix by order of registration would differ between hosts
+		// that register their jobs in another order, and swap their keys.
+		panic(fmt.Sprintf("scheduler: two jobs wrapped by %q are both named %q (closures of one function literal, or method values of one method): "+
+			"give each a name of its own with scheduler.Named", g.name, id))
+	}
 	return &guarded{g: g, job: j, key: g.cfg.prefix + g.name + "/" + id, id: id}
 }
 
