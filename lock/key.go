@@ -83,6 +83,38 @@ func ValidateTTL(ttl time.Duration) error {
 	return nil
 }
 
+// MinLease is the shortest lease for running work (WithLease): renewed
+// every third of it, a shorter one cannot be kept alive on a busy host.
+const MinLease = 100 * time.Millisecond
+
+// ValidateLease checks a lease for running work (Run's WithLease, the
+// middleware's Rule.Lease, the scheduler's, lockctl run -lease): a TTL
+// that ValidateTTL accepts, and at least MinLease. Its errors wrap
+// ErrInvalidTTL and name the value and the limit.
+func ValidateLease(d time.Duration) error {
+	if err := ValidateTTL(d); err != nil {
+		return err
+	}
+	if d < MinLease {
+		return fmt.Errorf("%w: a lease of %s is under the minimum of %s (it is renewed every third of it)", ErrInvalidTTL, d, MinLease)
+	}
+	return nil
+}
+
+// ValidateWindow checks a window during which a key stays taken after
+// the work (Run's WithWindow, the middleware's Rule.Window, lockctl run
+// -window): zero (none), or a positive duration of at most MaxTTL. Its
+// errors wrap ErrInvalidTTL and name the value and the limit.
+func ValidateWindow(d time.Duration) error {
+	switch {
+	case d < 0:
+		return fmt.Errorf("%w: a window of %s, must not be negative", ErrInvalidTTL, d)
+	case d > MaxTTL:
+		return fmt.Errorf("%w: a window of %s is over the maximum of %s (365 days)", ErrInvalidTTL, d, MaxTTL)
+	}
+	return nil
+}
+
 // maxTTLSeconds is MaxTTL in whole seconds.
 const maxTTLSeconds = int64(MaxTTL / time.Second)
 

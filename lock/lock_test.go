@@ -301,11 +301,24 @@ func TestLeaseFromContextFollowsRenewals(t *testing.T) {
 
 func TestRunRejectsBadOptions(t *testing.T) {
 	r := lock.NewRenewer(newEngine(t))
-	for _, opt := range []lock.RunOption{lock.WithLease(0), lock.WithMaxRunTime(-1), lock.WithWindow(-time.Second)} {
-		out, err := r.Run(context.Background(), "k", func(context.Context) error { return nil }, opt)
-		require.Error(t, err)
+	for _, tt := range []struct {
+		opt  lock.RunOption
+		want string
+	}{
+		{lock.WithLease(0), "lease: lock: invalid ttl: 0s, must be positive"},
+		{lock.WithLease(30 * time.Millisecond), "lease: lock: invalid ttl: a lease of 30ms is under the minimum of 100ms"},
+		{lock.WithMaxRunTime(-1), "maximum run time -1ns must not be negative"},
+		{lock.WithWindow(-time.Second), "window: lock: invalid ttl: a window of -1s, must not be negative"},
+		{lock.WithWindow(lock.MaxTTL + time.Second), "window: lock: invalid ttl: a window of 8760h0m1s is over the maximum"},
+		{lock.WithLimit(0), "lock: invalid limit: 0"},
+	} {
+		out, err := r.Run(context.Background(), "k", func(context.Context) error { return nil }, tt.opt)
+		require.ErrorContains(t, err, tt.want)
 		assert.False(t, out.Ran)
 	}
+	_, ok, err := r.Locker().Inspect(context.Background(), "k")
+	require.NoError(t, err)
+	assert.False(t, ok, "a refused Run took the key")
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -83,15 +83,18 @@ func newRunConfig(opts []RunOption) (runConfig, error) {
 	for _, o := range opts {
 		o(&c)
 	}
-	if err := ValidateTTL(c.lease); err != nil {
+	if err := ValidateLease(c.lease); err != nil {
 		return c, fmt.Errorf("lease: %w", err)
+	}
+	if err := ValidateWindow(c.window); err != nil {
+		return c, fmt.Errorf("window: %w", err)
 	}
 	if err := ValidateLimit(c.limit); err != nil {
 		return c, err
 	}
-	if c.margin < 0 || c.maxRun < 0 || c.window < 0 || c.releaseTO <= 0 {
-		return c, fmt.Errorf("lock: margin %s, maximum run time %s, window %s and release timeout %s must not be negative",
-			c.margin, c.maxRun, c.window, c.releaseTO)
+	if c.margin < 0 || c.maxRun < 0 || c.releaseTO <= 0 {
+		return c, fmt.Errorf("lock: margin %s and maximum run time %s must not be negative, and release timeout %s must be positive",
+			c.margin, c.maxRun, c.releaseTO)
 	}
 	return c, nil
 }

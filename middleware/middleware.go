@@ -243,11 +243,14 @@ func compile(name string, r Rule, locker lock.Locker, releaseTO time.Duration) (
 	if r.Lease == 0 {
 		r.Lease = lock.DefaultLease
 	}
-	if err := lock.ValidateTTL(r.Lease); err != nil {
+	if err := lock.ValidateLease(r.Lease); err != nil {
 		return fail("lease: %w", err)
 	}
-	if r.MaxRunTime < 0 || r.Window < 0 {
-		return fail("MaxRunTime %s and Window %s must not be negative", r.MaxRunTime, r.Window)
+	if r.MaxRunTime < 0 {
+		return fail("MaxRunTime %s must not be negative", r.MaxRunTime)
+	}
+	if err := lock.ValidateWindow(r.Window); err != nil {
+		return fail("Window: %w", err)
 	}
 	if r.MaxWait == 0 {
 		r.MaxWait = DefaultMaxWait

@@ -302,7 +302,9 @@ func TestNewRejectsBadRules(t *testing.T) {
 	}{
 		{"lease", middleware.Rule{Lease: time.Microsecond}, "lease"},
 		{"negative max run time", middleware.Rule{MaxRunTime: -time.Second}, "MaxRunTime"},
-		{"negative window", middleware.Rule{Window: -time.Second}, "Window -1s"},
+		{"negative window", middleware.Rule{Window: -time.Second}, "Window: lock: invalid ttl: a window of -1s, must not be negative"},
+		{"window over the maximum", middleware.Rule{Window: lock.MaxTTL + time.Hour}, "a window of 8761h0m0s is over the maximum"},
+		{"lease under the minimum", middleware.Rule{Lease: 10 * time.Millisecond}, "a lease of 10ms is under the minimum of 100ms"},
 		{"negative wait", middleware.Rule{Policy: middleware.Wait, MaxWait: -time.Second}, "MaxWait -1s"},
 		{"policy", middleware.Rule{Policy: middleware.Policy(9)}, "unknown policy"},
 		{"after wait", middleware.Rule{Policy: middleware.Wait, AfterWait: middleware.Fail}, "AfterWait"},

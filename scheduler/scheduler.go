@@ -98,7 +98,7 @@ func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 	if j.Lease != 0 {
 		cfg.lease = j.Lease
 	}
-	if err := lock.ValidateTTL(cfg.lease); err != nil {
+	if err := lock.ValidateLease(cfg.lease); err != nil {
 		return fail("lease: %w", err)
 	}
 	if j.MaxRunTime < 0 {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -220,22 +221,69 @@ func TestKilledRunFreesAfterTTL(t *testing.T) {
 			if engine == "redis" {
 				srv.RequireReal(t, "TTL expiry in real time")
 			}
-			marker := filepath.Join(t.TempDir(), "started")
-			c := lockctl(env, "run", "-lease", "1s", "job", "--", "sh", "-c", "touch "+marker+"; exec sleep 30")
-			c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			c := lockctl(env, "run", "-lease", "3s", "job", "--", "sh", "-c", "echo $$ > "+pidFile+".tmp; mv "+pidFile+".tmp "+pidFile+"; exec sleep 30")
 			require.NoError(t, c.Start())
-			t.Cleanup(func() { _ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL) })
-			require.Eventually(t, func() bool { _, err := os.Stat(marker); return err == nil }, 10*time.Second, 10*time.Millisecond)
-			require.NoError(t, c.Process.Signal(syscall.SIGKILL)) // lockctl only; its sleep lives on
+			var pid int
+			require.Eventually(t, func() bool {
+				raw, err := os.ReadFile(pidFile)
+				pid, _ = strconv.Atoi(strings.TrimSpace(string(raw)))
+				return err == nil
+			}, 10*time.Second, 10*time.Millisecond)
+			t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+			require.NoError(t, c.Process.Signal(syscall.SIGKILL))
 			_ = c.Wait()
 
 			_, _, code := run(t, env, "acquire", "job")
 			assert.Equal(t, 3, code, "the lock outlives the killed lockctl until its lease ends")
-			// Free within one lease of 1s; 5s is generous against a loaded machine.
-			_, _, code = run(t, env, "acquire", "-wait", "5s", "job")
+			if runtime.GOOS == "linux" {
+				// The kernel kills COMMAND with lockctl.
+				require.Eventually(t, func() bool { return !alive(pid) }, 10*time.Second, 10*time.Millisecond,
+					"COMMAND outlived the killed lockctl")
+			}
+			// Free within one lease of 3s; 15s is generous against a loaded machine.
+			_, _, code = run(t, env, "acquire", "-wait", "15s", "job")
 			assert.Equal(t, 0, code, "the lock of a killed run is stuck")
 		})
 	}
+}
+
+// alive reports whether process pid runs: it exists and is not a zombie
+// (an orphan's is reaped by whoever is PID 1 here, perhaps late).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return runtime.GOOS != "linux"
+	}
+	// pid (comm) S ...: the state follows the last ')'.
+	rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
+	return !strings.HasPrefix(strings.TrimSpace(rest), "Z")
+}
+
+// TestRunStopsCommandsProcessGroup: when lockctl stops COMMAND
+// (-max-run-time here, a lost lock alike), the processes COMMAND started
+// get SIGTERM too, and one that ignores it SIGKILL after -kill-after.
+func TestRunStopsCommandsProcessGroup(t *testing.T) {
+	env := first(engineEnvs(t))["file"]
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	_, _, code := run(t, env, "run", "-max-run-time", "300ms", "job", "--", "sh", "-c", "sleep 30 & echo $! > "+pidFile+"; wait")
+	assert.Equal(t, 128+int(syscall.SIGTERM), code)
+	raw, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	child, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = syscall.Kill(child, syscall.SIGKILL) })
+	require.Eventually(t, func() bool { return !alive(child) }, 10*time.Second, 10*time.Millisecond,
+		"the command's own child outlived it")
+
+	_, stderr, code := run(t, env, "run", "-max-run-time", "300ms", "-kill-after", "300ms", "stubborn", "--", "sh", "-c", `trap "" TERM; sleep 30`)
+	assert.Equal(t, 128+int(syscall.SIGKILL), code, stderr)
+	assert.Contains(t, stderr, "lockctl: sh still running 300ms after SIGTERM: sending SIGKILL")
+	_, _, code = run(t, env, "acquire", "stubborn")
+	assert.Equal(t, 0, code, "released once the command was gone")
 }
 
 func TestServeStdio(t *testing.T) {
@@ -351,6 +399,18 @@ func TestUsageErrors(t *testing.T) {
 	_, stderr, code := run(t, env, "run", "-wait", "-1s", "k", "--", "true")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "-wait must not be negative, got -1s")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "-window", "9000h", "k", "--", "true"}, "run: -window: lock: invalid ttl: a window of 9000h0m0s is over the maximum"},
+		{[]string{"run", "-lease", "1ms", "k", "--", "true"}, "run: -lease: lock: invalid ttl: a lease of 1ms is under the minimum of 100ms"},
+		{[]string{"run", "-kill-after", "0s", "k", "--", "true"}, "run: -kill-after must be positive, got 0s"},
+	} {
+		_, stderr, code = run(t, env, tt.args...)
+		assert.Equal(t, 2, code, "%v", tt.args)
+		assert.Contains(t, stderr, tt.want)
+	}
 	for _, args := range [][]string{{"run", "-limit", "0", "k", "--", "true"}, {"acquire", "-limit", "1001", "k"}} {
 		_, stderr, code = run(t, env, args...)
 		assert.Equal(t, 2, code, "%v", args)

@@ -86,9 +86,12 @@ acquire:
                        slots, released with its lock id as any lock; every holder of
                        KEY must give the same N
 run:
-  -lease D             lock lease (default 15s), renewed every D/3 while COMMAND runs:
+  -lease D             lock lease (default 15s, at least 100ms), renewed every D/3 while COMMAND runs:
                        how long a crashed run keeps KEY blocked, not how long it may run
-  -max-run-time D      send COMMAND SIGTERM after D (default 0: no limit)
+  -max-run-time D      stop COMMAND after D (default 0: no limit)
+  -kill-after D        when COMMAND is stopped (lock lost, -max-run-time, lockctl told
+                       to stop), its process group gets SIGTERM, then SIGKILL D later
+                       (default 10s); on Linux COMMAND is killed if lockctl dies
   -window D            after COMMAND succeeds keep KEY taken until D after it was
                        obtained, so KEY runs at most once per D (default 0: release)
   -wait D              wait up to D for a held key (default 0: do not wait)

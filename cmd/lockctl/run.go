@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,7 @@ func cmdRun(ctx context.Context, e *env) error {
 	lease := fs.Duration("lease", lock.DefaultLease, "lock lease, renewed every third of it while COMMAND runs")
 	maxRun := fs.Duration("max-run-time", 0, "stop COMMAND (SIGTERM) after this long; 0: no limit")
 	window := fs.Duration("window", 0, "after COMMAND succeeds, keep KEY taken until this long after it was obtained")
+	killAfter := fs.Duration("kill-after", 10*time.Second, "after SIGTERM, SIGKILL COMMAND's process group this long later")
 	fs.DurationVar(&e.wait, "wait", 0, "wait up to this long for a held key")
 	onHeld := fs.String("on-held", "exit", "exit or wait")
 	e.limitFlag()
@@ -42,11 +44,17 @@ func cmdRun(ctx context.Context, e *env) error {
 	default:
 		return fail(exitUsage, "run: -on-held must be exit or wait, not %q", *onHeld)
 	}
-	if err := lock.ValidateTTL(*lease); err != nil {
+	if err := lock.ValidateLease(*lease); err != nil {
 		return fail(exitUsage, "run: -lease: %v", err)
 	}
-	if *maxRun < 0 || *window < 0 {
-		return fail(exitUsage, "run: -max-run-time and -window must not be negative")
+	if *killAfter <= 0 {
+		return fail(exitUsage, "run: -kill-after must be positive, got %s", *killAfter)
+	}
+	if *maxRun < 0 {
+		return fail(exitUsage, "run: -max-run-time must not be negative, got %s", *maxRun)
+	}
+	if err := lock.ValidateWindow(*window); err != nil {
+		return fail(exitUsage, "run: -window: %v", err)
 	}
 
 	l, closeFn, err := e.open(ctx)
@@ -58,7 +66,7 @@ func cmdRun(ctx context.Context, e *env) error {
 	out, runErr := lock.NewRenewer(l).Run(ctx, key, func(ctx context.Context) error {
 		lease, _ := lock.LeaseFromContext(ctx)
 		var err error
-		code, err = runCommand(ctx, e, argv, lease)
+		code, err = runCommand(ctx, e, argv, lease, *killAfter)
 		if errors.Is(context.Cause(ctx), lock.ErrMaxRunTime) {
 			fmt.Fprintf(e.stderr, "lockctl: %s ran longer than -max-run-time %s and was sent SIGTERM\n", argv[0], *maxRun)
 		}
@@ -105,12 +113,18 @@ func splitRun(args []string) (key string, argv []string, err error) {
 	return args[0], args[2:], nil
 }
 
-// runCommand runs argv with the lease in its environment, sending it
-// SIGTERM when ctx ends (lock lost, or lockctl told to stop), and returns
-// its exit code (128+signal if a signal ended it).
-func runCommand(ctx context.Context, e *env, argv []string, lease lock.Lease) (int, error) {
+// runCommand runs argv with the lease in its environment, in a process
+// group of its own, and returns its exit code (128+signal if a signal
+// ended it). When ctx ends (lock lost, -max-run-time, lockctl told to
+// stop) the group gets SIGTERM, then SIGKILL after killAfter. On Linux the
+// kernel kills COMMAND if lockctl dies.
+func runCommand(ctx context.Context, e *env, argv []string, lease lock.Lease, killAfter time.Duration) (int, error) {
+	// The parent-death signal follows the thread that started the child.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	c := exec.Command(argv[0], argv[1:]...)
 	c.Stdin, c.Stdout, c.Stderr = e.stdin, e.stdout, e.stderr
+	c.SysProcAttr = commandAttr()
 	c.Env = append(os.Environ(),
 		"JOBLOCK_KEY="+lease.Key,
 		"JOBLOCK_LOCK_ID="+lease.Token,
@@ -124,8 +138,16 @@ func runCommand(ctx context.Context, e *env, argv []string, lease lock.Lease) (i
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		_ = c.Process.Signal(syscall.SIGTERM)
-		err = <-done
+		_ = signalGroup(c.Process, syscall.SIGTERM)
+		kill := time.NewTimer(killAfter)
+		select {
+		case err = <-done:
+		case <-kill.C:
+			fmt.Fprintf(e.stderr, "lockctl: %s still running %s after SIGTERM: sending SIGKILL\n", argv[0], killAfter)
+			_ = signalGroup(c.Process, syscall.SIGKILL)
+			err = <-done
+		}
+		kill.Stop()
 	}
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {

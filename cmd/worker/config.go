@@ -166,7 +166,7 @@ func (c *config) check(fs *flag.FlagSet) error {
 	if c.concurrency < 1 {
 		return fmt.Errorf("-concurrency [JOBLOCK_CONCURRENCY] must be at least 1, not %d", c.concurrency)
 	}
-	if err := lock.ValidateTTL(c.lease); err != nil {
+	if err := lock.ValidateLease(c.lease); err != nil {
 		return fmt.Errorf("-lease [JOBLOCK_LEASE]: %w", err)
 	}
 	if err := checkHTTPAddr(c.httpAddr); err != nil {
