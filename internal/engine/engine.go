@@ -244,6 +244,11 @@ func (c *Config) Check(needRedis bool) error {
 	default:
 		return unknownEngine(c.Engine)
 	}
+	if c.Engine == Redis {
+		if err := redislock.ValidatePrefix(c.Prefix); err != nil {
+			return fmt.Errorf("-prefix [JOBLOCK_PREFIX]: %w", err)
+		}
+	}
 	if !needRedis && c.Engine != Redis {
 		return nil
 	}

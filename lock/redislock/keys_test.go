@@ -120,3 +120,21 @@ func TestForgedFenceCounter(t *testing.T) {
 		})
 	}
 }
+
+// TestPrefixWithBraces: a prefix holding a hash-tag brace is refused by
+// every operation, with an error saying why, rather than working on one
+// node and failing with CROSSSLOT on a Cluster.
+func TestPrefixWithBraces(t *testing.T) {
+	srv := redistest.New(t)
+	l := New(srv.Client(t), WithPrefix(srv.Prefix+"{app}:"))
+	ctx := context.Background()
+	want := `redislock: prefix "` + srv.Prefix + `{app}:" holds '{' or '}'`
+	_, err := l.Obtain(ctx, "k", time.Second)
+	require.ErrorContains(t, err, want)
+	_, err = l.ObtainLimit(ctx, "k", 2, time.Second)
+	require.ErrorContains(t, err, want)
+	_, _, err = l.Inspect(ctx, "k")
+	require.ErrorContains(t, err, want)
+	require.ErrorContains(t, l.Scan(ctx, func(lock.Record) bool { return true }), want)
+	require.NoError(t, ValidatePrefix("app:"))
+}

@@ -46,6 +46,7 @@ type Locker struct {
 	meta      string // " <pid> <host>" appended to each lock's value
 	retArg    any    // retention in ms, boxed once
 	lastTTL   atomic.Pointer[ttlArg]
+	err       error // an option that cannot work, returned by every operation
 }
 
 var _ lock.Locker = (*Locker)(nil)
@@ -54,9 +55,20 @@ var _ lock.Locker = (*Locker)(nil)
 type Option func(*Locker)
 
 // WithPrefix sets the prefix of every key the Locker writes. Default
-// DefaultPrefix. A prefix must not hold "{" or "}": it would change what
-// Redis Cluster hashes.
+// DefaultPrefix. A prefix must pass ValidatePrefix; otherwise every
+// operation of the Locker returns its error.
 func WithPrefix(p string) Option { return func(l *Locker) { l.prefix = p } }
+
+// ValidatePrefix reports why p cannot prefix the Locker's keys: it holds
+// "{" or "}", which would change what Redis Cluster hashes, so that a
+// lock and its fencing counter could land in different slots (CROSSSLOT
+// on a Cluster, though a single node takes them).
+func ValidatePrefix(p string) error {
+	if strings.ContainsAny(p, "{}") {
+		return fmt.Errorf("redislock: prefix %q holds '{' or '}', which Redis Cluster reads as a hash tag: choose one without", p)
+	}
+	return nil
+}
 
 // WithFenceRetention sets how long a key's fencing counter is kept after
 // the key was last obtained or refreshed. Default 24h; values under a
@@ -80,6 +92,7 @@ func New(client redis.Scripter, opts ...Option) *Locker {
 		o(l)
 	}
 	l.retArg = l.retention.Milliseconds()
+	l.err = ValidatePrefix(l.prefix)
 	if p, ok := client.(pipeliner); ok {
 		l.batch = &batcher{client: p}
 	}
@@ -89,6 +102,11 @@ func New(client redis.Scripter, opts ...Option) *Locker {
 // run runs a script, batched with concurrent callers' when the client can
 // pipeline.
 func (l *Locker) run(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	if l.err != nil {
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(l.err)
+		return cmd
+	}
 	if l.batch != nil {
 		return l.batch.run(ctx, s, keys, args...)
 	}

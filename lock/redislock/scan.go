@@ -29,6 +29,9 @@ func (l *Locker) Scan(ctx context.Context, fn func(lock.Record) bool) error {
 		stopped = !fn(r)
 		return !stopped
 	}
+	if l.err != nil {
+		return l.err
+	}
 	var err error
 	switch c := l.client.(type) {
 	case *redis.ClusterClient:
