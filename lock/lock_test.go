@@ -283,7 +283,7 @@ func TestRunMaxRunTime(t *testing.T) {
 
 func TestLeaseFromContextFollowsRenewals(t *testing.T) {
 	engine := newEngine(t)
-	const lease = 90 * time.Millisecond
+	const lease = 150 * time.Millisecond
 	_, err := lock.NewRenewer(engine).Run(context.Background(), "k", func(ctx context.Context) error {
 		first, ok := lock.LeaseFromContext(ctx)
 		require.True(t, ok)
@@ -433,6 +433,48 @@ func TestRunWaitWokenByWake(t *testing.T) {
 	}
 	<-stopped
 	assert.EqualValues(t, 3, counted.n.Load())
+}
+
+// TestReleaseWakesOneWaiter: a release wakes the longest waiting Run
+// only, so that three waiters make one try each per release, not three;
+// and a woken waiter that gives up passes its wake-up on.
+func TestReleaseWakesOneWaiter(t *testing.T) {
+	ctx := context.Background()
+	counted := &tries{Locker: newEngine(t)}
+	r := lock.NewRenewer(counted)
+	w := lock.WithWait(lock.Wait{MaxWait: 10 * time.Minute, Interval: 5 * time.Minute})
+	holding, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		_, _ = r.Run(ctx, "k", func(context.Context) error { close(holding); <-release; return nil })
+	}()
+	<-holding
+	ran := make(chan int, 3)
+	done := make(chan struct{}, 3)
+	cancelFirst, stop := context.WithCancel(ctx)
+	defer stop()
+	for i := range 3 {
+		wctx := ctx
+		if i == 0 {
+			wctx = cancelFirst
+		}
+		go func() {
+			_, err := r.Run(wctx, "k", func(context.Context) error { ran <- i; return nil }, w)
+			if err != nil {
+				ran <- -1
+			}
+			done <- struct{}{}
+		}()
+		require.Eventually(t, func() bool { return counted.n.Load() == int32(2+i) }, time.Minute, time.Millisecond, "waiter %d did not try", i)
+	}
+	stop() // waiter 0, the longest waiting, gives up: nothing to pass on yet
+	assert.Equal(t, -1, <-ran)
+	<-done
+	close(release)
+	assert.Equal(t, 1, <-ran, "the longest waiting of the others runs")
+	<-done
+	assert.Equal(t, 2, <-ran, "its release wakes the last")
+	<-done
+	assert.EqualValues(t, 6, counted.n.Load(), "1 holder + 3 first tries + 1 try per release")
 }
 
 func TestAcquireResultRoundsExpiryUp(t *testing.T) {

@@ -35,53 +35,73 @@ type Renewer struct {
 	refreshing int       // renewals on the wire
 	alive      bool      // the goroutine runs
 	idleSince  time.Time // when it last had nothing to do; zero while busy
-	waiters    map[string]*waiters
+	waiters    map[string][]*waiter // by key, longest waiting first
 }
 
-// waiters are the Runs of one Renewer waiting for a key, woken when
-// another of its Runs releases it.
-type waiters struct {
-	released chan struct{}
-	n        int
+// waiter is a Run of one Renewer waiting for a key, woken when another of
+// its Runs releases it (or Wake says it was released elsewhere).
+type waiter struct {
+	woken chan struct{}
+	done  bool // woken already
 }
 
-// waitFor returns a channel closed when a Run of r next releases key, and
-// the function to call when no longer waiting.
-func (r *Renewer) waitFor(key string) (<-chan struct{}, func()) {
+// waitFor registers a Run as waiting for key and returns the channel
+// closed when a release wakes it. Releases wake one waiter each, the
+// longest waiting, so that one release does not send every waiter to the
+// engine at once. Call leave when the Run stops waiting on this channel:
+// with gaveUp when it ends its wait without the key, so that a wake-up it
+// got passes to the next waiter.
+func (r *Renewer) waitFor(key string) (woken <-chan struct{}, leave func(gaveUp bool)) {
+	w := &waiter{woken: make(chan struct{})}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.waiters == nil {
-		r.waiters = map[string]*waiters{}
+		r.waiters = map[string][]*waiter{}
 	}
-	w := r.waiters[key]
-	if w == nil {
-		w = &waiters{released: make(chan struct{})}
-		r.waiters[key] = w
-	}
-	w.n++
-	return w.released, func() {
+	r.waiters[key] = append(r.waiters[key], w)
+	r.mu.Unlock()
+	return w.woken, func(gaveUp bool) {
 		r.mu.Lock()
-		defer r.mu.Unlock()
-		if w.n--; w.n == 0 && r.waiters[key] == w {
+		queue := r.waiters[key]
+		for i, o := range queue {
+			if o == w {
+				queue = append(queue[:i:i], queue[i+1:]...)
+				break
+			}
+		}
+		if len(queue) == 0 {
 			delete(r.waiters, key)
+		} else {
+			r.waiters[key] = queue
+		}
+		passOn := gaveUp && w.done
+		r.mu.Unlock()
+		if passOn {
+			r.released(key)
 		}
 	}
 }
 
-// Wake makes the Runs of r waiting for key (WithWait) try again at once,
-// as a release by another Run of r does: call it when key was released
-// elsewhere and you hear of it (see OnWait).
+// Wake makes a Run of r waiting for key (WithWait), the longest waiting,
+// try again at once, as a release by another Run of r does: call it when
+// key was released elsewhere and you hear of it (see OnWait).
 func (r *Renewer) Wake(key string) { r.released(key) }
 
-// released wakes the Runs of r waiting for key.
+// released wakes the longest waiting Run of r for key, if any.
 func (r *Renewer) released(key string) {
 	r.mu.Lock()
-	w := r.waiters[key]
-	delete(r.waiters, key)
-	r.mu.Unlock()
-	if w != nil {
-		close(w.released)
+	defer r.mu.Unlock()
+	queue := r.waiters[key]
+	if len(queue) == 0 {
+		return
 	}
+	w := queue[0]
+	if len(queue) == 1 {
+		delete(r.waiters, key)
+	} else {
+		r.waiters[key] = queue[1:]
+	}
+	w.done = true
+	close(w.woken)
 }
 
 // NewRenewer returns a Renewer that renews leases of engine l.

@@ -160,14 +160,7 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 			// every interval.
 			// Copies, so that only a Run that waits pays for the closures.
 			k, waiting := key, cfg.waiting
-			done := func() {}
-			wake.next = func() <-chan struct{} {
-				done()
-				var ch <-chan struct{}
-				ch, done = r.waitFor(k)
-				return ch
-			}
-			defer func() { done() }()
+			wake.next = func() (<-chan struct{}, func(bool)) { return r.waitFor(k) }
 			if waiting != nil {
 				wake.waiting = func() func() { return waiting(k) }
 			}

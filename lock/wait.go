@@ -64,8 +64,9 @@ func ObtainLimitWait(ctx context.Context, l Locker, key string, limit int, ttl t
 // is up.
 type wakeups struct {
 	// next registers for the next release of the key and returns the
-	// channel closed then; nil: no early tries.
-	next func() <-chan struct{}
+	// channel closed then, and how to leave (see Renewer.waitFor); nil:
+	// no early tries.
+	next func() (<-chan struct{}, func(gaveUp bool))
 	// waiting, if set, is called when the first try finds the key held;
 	// it returns the function to call when the waiting ends.
 	waiting func() (stop func())
@@ -73,24 +74,27 @@ type wakeups struct {
 
 // obtainWait is ObtainWait over any way of obtaining key, that also tries
 // again at once when a wake-up comes.
-func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, error), key string, w Wait, wake wakeups) (Lease, error) {
+func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, error), key string, w Wait, wake wakeups) (_ Lease, err error) {
 	if w.MaxWait <= 0 {
 		return obtain(ctx) // one try, and nothing to set up for waiting
 	}
 	start := time.Now()
 	var timer *time.Timer
 	var released <-chan struct{}
+	leave := func(bool) {}
 	stopWaiting := func() {}
 	defer func() {
 		if timer != nil {
 			timer.Stop()
 		}
+		leave(err != nil)
 		stopWaiting()
 	}()
 	for try := 0; ; try++ {
 		if wake.next != nil {
 			// Before trying: a release during the try wakes the wait.
-			released = wake.next()
+			leave(false)
+			released, leave = wake.next()
 		}
 		lease, err := obtain(ctx)
 		if err == nil || !errors.Is(err, ErrNotObtained) {

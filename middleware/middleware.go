@@ -167,6 +167,7 @@ type middleware struct {
 	broker    redis.UniversalClient // nil without WithRedisClient
 	client    *asynq.Client         // likewise
 	inspect   *asynq.Inspector      // likewise
+	releases  releases              // likewise
 }
 
 // New returns asynq middleware that runs each task under a lock on a key

@@ -151,6 +151,8 @@ type call struct {
 	sendBack bool
 	// wait is how long to wait for a held key; zero tries once.
 	wait time.Duration
+	// rechecks counts the tries made because a refused key came free.
+	rechecks int
 	// started runs once the lock is taken, before the handler, which runs
 	// only if it reports true; dropped runs when the task completes without
 	// running (Skip, Fail).
@@ -284,9 +286,44 @@ func (m *middleware) refused(ctx context.Context, c *call, ev *Event, err error)
 	}
 	if !c.sendBack || retriesLeft(ctx) {
 		m.addWaiter(ctx, ev.Key, ev.Queue, ev.TaskID)
+		if c.rechecks < maxRechecks && m.keyFree(ctx, ev.Key, r.Limit) {
+			// Released between the refusal and the sign-up: no release
+			// will hand it the key now, so it tries again here.
+			m.removeWaiter(ctx, ev.Key, ev.Queue, ev.TaskID)
+			c.rechecks++
+			return m.run(ctx, c)
+		}
 		return dup
 	}
 	return m.sendBack(ctx, c, *ev, dup)
+}
+
+// maxRechecks bounds how often one delivery of a task tries again because
+// the key it was refused came free meanwhile.
+const maxRechecks = 3
+
+// keyFree reports whether key has a free place now (limit holders at
+// most); an engine error says no.
+func (m *middleware) keyFree(ctx context.Context, key string, limit int) bool {
+	if limit > 1 {
+		l, ok := m.locker.(lock.Limiter)
+		if !ok {
+			return false
+		}
+		slots, err := l.InspectSlots(ctx, key)
+		if err != nil {
+			return false
+		}
+		held := 0
+		for _, r := range slots {
+			if r.State == lock.Held {
+				held++
+			}
+		}
+		return held < limit
+	}
+	rec, ok, err := m.locker.Inspect(ctx, key)
+	return err == nil && (!ok || rec.State != lock.Held)
 }
 
 // retriesLeft reports whether asynq will retry the task when it fails:
@@ -338,7 +375,9 @@ func (m *middleware) requeue(ctx context.Context, t *asynq.Task, dup *DuplicateE
 	if err != nil {
 		return "", fmt.Errorf("read task %s: %w", id, err)
 	}
-	opts := []asynq.Option{asynq.Queue(queue), asynq.MaxRetry(info.MaxRetry), asynq.ProcessIn(dupDelay(dup))}
+	// The copy has the retries the task had left, so that sending it back
+	// never adds runs of a task that keeps failing.
+	opts := []asynq.Option{asynq.Queue(queue), asynq.MaxRetry(max(info.MaxRetry-info.Retried, 0)), asynq.ProcessIn(dupDelay(dup))}
 	if info.Timeout > 0 {
 		opts = append(opts, asynq.Timeout(info.Timeout))
 	}
