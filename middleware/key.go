@@ -11,8 +11,10 @@ import (
 	"strings"
 	"text/template"
 	"text/template/parse"
+	"unicode"
 
 	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/lock"
 )
 
 // KeyFunc derives a task's lock key, before the middleware's prefix is
@@ -142,11 +144,7 @@ func (ft fieldTemplate) key(ctx context.Context, t *asynq.Task) (string, error) 
 func (ft fieldTemplate) write(b *strings.Builder, ctx context.Context, t *asynq.Task) error {
 	payload := bytes.TrimSpace(t.Payload())
 	if len(payload) > 0 && (!json.Valid(payload) || payload[0] != '{') {
-		// Rare: let the decoder say exactly what is wrong.
-		if _, err := templateData(ctx, t); err != nil {
-			return err
-		}
-		return errors.New("payload is not JSON")
+		return payloadError(payload)
 	}
 	for _, p := range ft.parts {
 		if p.path == nil {
@@ -158,6 +156,19 @@ func (ft fieldTemplate) write(b *strings.Builder, ctx context.Context, t *asynq.
 		}
 	}
 	return nil
+}
+
+// payloadError says what is wrong with a payload that is not a JSON object.
+func payloadError(p []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(p))
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("payload is not JSON: %w", err)
+	}
+	if _, ok := v.(map[string]any); !ok {
+		return errors.New("payload is not a JSON object")
+	}
+	return errors.New("payload is not JSON: data after the object")
 }
 
 func writeField(b *strings.Builder, ctx context.Context, t *asynq.Task, payload []byte, path []string) error {
@@ -184,28 +195,49 @@ func writeField(b *strings.Builder, ctx context.Context, t *asynq.Task, payload 
 			}
 			return fmt.Errorf("field %q: %q is not an object", name, strings.Join(path[:i], "."))
 		}
-		var found bool
-		if raw, found = member(raw, field); !found {
+		m := member(raw, field)
+		if m.second != nil {
+			return ambiguous(strings.Join(path[:i+1], "."), m.first, m.second)
+		}
+		if !m.found {
 			return fmt.Errorf("payload has no field %q", name)
 		}
+		raw = m.raw
 	}
 	return writeValue(b, raw, name)
+}
+
+// ambiguous is the error for a field that two members of one object, a
+// and b (quoted), both name, exactly or under case folding.
+func ambiguous(field string, a, b []byte) error {
+	how := fmt.Sprintf("as both %s and %s", a, b)
+	if bytes.Equal(a, b) {
+		how = "twice"
+	}
+	return fmt.Errorf("field %q is ambiguous: the payload has it %s, and a handler may read either", field, how)
 }
 
 // writeValue renders one JSON value of a key field.
 func writeValue(b *strings.Builder, raw []byte, name string) error {
 	switch raw[0] {
 	case '"':
-		if len(raw) == 2 {
-			return fmt.Errorf("field %q is an empty string", name)
-		}
-		if plainASCII(raw[1 : len(raw)-1]) {
-			b.Write(raw[1 : len(raw)-1])
+		if s := raw[1 : len(raw)-1]; plainASCII(s) {
+			// Raw control characters are not valid JSON: only DEL can be here.
+			if bytes.Count(s, []byte(" ")) == len(s) {
+				return blankField(name)
+			}
+			if bytes.IndexByte(s, 0x7f) >= 0 {
+				return controlField(name, 0x7f)
+			}
+			b.Write(s)
 			return nil
 		}
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return fmt.Errorf("field %q: %w", name, err)
+		}
+		if err := checkString(s, name); err != nil {
+			return err
 		}
 		b.WriteString(s)
 		return nil
@@ -229,6 +261,28 @@ func writeValue(b *strings.Builder, raw []byte, name string) error {
 	}
 	b.WriteString(n)
 	return nil
+}
+
+// checkString refuses a string field that would make a key of nothing, or
+// one that no engine accepts.
+func checkString(s, name string) error {
+	if strings.TrimSpace(s) == "" {
+		return blankField(name)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return controlField(name, r)
+		}
+	}
+	return nil
+}
+
+func blankField(name string) error {
+	return fmt.Errorf("field %q is empty or only white space", name)
+}
+
+func controlField(name string, r rune) error {
+	return fmt.Errorf("%w: field %q holds control character %U", lock.ErrInvalidKey, name, r)
 }
 
 // plainASCII reports whether a JSON string's contents need no decoding.
