@@ -104,6 +104,21 @@ func sameFold(r, q rune) bool {
 	return false
 }
 
+// foldName returns s with each rune replaced by the smallest rune it folds
+// to: foldName(a) == foldName(b) exactly when strings.EqualFold(a, b).
+func foldName(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
+}
+
 // objectIter walks the members of a valid JSON object.
 type objectIter struct {
 	obj []byte
@@ -125,6 +140,25 @@ func (it *objectIter) next() (key, value []byte, ok bool) {
 	end := skipValue(obj, i)
 	it.i = skipComma(obj, end)
 	return key, obj[i:end], true
+}
+
+// arrayIter walks the elements of a valid JSON array.
+type arrayIter struct {
+	arr []byte
+	i   int
+}
+
+func newArrayIter(arr []byte) arrayIter { return arrayIter{arr: arr, i: skipSpace(arr, 1)} }
+
+// next returns the next raw element; ok is false past the last one.
+func (it *arrayIter) next() (value []byte, ok bool) {
+	arr, i := it.arr, it.i
+	if i >= len(arr) || arr[i] == ']' {
+		return nil, false
+	}
+	end := skipValue(arr, i)
+	it.i = skipComma(arr, end)
+	return arr[i:end], true
 }
 
 // skipComma returns the index of what follows the value that ends at

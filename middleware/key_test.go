@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 )
 
 func TestKeyTemplate(t *testing.T) {
+	const printf = `u-{{printf "%v" .user_id}}` // functions: text/template over the decoded payload
 	tests := []struct {
 		name     string
 		template string
@@ -74,8 +76,47 @@ func TestKeyTemplate(t *testing.T) {
 		{"trailing data", "export-user-{{.user_id}}", `{"user_id":1} {}`, "", "payload is not JSON: data after the object"},
 
 		{"function", `u-{{printf "%05s" .user_id}}`, `{"user_id": 4.2e1}`, "u-00042", ""},
-		{"function: null field", `u-{{printf "%s" .user_id}}`, `{"user_id": null}`, "",
-			`key template "u-{{printf \"%s\" .user_id}}": template: key:1:16: executing "key" at <.user_id>: map has no entry for key "user_id"`},
+		{"function: nested numbers canonical", `ids-{{index .ids 0}}-{{index .m.n 1}}`, `{"ids": [42.0], "m": {"n": [1, 4.2e1]}}`, "ids-42-42", ""},
+		{"function: range", `ids-{{range .ids}}{{.}},{{end}}`, `{"ids": [1, 2.0, 3e0]}`, "ids-1,2,3,", ""},
+		{"function: eq on an empty string", `r-{{if eq .region ""}}all{{else}}{{.region}}{{end}}`, `{"region": ""}`, "r-all", ""},
+		{"function: quoting a control character", `k-{{printf "%q" .s}}`, `{"s": "a\u0000"}`, `k-"a\x00"`, ""},
+		{"function: 2^53+1 is not 2^53", `k-{{index .ids 0}}`, `{"ids": [9007199254740993]}`, "k-9007199254740993", ""},
+		{"function: empty field", printf, `{"user_id": ""}`, "", `field "user_id" is empty or only white space`},
+		{"function: space field", printf, `{"user_id": " "}`, "", `field "user_id" is empty or only white space`},
+		{"function: any verb", `u-{{printf "%x" .user_id}}`, `{"user_id": ""}`, "", `field "user_id" is empty or only white space`},
+		{"function: object field", printf, `{"user_id": {"a": 1}}`, "", `field "user_id" is an object, not a value`},
+		{"function: object field, %d", `u-{{printf "%d" .user_id}}`, `{"user_id": {"a": 1}}`, "", `field "user_id" is an object, not a value`},
+		{"function: array field", printf, `{"user_id": [1, 2]}`, "", `field "user_id" is an array, not a value`},
+		{"function: array element", `ids-{{index .ids 0}}`, `{"ids": [[1]]}`, "", `field "ids[0]" is an array, not a value`},
+		{"function: null element", `ids-{{index .ids 1}}`, `{"ids": [1, null]}`, "", `field "ids[1]" is null`},
+		{"function: null in a range", `ids-{{range .ids}}{{.}},{{end}}`, `{"ids": [1, null]}`, "", `field "ids[1]" is null`},
+		{"function: empty element", `ids-{{index .ids 0}}`, `{"ids": [""]}`, "", `field "ids[0]" is empty or only white space`},
+		{"function: escaped object", `k-{{urlquery .a}}`, `{"a": {"b": 1}}`, "", `field "a" is an object, not a value`},
+		{"function: the whole payload", `k-{{.}}`, `{"a": 1}`, "", `field "." is an object, not a value`},
+		{"function: one of two empty fields", `k-{{if eq .b ""}}{{.a}}{{end}}`, `{"a": "", "b": "", "c": ""}`, "",
+			`key template "k-{{if eq .b \"\"}}{{.a}}{{end}}": one of the fields "a", "b" is empty or only white space`},
+		{"function: a member named Format", `k-{{index . "Format"}}`, `{"Format": "x"}`, "k-x", ""},
+		{"function: Format is no field", `k-{{print .Format}}`, `{"Format": "x"}`, "",
+			`key template "k-{{print .Format}}": template: key:1:10: executing "key" at <.Format>: wrong number of args for Format: want 2 got 0`},
+		{"function: control character", printf, `{"user_id": "a\u0000b"}`, "",
+			`lock: invalid key: field "user_id" holds control character U+0000`},
+		{"function: duplicate", printf, `{"user_id": 1, "user_id": ""}`, "",
+			`field "user_id" is ambiguous: the payload has it twice, and a handler may read either`},
+		{"function: duplicate, upper case", printf, `{"user_id": 1, "USER_ID": 2}`, "",
+			`field "user_id" is ambiguous: the payload has it as both "user_id" and "USER_ID", and a handler may read either`},
+		{"function: duplicate, long s", printf, `{"uſer_id": 1, "user_id": 2}`, "",
+			`field "user_id" is ambiguous: the payload has it as both "uſer_id" and "user_id", and a handler may read either`},
+		{"function: duplicate under a range", `k-{{range $k, $v := .m}}{{$k}}={{$v}},{{end}}`, `{"m": {"a": 1, "A": 2}}`, "",
+			`field "m.a" is ambiguous: the payload has it as both "a" and "A", and a handler may read either`},
+		{"function: duplicates of unused fields", printf, `{"user_id": 1, "x": 1, "x": 2, "y": {"a": 1, "A": 2}}`, "u-1", ""},
+		{"function: null field", printf, `{"user_id": null}`, "",
+			`key template "u-{{printf \"%v\" .user_id}}": template: key:1:16: executing "key" at <.user_id>: map has no entry for key "user_id"`},
+		{"function: missing key of index", `k-{{index . "user_id"}}`, `{}`, "",
+			`key template "k-{{index . \"user_id\"}}": template: key:1:4: executing "key" at <index . "user_id">: error calling index: map has no entry for key "user_id"`},
+		{"function: not JSON", printf, `{"user_id": 1`, "", "payload is not JSON: unexpected EOF"},
+		{"function: not an object", printf, `"x"`, "", "payload is not a JSON object"},
+		{"function: trailing data", printf, `{"user_id": 1} x`, "", "payload is not JSON: data after the object"},
+		{"function: huge exponent", printf, `{"user_id": 1, "x": [1e99999]}`, "", `field "x[0]": number 1e99999 is out of range for a key`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,40 +157,54 @@ func TestDefaultKey(t *testing.T) {
 	assert.True(t, strings.HasPrefix(a, "cache:regen:"))
 }
 
-// FuzzKeyTemplate checks the template renderer, which reads fields
-// straight from the payload's bytes, against a reference built on
-// encoding/json's token stream and math/big: both accept the same payloads
-// and render the same keys, and the renderer's errors name the field at
-// fault.
+// FuzzKeyTemplate checks both template renderers, the one that reads
+// fields straight from the payload's bytes and text/template over the
+// decoded payload, against a reference built on encoding/json's token
+// stream and math/big: each accepts the payloads the reference accepts,
+// refuses the others, and renders the reference's key. The simple
+// renderer's errors name the field at fault.
 func FuzzKeyTemplate(f *testing.F) {
-	key, err := middleware.KeyTemplate("k-{{.a}}-{{.b.c}}-{{._type}}")
+	simple, err := middleware.KeyTemplate("k-{{.a}}-{{.b.c}}-{{._type}}")
+	require.NoError(f, err)
+	general, err := middleware.KeyTemplate("k-{{print .a}}-{{.b.c}}-{{._type}}")
 	require.NoError(f, err)
 	for _, seed := range []string{`{"a":1,"b":{"c":"x"}}`, `{"a":4.2e1,"b":{"c":true}}`, `{"a":"é","b":{"c":-0.50}}`,
 		`{"a":{"b":[1,2]}}`, `nope`, `{"a":null,"b":{"c":1}}`, `{"a":"","b":{"c":1}}`, `{"\u0061":1,"b":{"c":1}}`,
 		`{"a":1e400,"b":{"c":1}}`, `{"a":"\ud800","b":{"c":1}}`, `{"a":1,"a":2,"b":{"c":0}}`,
 		`{"a":1,"A":2,"b":{"c":0}}`, `{"a":1,"b":{"c":0,"\u0043":1}}`, `{"a":1,"b":{"c":0},"B":{}}`,
 		`{"a":" ","b":{"c":1}}`, `{"a":"\u3000","b":{"c":1}}`, `{"a":"x\u0000","b":{"c":1}}`, "{\"a\":\"\x7f\",\"b\":{\"c\":1}}",
-		`{"a":1,"b":{"c":"\u0085"}}`, `{"a":9007199254740993,"b":{"c":[1]}}`} {
+		`{"a":1,"b":{"c":"\u0085"}}`, `{"a":1,"b":{"c":1},"x":{"b":1,"B":2}}`, `{"a":1,"b":{"c":1},"x":[1e99999]}`,
+		`{"a":1,"b":{"c":1},"_type":1,"_TYPE":2}`, `{"a":9007199254740993,"b":{"c":[1]}}`} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		got, err := key(context.Background(), asynq.NewTask("t", payload))
-		want, field, ok := referenceKey(payload)
-		if !ok {
-			require.Error(t, err, "rendered %q where the reference refuses", got)
-			if field != "" {
-				assert.Contains(t, err.Error(), strconv.Quote(field))
+		for _, r := range []struct {
+			name string
+			key  middleware.KeyFunc
+			text bool
+		}{{"simple", simple, false}, {"text/template", general, true}} {
+			got, err := r.key(context.Background(), asynq.NewTask("t", payload))
+			want, field, ok := referenceKey(payload, r.text)
+			if !ok {
+				require.Error(t, err, "%s: rendered %q where the reference refuses", r.name, got)
+				if field != "" && !r.text {
+					assert.Contains(t, err.Error(), strconv.Quote(field), r.name)
+				}
+				continue
 			}
-			return
+			require.NoError(t, err, r.name)
+			assert.Equal(t, want, got, r.name)
 		}
-		require.NoError(t, err)
-		assert.Equal(t, want, got)
 	})
 }
 
 // referenceKey renders "k-{{.a}}-{{.b.c}}-t" the slow, obvious way; field
-// is the field a refusal must name, if it is about one.
-func referenceKey(payload []byte) (key, field string, ok bool) {
+// is the field a refusal must name, if it is about one. With text (the
+// text/template renderer), it also refuses a payload in which any object
+// holds two members that fold to a name the template uses, or a number no
+// key could hold, and values holding the mark of a value that cannot be
+// part of a key.
+func referenceKey(payload []byte, text bool) (key, field string, ok bool) {
 	p := bytes.TrimSpace(payload)
 	if len(p) == 0 {
 		return "", "a", false
@@ -165,6 +220,9 @@ func referenceKey(payload []byte) (key, field string, ok bool) {
 	}
 	obj, isObj := v.(referenceObject)
 	if !isObj {
+		return "", "", false
+	}
+	if text && (referenceAmbiguous(v, "a", "b", "c", "_type") || referenceBadNumber(v)) {
 		return "", "", false
 	}
 	a, ok := obj.get("a")
@@ -190,6 +248,9 @@ func referenceKey(payload []byte) (key, field string, ok bool) {
 	cs, ok := referenceValue(c)
 	if !ok {
 		return "", "b.c", false
+	}
+	if text && (strings.Contains(as, "JOBLOCKxBADxVALUEx") || strings.Contains(cs, "JOBLOCKxBADxVALUEx")) {
+		return "", "", false
 	}
 	return "k-" + as + "-" + cs + "-t", "", true
 }
@@ -261,6 +322,41 @@ func (o referenceObject) count(name string) int {
 		}
 	}
 	return n
+}
+
+// referenceAmbiguous reports whether an object anywhere in v has two
+// members whose names equal one of names under case folding.
+func referenceAmbiguous(v any, names ...string) bool {
+	switch v := v.(type) {
+	case referenceObject:
+		for i, m := range v {
+			for _, n := range v[i+1:] {
+				if strings.EqualFold(m.name, n.name) && slices.ContainsFunc(names, func(s string) bool { return strings.EqualFold(s, m.name) }) {
+					return true
+				}
+			}
+			if referenceAmbiguous(m.value, names...) {
+				return true
+			}
+		}
+	case referenceArray:
+		return slices.ContainsFunc(v, func(e any) bool { return referenceAmbiguous(e, names...) })
+	}
+	return false
+}
+
+// referenceBadNumber reports whether v holds a number no key could hold.
+func referenceBadNumber(v any) bool {
+	switch v := v.(type) {
+	case referenceObject:
+		return slices.ContainsFunc(v, func(m referenceMember) bool { return referenceBadNumber(m.value) })
+	case referenceArray:
+		return slices.ContainsFunc(v, referenceBadNumber)
+	case json.Number:
+		_, ok := referenceNumber(string(v))
+		return !ok
+	}
+	return false
 }
 
 func referenceValue(v any) (string, bool) {

@@ -204,7 +204,7 @@ func TestBadInputFailsWithoutRetry(t *testing.T) {
 // last member whose name matches it under case folding, so these two
 // payloads are one export of user 2 to a handler. The template must not
 // give them two keys (export-user-1, export-user-3) that would let both
-// run at once: it refuses them.
+// run at once: it refuses them, on both paths.
 func TestKeyFieldsAsHandlersReadThem(t *testing.T) {
 	payloads := []string{`{"user_id":1,"USER_ID":2}`, `{"user_id":3,"uſer_id":2}`}
 	for _, p := range payloads {
@@ -214,7 +214,7 @@ func TestKeyFieldsAsHandlersReadThem(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(p), &task))
 		require.Equal(t, 2, task.UserID, "what a handler sees of %s", p)
 	}
-	for _, template := range []string{"export-user-{{.user_id}}"} {
+	for _, template := range []string{"export-user-{{.user_id}}", `export-user-{{printf "%v" .user_id}}`} {
 		t.Run(template, func(t *testing.T) {
 			h := newHarness(t, newFileLocker(t), middleware.Rule{Template: template}, nil)
 			for _, p := range payloads {
