@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/internal/redistest"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/middleware"
 	"github.com/stretchr/testify/assert"
@@ -394,4 +395,30 @@ func referenceNumber(lit string) (string, bool) {
 		}
 	}
 	return s, len(s) <= lock.MaxKeyLen
+}
+
+// TestUniqueKeyTooLong: a key that fits, but whose unique key (the
+// prefix, "unique:", the queue, the key, and "#enqueue" for enqueuers)
+// does not, fails the task without retries, at enqueue time and in the
+// worker, naming the task type and the unique key.
+func TestUniqueKeyTooLong(t *testing.T) {
+	rule := middleware.Rule{Template: "export-{{.id}}", Unique: middleware.UniqueUntilExecuted}
+	srv := redistest.New(t)
+	c, err := middleware.NewClient(srv.Client(t), newFileLocker(t), middleware.WithDefaultRule(rule))
+	require.NoError(t, err)
+	_, err = c.Enqueue(asynq.NewTask("export:user", []byte(`{"id":1e1000}`)))
+	require.ErrorIs(t, err, lock.ErrInvalidKey)
+	assert.EqualError(t, err, `middleware: task "export:user": lock: invalid key: its unique key is too long: `+
+		`"asynq:unique:default:", the key and "#enqueue" make 1037 bytes, the limit is 1024`)
+
+	for _, mode := range []middleware.Uniqueness{middleware.UniqueUntilExecuting, middleware.UniqueUntilExecuted, middleware.UniqueUntilAndWhileExecuting} {
+		t.Run(mode.String(), func(t *testing.T) {
+			h := newHarness(t, newFileLocker(t), middleware.Rule{Template: "export-{{.id}}", Unique: mode}, nil)
+			err := h.run(`{"id":1e1010}`)
+			require.ErrorIs(t, err, asynq.SkipRetry)
+			assert.EqualError(t, err, `middleware: task "job": lock: invalid key: its unique key is too long: `+
+				`"t:unique::", the key and "#enqueue" make 1036 bytes, the limit is 1024: skip retry for the task`)
+			assert.Zero(t, h.calls)
+		})
+	}
 }

@@ -137,7 +137,31 @@ func (m *middleware) key(ctx context.Context, r *rule, t *asynq.Task) (string, e
 	if err := lock.ValidateKey(key); err != nil {
 		return "", fmt.Errorf("middleware: task %q: %w", t.Type(), err)
 	}
+	if r.Unique != NotUnique {
+		if err := m.checkUniqueKey(QueueName(ctx), key); err != nil {
+			return "", fmt.Errorf("middleware: task %q: %w", t.Type(), err)
+		}
+	}
 	return key, nil
+}
+
+// enqueueSuffix ends the key that enqueuers of a unique key take turns on.
+const enqueueSuffix = "#enqueue"
+
+// checkUniqueKey checks the keys a unique rule derives from key in queue:
+// the unique key, and the one its enqueuers take turns on, a few bytes
+// longer. The Client and the worker check the same, so a task one accepts
+// the other does not refuse.
+func (m *middleware) checkUniqueKey(queue, key string) error {
+	k := m.uniqueKey(queue, key) + enqueueSuffix
+	if len(k) > lock.MaxKeyLen {
+		return fmt.Errorf("%w: its unique key is too long: %q, the key and %q make %d bytes, the limit is %d",
+			lock.ErrInvalidKey, m.uniqueKey(queue, ""), enqueueSuffix, len(k), lock.MaxKeyLen)
+	}
+	if err := lock.ValidateKey(k); err != nil {
+		return fmt.Errorf("its unique key: %w", err)
+	}
+	return nil
 }
 
 // call is one task on its way through the middleware.
