@@ -1,9 +1,11 @@
 package middleware_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -397,4 +399,24 @@ func TestLockGoneAtReleaseIsLost(t *testing.T) {
 	})
 	require.NoError(t, h.run(`{"id":1}`), "the handler's own success stands")
 	assert.Equal(t, []middleware.EventKind{middleware.Obtained, middleware.Lost}, h.events.kinds())
+}
+
+// TestDebugLog: what the middleware logs at debug level when asked to,
+// though it builds none of it otherwise.
+func TestDebugLog(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey || a.Key == "held" {
+				return slog.Attr{}
+			}
+			return a
+		}}))
+	mw, err := middleware.New(newFileLocker(t), middleware.WithRule("job", middleware.Rule{Template: "job-{{.id}}"}),
+		middleware.WithPrefix("t:"), middleware.WithLogger(logger))
+	require.NoError(t, err)
+	h := mw(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil }))
+	require.NoError(t, h.ProcessTask(context.Background(), asynq.NewTask("job", []byte(`{"id":1}`))))
+	assert.Equal(t, "level=DEBUG msg=\"joblock: lock obtained\" task=job key=t:job-1 fence=1\n"+
+		"level=DEBUG msg=\"joblock: lock released\" task=job key=t:job-1\n", buf.String())
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strconv"
 	"strings"
@@ -211,7 +212,9 @@ func (m *middleware) run(ctx context.Context, c *call) error {
 			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key, Policy: Wait, Duration: ev.Duration})
 		}
 		m.emit(ev)
-		m.log.DebugContext(ctx, "joblock: lock obtained", "task", t.Type(), "key", ev.Key, "fence", lease.Fence)
+		if m.debug(ctx) {
+			m.log.DebugContext(ctx, "joblock: lock obtained", "task", t.Type(), "key", ev.Key, "fence", lease.Fence)
+		}
 		if c.started != nil && !c.started(ctx) {
 			m.emit(Event{Kind: Replaced, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key})
 			m.log.InfoContext(ctx, "joblock: task replaced by a newer copy while it waited: not run", "task", t.Type(), "key", ev.Key)
@@ -251,9 +254,11 @@ func (m *middleware) run(ctx context.Context, c *call) error {
 	if !out.Kept {
 		m.handOff(ctx, ev)
 	}
-	if out.Kept {
+	switch {
+	case !m.debug(ctx):
+	case out.Kept:
 		m.log.DebugContext(ctx, "joblock: key kept for its window", "task", t.Type(), "key", ev.Key, "expires_at", out.Lease.ExpiresAt)
-	} else {
+	default:
 		m.log.DebugContext(ctx, "joblock: lock released", "task", t.Type(), "key", ev.Key, "held", ev.Duration)
 	}
 	return err
@@ -276,6 +281,10 @@ func untilDeadline(ctx context.Context, d time.Duration) time.Duration {
 	left := time.Until(dl)
 	return max(min(d, left-min(deadlineMargin, left/2)), 0)
 }
+
+// debug reports whether the logger takes debug records: every task logs
+// two, whose arguments cost allocations even when they are dropped.
+func (m *middleware) debug(ctx context.Context) bool { return m.log.Enabled(ctx, slog.LevelDebug) }
 
 // refused applies the policy to a task whose lock was not obtained.
 func (m *middleware) refused(ctx context.Context, c *call, ev *Event, err error) error {
