@@ -388,8 +388,11 @@ func referenceNumber(lit string) (string, bool) {
 	}
 	s := r.Num().String()
 	if !r.IsInt() {
+		// The fewest decimals that hold the value exactly (FloatString
+		// rounds: 1.11 with one decimal is 1.1).
 		for digits := 1; digits <= lock.MaxKeyLen; digits++ {
-			if s = r.FloatString(digits); !strings.HasSuffix(s, "0") {
+			s = r.FloatString(digits)
+			if back, _ := new(big.Rat).SetString(s); back.Cmp(r) == 0 {
 				break
 			}
 		}
