@@ -542,3 +542,47 @@ func TestRequestTimeoutDecoding(t *testing.T) {
 		})
 	}
 }
+
+func TestRequestDecoding(t *testing.T) {
+	n := func(i int) *int { return &i }
+	tests := []struct {
+		give    string
+		want    lock.Request
+		wantErr string
+	}{
+		{`{"key":"abc123","action":"acquire","timeout":30}`, lock.Request{Key: "abc123", Action: "acquire", Timeout: n(30)}, ""},
+		{`{"key":"abc123","action":"release"}`, lock.Request{Key: "abc123", Action: "release"}, ""},
+		{`{"key":"abc123","action":"release","lock_id":"lock_x"}`, lock.Request{Key: "abc123", Action: "release", LockID: "lock_x"}, ""},
+		{`{"key":"pool","action":"acquire","limit":2}`, lock.Request{Key: "pool", Action: "acquire", Limit: n(2)}, ""},
+		{`{"key":"k","action":"acquire","timeout":null,"lock_id":null,"limit":null}`, lock.Request{Key: "k", Action: "acquire"}, ""},
+		{` { "key" : "caf\u00e9 ☕" , "action" : "acquire" } `, lock.Request{Key: "café ☕", Action: "acquire"}, ""},
+		{`{}`, lock.Request{}, ""},
+		{`null`, lock.Request{}, ""},
+		{`{"key":"k","action":"acquire","ttl":300}`, lock.Request{},
+			`lock: unknown field "ttl" in request: the fields are key, action, timeout, lock_id and limit`},
+		{`{"KEY":"k","action":"acquire"}`, lock.Request{},
+			`lock: unknown field "KEY" in request: the fields are key, action, timeout, lock_id and limit`},
+		{`{"key":"k","action":"acquire","z":1,"expires_at":1}`, lock.Request{},
+			`lock: unknown field "expires_at" in request: the fields are key, action, timeout, lock_id and limit`},
+		{"{\"key\":\"a\xffb\",\"action\":\"acquire\"}", lock.Request{}, `lock: request is not valid UTF-8: byte 0xff at offset 9`},
+		{"{\"key\":\"k\",\"action\":\"acquire\",\"\xfe\":1}", lock.Request{}, `lock: request is not valid UTF-8: byte 0xfe at offset 31`},
+		{`{"key":1,"action":"acquire"}`, lock.Request{},
+			`lock: request field "key": json: cannot unmarshal number into Go value of type string`},
+		{`{"key":"k","action":"acquire","limit":"2"}`, lock.Request{},
+			`lock: request field "limit": json: cannot unmarshal string into Go value of type int`},
+		{`{"key":"k","action":"acquire","timeout":"30"}`, lock.Request{}, `lock: invalid ttl: timeout must be a number of seconds, got "30"`},
+		{`["key","k"]`, lock.Request{}, "lock: request is not a JSON object"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			var req lock.Request
+			err := json.Unmarshal([]byte(tt.give), &req)
+			if tt.wantErr != "" {
+				require.EqualError(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, req)
+		})
+	}
+}

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Actions a Request can name.
@@ -39,31 +42,69 @@ type Request struct {
 	Limit *int `json:"limit,omitempty"`
 }
 
-// UnmarshalJSON decodes the spec's request. A timeout, when present and
-// not null, must be a JSON number holding a whole number of seconds that
-// TTLFromSeconds accepts (30, 30.0 and 3e1 are the same); anything else is
-// an error wrapping ErrInvalidTTL that names the value and the limit.
+// UnmarshalJSON decodes the spec's request. Field names are matched
+// exactly, as the spec's PHP array keys are, and a field the spec does not
+// have is an error naming it, rather than a setting silently dropped
+// ("ttl" is no timeout). A request that is not valid UTF-8 is an error:
+// invalid bytes would be replaced, and two keys that differ only in them
+// would share one lock. A timeout, when present and not null, must be a
+// JSON number holding a whole number of seconds that TTLFromSeconds
+// accepts (30, 30.0 and 3e1 are the same); anything else is an error
+// wrapping ErrInvalidTTL that names the value and the limit.
 func (r *Request) UnmarshalJSON(b []byte) error {
-	type plain Request // the same fields without this method
-	var in struct {
-		plain
-		Timeout json.RawMessage `json:"timeout"`
+	if !utf8.Valid(b) {
+		i := invalidUTF8(b)
+		return fmt.Errorf("lock: request is not valid UTF-8: byte %#x at offset %d", b[i], i)
 	}
-	if err := json.Unmarshal(b, &in); err != nil {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return errors.New("lock: request is not a JSON object")
+		}
 		return err
 	}
-	*r = Request(in.plain)
-	r.Timeout = nil
-	if len(in.Timeout) == 0 || string(in.Timeout) == "null" {
-		return nil
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		switch name {
+		case "key", "action", "timeout", "lock_id", "limit":
+		default:
+			return fmt.Errorf("lock: unknown field %q in request: the fields are key, action, timeout, lock_id and limit", name)
+		}
 	}
-	secs, err := timeoutSeconds(string(in.Timeout))
-	if err != nil {
-		return err
+	var req Request
+	for _, f := range []struct {
+		name string
+		dst  any
+	}{{"key", &req.Key}, {"action", &req.Action}, {"lock_id", &req.LockID}, {"limit", &req.Limit}} {
+		if raw, ok := fields[f.name]; ok {
+			if err := json.Unmarshal(raw, f.dst); err != nil {
+				return fmt.Errorf("lock: request field %q: %w", f.name, err)
+			}
+		}
 	}
-	n := int(secs)
-	r.Timeout = &n
+	if raw := fields["timeout"]; len(raw) > 0 && string(raw) != "null" {
+		secs, err := timeoutSeconds(string(raw))
+		if err != nil {
+			return err
+		}
+		n := int(secs)
+		req.Timeout = &n
+	}
+	*r = req
 	return nil
+}
+
+// invalidUTF8 returns the offset of the first byte of b that starts no
+// valid UTF-8 sequence.
+func invalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
 }
 
 // timeoutSeconds reads a JSON timeout: a number of whole seconds within

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/filelock"
@@ -13,10 +14,12 @@ import (
 )
 
 // FuzzProcessRequest decodes arbitrary bytes as a spec request and carries
-// it out on a real file engine. Decoding is stable (what decodes encodes
-// and decodes to itself), and every outcome is one of the spec's: a lock
-// for at most MaxTTL, a release, or an error saying what was wrong. Every
-// lock taken is released again, so none can be "already locked".
+// it out on a real file engine. What decodes is valid UTF-8 and holds only
+// the request's fields, by their exact names; decoding is stable (what
+// decodes encodes and decodes to itself), and every outcome is one of the
+// spec's: a lock for at most MaxTTL, a release, or an error saying what was
+// wrong. Every lock taken is released again, so none can be "already
+// locked".
 func FuzzProcessRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"key":"abc123","action":"acquire","timeout":30}`,
@@ -33,6 +36,11 @@ func FuzzProcessRequest(f *testing.F) {
 		`{"key":"","action":"steal"}`,
 		`{"KEY":"k","Action":"acquire","TIMEOUT":1}`,
 		`[]`, `null`, `{}`, `{"key":1}`,
+		"{\"key\":\"a\xffb\",\"action\":\"acquire\"}",
+		"{\"key\":\"a\xfeb\",\"action\":\"acquire\"}",
+		`{"key":"a\ufffdb","action":"acquire"}`,
+		`{"key":"k","action":"acquire","ttl":300}`,
+		`{"key":"k","action":"acquire","limit":2,"lock_id":null}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -45,6 +53,13 @@ func FuzzProcessRequest(f *testing.F) {
 		var req lock.Request
 		if json.Unmarshal(b, &req) != nil {
 			return
+		}
+		require.True(t, utf8.Valid(b), "decoded %q", b)
+		var fields map[string]any
+		if json.Unmarshal(b, &fields) == nil {
+			for name := range fields {
+				assert.Contains(t, []string{"key", "action", "timeout", "lock_id", "limit"}, name, "decoded %q", b)
+			}
 		}
 		enc, err := json.Marshal(req)
 		require.NoError(t, err)

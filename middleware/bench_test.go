@@ -116,3 +116,31 @@ func BenchmarkMiddlewareOverhead(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkKeyTemplate: one op is one key rendered from the payload the
+// MiddlewareOverhead benchmark uses, by a simple template (read from the
+// payload's bytes) and by one with a function (text/template over the
+// decoded payload).
+//
+//	go test -run '^$' -bench KeyTemplate -benchmem ./middleware
+func BenchmarkKeyTemplate(b *testing.B) {
+	task := asynq.NewTask("job", []byte(`{"id":12345,"user":"someone","items":[1,2,3]}`))
+	for _, tt := range []struct{ name, text string }{
+		{"simple", "job-{{.id}}-{{._type}}"},
+		{"function", `job-{{printf "%v" .id}}-{{._type}}`},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			key, err := middleware.KeyTemplate(tt.text)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := key(ctx, task); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

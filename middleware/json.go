@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/joblock/joblock/lock"
 )
@@ -13,34 +15,160 @@ import (
 // The functions here read fields out of a payload that json.Valid has
 // accepted, without decoding the rest of it.
 
-// member returns the raw value of obj's member named field (the last one,
-// as encoding/json decodes duplicates). obj is a valid JSON object.
-func member(obj []byte, field string) (raw []byte, found bool) {
-	i := skipSpace(obj, 1)
-	for i < len(obj) && obj[i] != '}' {
-		keyEnd := skipString(obj, i)
-		key := obj[i:keyEnd]
-		i = skipSpace(obj, skipSpace(obj, keyEnd)+1) // past ':'
-		end := skipValue(obj, i)
-		if keyIs(key, field) {
-			raw, found = obj[i:end], true
-		}
-		i = skipSpace(obj, end)
-		if i < len(obj) && obj[i] == ',' {
-			i = skipSpace(obj, i+1)
-		}
-	}
-	return raw, found
+// match is what a lookup of one field found in an object: the value of the
+// member named exactly field, and the names of the first two members that
+// are field under case folding (exactly or not), as encoding/json matches
+// a struct's fields. When there are two, the field is ambiguous: a handler
+// may read either.
+type match struct {
+	raw           []byte
+	found         bool
+	first, second []byte // quoted names
 }
 
-// keyIs reports whether a quoted JSON object key names field.
-func keyIs(quoted []byte, field string) bool {
+// member looks field up in obj, a valid JSON object.
+func member(obj []byte, field string) match {
+	var m match
+	it := newObjectIter(obj)
+	for {
+		key, value, ok := it.next()
+		if !ok {
+			return m
+		}
+		exact, folded := keyIs(key, field)
+		switch {
+		case !folded:
+			continue
+		case m.first == nil:
+			m.first = key
+		case m.second == nil:
+			m.second = key
+		}
+		if exact {
+			m.raw, m.found = value, true
+		}
+	}
+}
+
+// keyIs reports whether a quoted JSON object key names field exactly, and
+// whether it does under Unicode case folding (strings.EqualFold).
+func keyIs(quoted []byte, field string) (exact, folded bool) {
 	inner := quoted[1 : len(quoted)-1]
 	if bytes.IndexByte(inner, '\\') < 0 {
-		return string(inner) == field
+		if string(inner) == field {
+			return true, true
+		}
+		return false, foldEqual(inner, field)
 	}
 	var s string
-	return json.Unmarshal(quoted, &s) == nil && s == field
+	if json.Unmarshal(quoted, &s) != nil {
+		return false, false
+	}
+	return s == field, strings.EqualFold(s, field)
+}
+
+// foldEqual is strings.EqualFold for a byte slice, without converting it.
+func foldEqual(b []byte, s string) bool {
+	for len(b) > 0 && len(s) > 0 {
+		if b[0] < utf8.RuneSelf && s[0] < utf8.RuneSelf {
+			if lowerASCII(b[0]) != lowerASCII(s[0]) {
+				return false
+			}
+			b, s = b[1:], s[1:]
+			continue
+		}
+		r, n := utf8.DecodeRune(b)
+		q, m := utf8.DecodeRuneInString(s)
+		if r != q && !sameFold(r, q) {
+			return false
+		}
+		b, s = b[n:], s[m:]
+	}
+	return len(b) == 0 && len(s) == 0
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// sameFold reports whether r and q fold to each other.
+func sameFold(r, q rune) bool {
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		if f == q {
+			return true
+		}
+	}
+	return false
+}
+
+// foldName returns s with each rune replaced by the smallest rune it folds
+// to: foldName(a) == foldName(b) exactly when strings.EqualFold(a, b).
+func foldName(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
+}
+
+// objectIter walks the members of a valid JSON object.
+type objectIter struct {
+	obj []byte
+	i   int
+}
+
+func newObjectIter(obj []byte) objectIter { return objectIter{obj: obj, i: skipSpace(obj, 1)} }
+
+// next returns the next member's quoted name and raw value; ok is false
+// past the last one.
+func (it *objectIter) next() (key, value []byte, ok bool) {
+	obj, i := it.obj, it.i
+	if i >= len(obj) || obj[i] == '}' {
+		return nil, nil, false
+	}
+	keyEnd := skipString(obj, i)
+	key = obj[i:keyEnd]
+	i = skipSpace(obj, skipSpace(obj, keyEnd)+1) // past ':'
+	end := skipValue(obj, i)
+	it.i = skipComma(obj, end)
+	return key, obj[i:end], true
+}
+
+// arrayIter walks the elements of a valid JSON array.
+type arrayIter struct {
+	arr []byte
+	i   int
+}
+
+func newArrayIter(arr []byte) arrayIter { return arrayIter{arr: arr, i: skipSpace(arr, 1)} }
+
+// next returns the next raw element; ok is false past the last one.
+func (it *arrayIter) next() (value []byte, ok bool) {
+	arr, i := it.arr, it.i
+	if i >= len(arr) || arr[i] == ']' {
+		return nil, false
+	}
+	end := skipValue(arr, i)
+	it.i = skipComma(arr, end)
+	return arr[i:end], true
+}
+
+// skipComma returns the index of what follows the value that ends at
+// b[i], past the comma after it if there is one.
+func skipComma(b []byte, i int) int {
+	i = skipSpace(b, i)
+	if i < len(b) && b[i] == ',' {
+		i = skipSpace(b, i+1)
+	}
+	return i
 }
 
 func skipSpace(b []byte, i int) int {

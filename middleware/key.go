@@ -11,8 +11,10 @@ import (
 	"strings"
 	"text/template"
 	"text/template/parse"
+	"unicode"
 
 	"github.com/hibiken/asynq"
+	"github.com/joblock/joblock/lock"
 )
 
 // KeyFunc derives a task's lock key, before the middleware's prefix is
@@ -50,17 +52,34 @@ func DefaultKey(_ context.Context, t *asynq.Task) (string, error) {
 // JSON payload object. Besides the payload's fields, {{._type}},
 // {{._queue}} and {{._hash}} give the task type, queue and payload hash.
 //
-// A field renders as its value: a string as its text, a number in one
-// canonical form (42, 42.0 and 4.2e1 all render 42; big integers stay
-// exact), true or false. A field that is missing, null, an empty string, an
+// A field renders as its value: a string as its text, true or false, a
+// number in one canonical form: 42, 42.0 and 4.2e1 all render 42. Numbers
+// never go through float64, so beyond 2^53 they stay exact:
+// 9007199254740993 and 9007199254740992 are different keys, as handlers
+// decoding them into int64 or uint64 see them (one decoding into float64,
+// or into any without UseNumber, sees one number: send such IDs as
+// strings). A field that is missing, null, empty or only white space, an
 // object or an array is an error naming it, and so fails the task without
 // retries: a key made of nothing would make unrelated tasks share a lock.
+// So is a string holding a control character, which no engine takes.
+//
+// A payload holding a field the template reads twice in one object,
+// exactly or in another case ("user_id" and "USER_ID", or "uſer_id", which
+// folds to it) is refused as ambiguous: encoding/json hands a handler's
+// struct field the last of them, whatever the template took.
 //
 // Templates made only of text and {{.field}} or {{.field.sub}} actions are
-// rendered straight from the payload's bytes; anything else (functions,
-// conditions) runs text/template over the decoded payload, where null
-// fields are missing ones. KeyTemplate returns an error for a template that
-// does not parse.
+// rendered straight from the payload's bytes. Anything else (functions,
+// conditions) runs text/template over the decoded payload under the same
+// rules: numbers anywhere in it are canonical; an object, an array, a null
+// or an empty string that an action or a function prints into the key is
+// an error naming the field, while index, eq, len and range work on them;
+// a field the template names anywhere may not be held twice in any object,
+// and a template that ranges or indexes with computed keys may not meet
+// two members of one object named alike at all. There, null members are
+// missing ones, index fails on a missing key as a field does, and a member
+// named Format is read with index rather than as a field. KeyTemplate
+// returns an error for a template that does not parse.
 //
 //	KeyTemplate("export-user-{{.user_id}}")
 func KeyTemplate(text string) (KeyFunc, error) {
@@ -68,27 +87,17 @@ func KeyTemplate(text string) (KeyFunc, error) {
 	return key, err
 }
 
-// compileTemplate is KeyTemplate, with a keyWriter when the template is a
-// simple one (text and fields only).
+// compileTemplate is KeyTemplate, with a fieldTemplate when the template
+// is a simple one (text and fields only).
 func compileTemplate(text string) (KeyFunc, *fieldTemplate, error) {
-	tmpl, err := template.New("key").Option("missingkey=error").Parse(text)
+	tmpl, err := template.New("key").Option("missingkey=error").Funcs(templateFuncs()).Parse(text)
 	if err != nil {
 		return nil, nil, fmt.Errorf("middleware: key template %q: %w", text, err)
 	}
 	if parts, ok := compileFields(tmpl.Tree); ok {
 		return parts.key, &parts, nil
 	}
-	return func(ctx context.Context, t *asynq.Task) (string, error) {
-		data, err := templateData(ctx, t)
-		if err != nil {
-			return "", err
-		}
-		var b strings.Builder
-		if err := tmpl.Execute(&b, data); err != nil {
-			return "", fmt.Errorf("key template %q: %w", text, err)
-		}
-		return b.String(), nil
-	}, nil, nil
+	return newTextTemplate(text, tmpl).key, nil, nil
 }
 
 // part is a piece of a simple template: literal text, or a field path.
@@ -142,11 +151,7 @@ func (ft fieldTemplate) key(ctx context.Context, t *asynq.Task) (string, error) 
 func (ft fieldTemplate) write(b *strings.Builder, ctx context.Context, t *asynq.Task) error {
 	payload := bytes.TrimSpace(t.Payload())
 	if len(payload) > 0 && (!json.Valid(payload) || payload[0] != '{') {
-		// Rare: let the decoder say exactly what is wrong.
-		if _, err := templateData(ctx, t); err != nil {
-			return err
-		}
-		return errors.New("payload is not JSON")
+		return payloadError(payload)
 	}
 	for _, p := range ft.parts {
 		if p.path == nil {
@@ -158,6 +163,19 @@ func (ft fieldTemplate) write(b *strings.Builder, ctx context.Context, t *asynq.
 		}
 	}
 	return nil
+}
+
+// payloadError says what is wrong with a payload that is not a JSON object.
+func payloadError(p []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(p))
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("payload is not JSON: %w", err)
+	}
+	if _, ok := v.(map[string]any); !ok {
+		return errors.New("payload is not a JSON object")
+	}
+	return errors.New("payload is not JSON: data after the object")
 }
 
 func writeField(b *strings.Builder, ctx context.Context, t *asynq.Task, payload []byte, path []string) error {
@@ -184,28 +202,49 @@ func writeField(b *strings.Builder, ctx context.Context, t *asynq.Task, payload 
 			}
 			return fmt.Errorf("field %q: %q is not an object", name, strings.Join(path[:i], "."))
 		}
-		var found bool
-		if raw, found = member(raw, field); !found {
+		m := member(raw, field)
+		if m.second != nil {
+			return ambiguous(strings.Join(path[:i+1], "."), m.first, m.second)
+		}
+		if !m.found {
 			return fmt.Errorf("payload has no field %q", name)
 		}
+		raw = m.raw
 	}
 	return writeValue(b, raw, name)
+}
+
+// ambiguous is the error for a field that two members of one object, a
+// and b (quoted), both name, exactly or under case folding.
+func ambiguous(field string, a, b []byte) error {
+	how := fmt.Sprintf("as both %s and %s", a, b)
+	if bytes.Equal(a, b) {
+		how = "twice"
+	}
+	return fmt.Errorf("field %q is ambiguous: the payload has it %s, and a handler may read either", field, how)
 }
 
 // writeValue renders one JSON value of a key field.
 func writeValue(b *strings.Builder, raw []byte, name string) error {
 	switch raw[0] {
 	case '"':
-		if len(raw) == 2 {
-			return fmt.Errorf("field %q is an empty string", name)
-		}
-		if plainASCII(raw[1 : len(raw)-1]) {
-			b.Write(raw[1 : len(raw)-1])
+		if s := raw[1 : len(raw)-1]; plainASCII(s) {
+			// Raw control characters are not valid JSON: only DEL can be here.
+			if bytes.Count(s, []byte(" ")) == len(s) {
+				return blankField(name)
+			}
+			if bytes.IndexByte(s, 0x7f) >= 0 {
+				return controlField(name, 0x7f)
+			}
+			b.Write(s)
 			return nil
 		}
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return fmt.Errorf("field %q: %w", name, err)
+		}
+		if err := checkString(s, name); err != nil {
+			return err
 		}
 		b.WriteString(s)
 		return nil
@@ -231,6 +270,28 @@ func writeValue(b *strings.Builder, raw []byte, name string) error {
 	return nil
 }
 
+// checkString refuses a string field that would make a key of nothing, or
+// one that no engine accepts.
+func checkString(s, name string) error {
+	if strings.TrimSpace(s) == "" {
+		return blankField(name)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return controlField(name, r)
+		}
+	}
+	return nil
+}
+
+func blankField(name string) error {
+	return fmt.Errorf("field %q is empty or only white space", name)
+}
+
+func controlField(name string, r rune) error {
+	return fmt.Errorf("%w: field %q holds control character %U", lock.ErrInvalidKey, name, r)
+}
+
 // plainASCII reports whether a JSON string's contents need no decoding.
 func plainASCII(s []byte) bool {
 	for _, c := range s {
@@ -239,51 +300,4 @@ func plainASCII(s []byte) bool {
 		}
 	}
 	return true
-}
-
-// templateData decodes the payload for text/template: numbers in canonical
-// form, null fields left out so that using one is a missing-key error.
-func templateData(ctx context.Context, t *asynq.Task) (map[string]any, error) {
-	data := map[string]any{}
-	if p := bytes.TrimSpace(t.Payload()); len(p) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(p))
-		dec.UseNumber()
-		if err := dec.Decode(&data); err != nil {
-			var typeErr *json.UnmarshalTypeError
-			if errors.As(err, &typeErr) {
-				return nil, fmt.Errorf("payload is not a JSON object")
-			}
-			return nil, fmt.Errorf("payload is not JSON: %w", err)
-		}
-		if rest := bytes.TrimSpace(p[dec.InputOffset():]); len(rest) > 0 {
-			return nil, fmt.Errorf("payload is not JSON: data after the object")
-		}
-		if err := canonicalize(data); err != nil {
-			return nil, err
-		}
-	}
-	data[FieldType] = t.Type()
-	data[FieldQueue] = QueueName(ctx)
-	data[FieldHash] = PayloadHash(t.Payload())
-	return data, nil
-}
-
-func canonicalize(m map[string]any) error {
-	for k, v := range m {
-		switch v := v.(type) {
-		case nil:
-			delete(m, k)
-		case json.Number:
-			n, err := canonicalNumber([]byte(v))
-			if err != nil {
-				return fmt.Errorf("field %q: %w", k, err)
-			}
-			m[k] = n
-		case map[string]any:
-			if err := canonicalize(v); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }

@@ -1,8 +1,11 @@
 package middleware_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -184,18 +187,46 @@ func TestBadInputFailsWithoutRetry(t *testing.T) {
 	for _, tt := range []struct{ name, payload, want string }{
 		{"missing field", `{"user":1}`, `payload has no field "id"`},
 		{"null field", `{"id":null}`, `field "id" is null`},
-		{"empty field", `{"id":""}`, `field "id" is an empty string`},
-		{"not JSON", `id=1`, "payload is not JSON"},
-		{"invalid key", `{"id":"a\nb"}`, "invalid key"},
+		{"empty field", `{"id":""}`, `field "id" is empty or only white space`},
+		{"white space field", `{"id":" "}`, `field "id" is empty or only white space`},
+		{"not JSON", `id=1`, "payload is not JSON: invalid character 'i' looking for beginning of value"},
+		{"control character", `{"id":"a\nb"}`, `lock: invalid key: field "id" holds control character U+000A`},
+		{"duplicate", `{"id":1,"ID":2}`, `field "id" is ambiguous: the payload has it as both "id" and "ID", and a handler may read either`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := h.run(tt.payload)
 			require.ErrorIs(t, err, asynq.SkipRetry)
-			assert.Contains(t, err.Error(), tt.want)
-			assert.Contains(t, err.Error(), `task "job"`)
+			assert.EqualError(t, err, `middleware: task "job": `+tt.want+": "+asynq.SkipRetry.Error())
 		})
 	}
 	assert.Zero(t, h.calls)
+}
+
+// TestKeyFieldsAsHandlersReadThem: encoding/json gives a struct field the
+// last member whose name matches it under case folding, so these two
+// payloads are one export of user 2 to a handler. The template must not
+// give them two keys (export-user-1, export-user-3) that would let both
+// run at once: it refuses them, on both paths.
+func TestKeyFieldsAsHandlersReadThem(t *testing.T) {
+	payloads := []string{`{"user_id":1,"USER_ID":2}`, `{"user_id":3,"uſer_id":2}`}
+	for _, p := range payloads {
+		var task struct {
+			UserID int `json:"user_id"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(p), &task))
+		require.Equal(t, 2, task.UserID, "what a handler sees of %s", p)
+	}
+	for _, template := range []string{"export-user-{{.user_id}}", `export-user-{{printf "%v" .user_id}}`} {
+		t.Run(template, func(t *testing.T) {
+			h := newHarness(t, newFileLocker(t), middleware.Rule{Template: template}, nil)
+			for _, p := range payloads {
+				err := h.run(p)
+				require.ErrorIs(t, err, asynq.SkipRetry)
+				assert.Contains(t, err.Error(), `field "user_id" is ambiguous`)
+			}
+			assert.Zero(t, h.calls)
+		})
+	}
 }
 
 func TestWindow(t *testing.T) {
@@ -368,4 +399,24 @@ func TestLockGoneAtReleaseIsLost(t *testing.T) {
 	})
 	require.NoError(t, h.run(`{"id":1}`), "the handler's own success stands")
 	assert.Equal(t, []middleware.EventKind{middleware.Obtained, middleware.Lost}, h.events.kinds())
+}
+
+// TestDebugLog: what the middleware logs at debug level when asked to,
+// though it builds none of it otherwise.
+func TestDebugLog(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey || a.Key == "held" {
+				return slog.Attr{}
+			}
+			return a
+		}}))
+	mw, err := middleware.New(newFileLocker(t), middleware.WithRule("job", middleware.Rule{Template: "job-{{.id}}"}),
+		middleware.WithPrefix("t:"), middleware.WithLogger(logger))
+	require.NoError(t, err)
+	h := mw(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil }))
+	require.NoError(t, h.ProcessTask(context.Background(), asynq.NewTask("job", []byte(`{"id":1}`))))
+	assert.Equal(t, "level=DEBUG msg=\"joblock: lock obtained\" task=job key=t:job-1 fence=1\n"+
+		"level=DEBUG msg=\"joblock: lock released\" task=job key=t:job-1\n", buf.String())
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strconv"
 	"strings"
@@ -137,7 +138,31 @@ func (m *middleware) key(ctx context.Context, r *rule, t *asynq.Task) (string, e
 	if err := lock.ValidateKey(key); err != nil {
 		return "", fmt.Errorf("middleware: task %q: %w", t.Type(), err)
 	}
+	if r.Unique != NotUnique {
+		if err := m.checkUniqueKey(QueueName(ctx), key); err != nil {
+			return "", fmt.Errorf("middleware: task %q: %w", t.Type(), err)
+		}
+	}
 	return key, nil
+}
+
+// enqueueSuffix ends the key that enqueuers of a unique key take turns on.
+const enqueueSuffix = "#enqueue"
+
+// checkUniqueKey checks the keys a unique rule derives from key in queue:
+// the unique key, and the one its enqueuers take turns on, a few bytes
+// longer. The Client and the worker check the same, so a task one accepts
+// the other does not refuse.
+func (m *middleware) checkUniqueKey(queue, key string) error {
+	k := m.uniqueKey(queue, key) + enqueueSuffix
+	if len(k) > lock.MaxKeyLen {
+		return fmt.Errorf("%w: its unique key is too long: %q, the key and %q make %d bytes, the limit is %d",
+			lock.ErrInvalidKey, m.uniqueKey(queue, ""), enqueueSuffix, len(k), lock.MaxKeyLen)
+	}
+	if err := lock.ValidateKey(k); err != nil {
+		return fmt.Errorf("its unique key: %w", err)
+	}
+	return nil
 }
 
 // call is one task on its way through the middleware.
@@ -189,7 +214,9 @@ func (m *middleware) run(ctx context.Context, c *call) error {
 			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key, Policy: Wait, Duration: ev.Duration})
 		}
 		m.emit(ev)
-		m.log.DebugContext(ctx, "joblock: lock obtained", "task", t.Type(), "key", ev.Key, "fence", lease.Fence)
+		if m.debug(ctx) {
+			m.log.DebugContext(ctx, "joblock: lock obtained", "task", t.Type(), "key", ev.Key, "fence", lease.Fence)
+		}
 		if c.started != nil && !c.started(ctx) {
 			m.emit(Event{Kind: Replaced, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key})
 			m.log.InfoContext(ctx, "joblock: task replaced by a newer copy while it waited: not run", "task", t.Type(), "key", ev.Key)
@@ -229,9 +256,11 @@ func (m *middleware) run(ctx context.Context, c *call) error {
 	if !out.Kept {
 		m.handOff(ctx, ev)
 	}
-	if out.Kept {
+	switch {
+	case !m.debug(ctx):
+	case out.Kept:
 		m.log.DebugContext(ctx, "joblock: key kept for its window", "task", t.Type(), "key", ev.Key, "expires_at", out.Lease.ExpiresAt)
-	} else {
+	default:
 		m.log.DebugContext(ctx, "joblock: lock released", "task", t.Type(), "key", ev.Key, "held", ev.Duration)
 	}
 	return err
@@ -254,6 +283,10 @@ func untilDeadline(ctx context.Context, d time.Duration) time.Duration {
 	left := time.Until(dl)
 	return max(min(d, left-min(deadlineMargin, left/2)), 0)
 }
+
+// debug reports whether the logger takes debug records: every task logs
+// two, whose arguments cost allocations even when they are dropped.
+func (m *middleware) debug(ctx context.Context) bool { return m.log.Enabled(ctx, slog.LevelDebug) }
 
 // refused applies the policy to a task whose lock was not obtained.
 func (m *middleware) refused(ctx context.Context, c *call, ev *Event, err error) error {

@@ -222,7 +222,7 @@ func (c *Client) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...a
 	e := enqueue{c: c, r: r, task: task, opts: opts, queue: queue, key: c.m.uniqueKey(queue, key)}
 	// One enqueuer of the key at a time, in every process: what it sees of
 	// the key and the queue stays true until it has enqueued.
-	_, err = c.m.renewer.Run(ctx, e.key+"#enqueue", e.run,
+	_, err = c.m.renewer.Run(ctx, e.key+enqueueSuffix, e.run,
 		lock.WithLease(10*time.Second), lock.WithWait(lock.Wait{MaxWait: time.Minute, Interval: 2 * time.Millisecond, Jitter: 0.5}))
 	if err != nil {
 		return nil, err

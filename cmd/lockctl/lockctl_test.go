@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/url"
 	"os"
@@ -305,6 +306,20 @@ func TestServeStdio(t *testing.T) {
 			assert.Contains(t, got["error"], "unknown action")
 			got = b.do(t, `{"action":"acquire"}`)
 			assert.Contains(t, got["error"], "key is required")
+			// A field the spec does not have is no setting dropped, and bytes
+			// that are not UTF-8 make no key: "a\xffb" and "a\xfeb" would
+			// both be "a\ufffdb", one lock.
+			refused := func(err string) map[string]any {
+				return map[string]any{"locked": false, "lock_id": nil, "expires_at": nil, "already_locked": false, "error": err}
+			}
+			got = b.do(t, `{"key":"abc123","action":"acquire","ttl":300}`)
+			assert.Equal(t, refused(`bad request "{\"key\":\"abc123\",\"action\":\"acquire\",\"ttl\":300}": `+
+				`lock: unknown field "ttl" in request: the fields are key, action, timeout, lock_id and limit`), got)
+			for _, c := range []string{"\xff", "\xfe"} {
+				got = b.do(t, `{"key":"a`+c+`b","action":"acquire"}`)
+				assert.Equal(t, refused(fmt.Sprintf(`bad request %q: lock: request is not valid UTF-8: byte %#x at offset 9`,
+					`{"key":"a`+c+`b","action":"acquire"}`, c[0])), got)
+			}
 
 			got = a.do(t, `{"key":"abc123","action":"release"}`)
 			assert.Equal(t, map[string]any{"locked": false, "lock_id": id, "expires_at": nil, "already_locked": false, "released": true}, got)

@@ -19,7 +19,9 @@ const maxLine = 1 << 20
 
 // cmdServeStdio answers the spec's JSON requests, one per line, with its
 // JSON results, one per line, until stdin ends. A line that is not a
-// request gets an error result and the stream goes on. Locks stay held
+// request (not JSON, not valid UTF-8, or with a field the spec does not
+// have: see lock.Request) gets an error result and the stream goes on.
+// Locks stay held
 // after the stream ends, until released (by lock_id, from any process) or
 // expired, as a LockManager's do when its PHP process exits.
 func cmdServeStdio(ctx context.Context, e *env) error {

@@ -55,6 +55,10 @@ func TestServeLines(t *testing.T) {
 		{"exactly the limit", sized(limit) + "\n", []string{"locked"}},
 		{"one byte over the limit", sized(limit+1) + "\n", []string{"line of 65 bytes is over the limit of 64 bytes"}},
 		{"not JSON", "hello\n" + acquire("a"), []string{"bad request \"hello\"", "locked"}},
+		{"unknown field, then the stream goes on", `{"key":"u","action":"acquire","ttl":300}` + "\n" + acquire("a"),
+			[]string{`lock: unknown field "ttl" in request`, "locked"}},
+		{"not UTF-8, then the stream goes on", "{\"key\":\"a\xffb\",\"action\":\"acquire\"}\n" + acquire("a\xfeb") + "\n" + acquire("a"),
+			[]string{"lock: request is not valid UTF-8: byte 0xff at offset 9", "lock: request is not valid UTF-8: byte 0xfe at offset 9", "locked"}},
 		{"timeout that wrapped", `{"key":"t","action":"acquire","timeout":9223372037}`,
 			[]string{"timeout 9223372037 s is over the maximum of 31536000 s"}},
 	}
