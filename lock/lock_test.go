@@ -543,6 +543,13 @@ func TestRequestTimeoutDecoding(t *testing.T) {
 	}
 }
 
+func TestRequestDecodingAlone(t *testing.T) {
+	// encoding/json checks the whole input first; called directly, the
+	// decoder does so itself.
+	var req lock.Request
+	require.EqualError(t, req.UnmarshalJSON([]byte(`{"key":"k","action":"acquire"} {}`)), "lock: data after the request object")
+}
+
 func TestRequestDecoding(t *testing.T) {
 	n := func(i int) *int { return &i }
 	tests := []struct {
@@ -568,8 +575,14 @@ func TestRequestDecoding(t *testing.T) {
 		{"{\"key\":\"k\",\"action\":\"acquire\",\"\xfe\":1}", lock.Request{}, `lock: request is not valid UTF-8: byte 0xfe at offset 31`},
 		{`{"key":1,"action":"acquire"}`, lock.Request{},
 			`lock: request field "key": json: cannot unmarshal number into Go value of type string`},
-		{`{"key":"k","action":"acquire","limit":"2"}`, lock.Request{},
-			`lock: request field "limit": json: cannot unmarshal string into Go value of type int`},
+		{`{"key":"k","action":"acquire","limit":"2"}`, lock.Request{}, `lock: invalid limit: limit must be a number of holders, got "2"`},
+		{`{"key":"k","action":"acquire","limit":true}`, lock.Request{}, `lock: invalid limit: limit must be a number of holders, got true`},
+		{`{"key":"pool","action":"acquire","limit":2.0}`, lock.Request{Key: "pool", Action: "acquire", Limit: n(2)}, ""},
+		{`{"key":"pool","action":"acquire","limit":1e3}`, lock.Request{Key: "pool", Action: "acquire", Limit: n(1000)}, ""},
+		{`{"key":"k","action":"acquire","limit":2.5}`, lock.Request{}, `lock: invalid limit: limit 2.5 is not a whole number of holders`},
+		{`{"key":"k","action":"acquire","limit":1e400}`, lock.Request{}, `lock: invalid limit: 1e400, want 1 to 1000 holders`},
+		{`{"key":"k","action":"acquire","limit":0}`, lock.Request{}, `lock: invalid limit: 0, want 1 to 1000 holders`},
+		{`{"key":"a","key":"b","action":"acquire"}`, lock.Request{}, `lock: field "key" appears twice in the request`},
 		{`{"key":"k","action":"acquire","timeout":"30"}`, lock.Request{}, `lock: invalid ttl: timeout must be a number of seconds, got "30"`},
 		{`["key","k"]`, lock.Request{}, "lock: request is not a JSON object"},
 	}

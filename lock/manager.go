@@ -170,13 +170,27 @@ func (m *Manager) release(ctx context.Context, l Lease) error {
 	return err
 }
 
-// IsLocked reports whether a live lock is held on key, by anyone.
+// IsLocked reports whether a live lock is held on key, by anyone; for a
+// key taken with a limit (see Limiter), whether any of its slots is.
 func (m *Manager) IsLocked(ctx context.Context, key string) (bool, error) {
 	rec, ok, err := m.locker.Inspect(ctx, key)
+	if err != nil || ok && rec.State == Held {
+		return err == nil, err
+	}
+	l, isLimiter := m.locker.(Limiter)
+	if !isLimiter {
+		return false, nil
+	}
+	slots, err := l.InspectSlots(ctx, key)
 	if err != nil {
 		return false, err
 	}
-	return ok && rec.State == Held, nil
+	for _, r := range slots {
+		if r.State == Held {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // CleanupExpiredLocks removes records of expired and released locks and

@@ -1,6 +1,7 @@
 package lock
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,12 +57,11 @@ func (r *Request) UnmarshalJSON(b []byte) error {
 		i := invalidUTF8(b)
 		return fmt.Errorf("lock: request is not valid UTF-8: byte %#x at offset %d", b[i], i)
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(b, &fields); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return errors.New("lock: request is not a JSON object")
-		}
+	if string(bytes.TrimSpace(b)) == "null" {
+		return nil // as encoding/json leaves a value for null
+	}
+	fields, err := requestFields(b)
+	if err != nil {
 		return err
 	}
 	for _, name := range slices.Sorted(maps.Keys(fields)) {
@@ -75,12 +75,19 @@ func (r *Request) UnmarshalJSON(b []byte) error {
 	for _, f := range []struct {
 		name string
 		dst  any
-	}{{"key", &req.Key}, {"action", &req.Action}, {"lock_id", &req.LockID}, {"limit", &req.Limit}} {
+	}{{"key", &req.Key}, {"action", &req.Action}, {"lock_id", &req.LockID}} {
 		if raw, ok := fields[f.name]; ok {
 			if err := json.Unmarshal(raw, f.dst); err != nil {
 				return fmt.Errorf("lock: request field %q: %w", f.name, err)
 			}
 		}
+	}
+	if raw := fields["limit"]; len(raw) > 0 && string(raw) != "null" {
+		n, err := limitValue(string(raw))
+		if err != nil {
+			return err
+		}
+		req.Limit = &n
 	}
 	if raw := fields["timeout"]; len(raw) > 0 && string(raw) != "null" {
 		secs, err := timeoutSeconds(string(raw))
@@ -92,6 +99,64 @@ func (r *Request) UnmarshalJSON(b []byte) error {
 	}
 	*r = req
 	return nil
+}
+
+// requestFields splits a request object into its fields, refusing one
+// that is not an object or that names a field twice (a decoder would keep
+// the last, another reader the first).
+func requestFields(b []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil {
+		return nil, err
+	} else if tok != json.Delim('{') {
+		return nil, errors.New("lock: request is not a JSON object")
+	}
+	fields := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		name, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, err
+		}
+		if _, dup := fields[name]; dup {
+			return nil, fmt.Errorf("lock: field %q appears twice in the request", name)
+		}
+		fields[name] = raw
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("lock: data after the request object")
+	}
+	return fields, nil
+}
+
+// limitValue reads a JSON limit: a whole number of holders within
+// ValidateLimit's range, in any JSON number form (2, 2.0 and 2e0 are the
+// same). Its errors wrap ErrInvalidLimit and name the value.
+func limitValue(raw string) (int, error) {
+	f, err := strconv.ParseFloat(raw, 64)
+	switch {
+	case err != nil && !isJSONNumber(raw):
+		return 0, fmt.Errorf("%w: limit must be a number of holders, got %s", ErrInvalidLimit, raw)
+	case err != nil || f < 1 || f > MaxLimit:
+		return 0, fmt.Errorf("%w: %s, want 1 to %d holders", ErrInvalidLimit, raw, MaxLimit)
+	case f != math.Trunc(f):
+		return 0, fmt.Errorf("%w: limit %s is not a whole number of holders", ErrInvalidLimit, raw)
+	}
+	return int(f), nil
+}
+
+// isJSONNumber reports whether raw is a JSON number literal (not a
+// string holding one).
+func isJSONNumber(raw string) bool {
+	var n json.Number
+	return raw != "" && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9') && json.Unmarshal([]byte(raw), &n) == nil
 }
 
 // invalidUTF8 returns the offset of the first byte of b that starts no

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -49,6 +50,30 @@ func (w warnings) WithAttrs(attrs []slog.Attr) slog.Handler {
 }
 
 func (w warnings) WithGroup(name string) slog.Handler { return warnings{w.Handler.WithGroup(name)} }
+
+// check reports settings that cannot work for runs of mode on locker,
+// naming the setting as a Job field (Lease, MaxRunTime, Limit).
+func (c *config) check(mode Mode, locker lock.Locker) error {
+	if err := lock.ValidateLease(c.lease); err != nil {
+		return fmt.Errorf("lease: %w", err)
+	}
+	if c.maxRun < 0 {
+		return fmt.Errorf("MaxRunTime %s must not be negative", c.maxRun)
+	}
+	if err := lock.ValidateLimit(c.limit); err != nil {
+		return fmt.Errorf("limit: %w", err)
+	}
+	if c.limit == 1 {
+		return nil
+	}
+	if mode&ModeNoOverlap == 0 {
+		return fmt.Errorf("a Limit of %d needs ModeNoOverlap: under %v alone each tick runs once", c.limit, mode)
+	}
+	if _, ok := locker.(lock.Limiter); !ok {
+		return fmt.Errorf("a Limit of %d needs an engine that is a lock.Limiter, not %T", c.limit, locker)
+	}
+	return nil
+}
 
 func (c *config) now() time.Time {
 	if c.clock != nil {

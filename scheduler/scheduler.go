@@ -98,20 +98,11 @@ func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 	if j.Lease != 0 {
 		cfg.lease = j.Lease
 	}
-	if err := lock.ValidateLease(cfg.lease); err != nil {
-		return fail("lease: %w", err)
-	}
-	if j.MaxRunTime < 0 {
-		return fail("MaxRunTime %s must not be negative", j.MaxRunTime)
-	}
 	cfg.maxRun = j.MaxRunTime
 	if j.Limit != 0 {
 		cfg.limit = j.Limit
 	}
-	if err := lock.ValidateLimit(cfg.limit); err != nil {
-		return fail("Limit: %w", err)
-	}
-	if err := s.checkLimit(j.Mode, cfg.limit); err != nil {
+	if err := cfg.check(j.Mode, s.locker); err != nil {
 		return fail("%w", err)
 	}
 	sched = Aligned(sched)
@@ -121,20 +112,6 @@ func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 	}
 	g := &guard{renewer: s.renewer, name: j.Name, mode: j.Mode, sched: sched, cfg: cfg}
 	return s.cron.Schedule(fires, &guarded{g: g, job: Func(j.Run), key: cfg.prefix + j.Name, id: j.Name}), nil
-}
-
-// checkLimit checks that a limit of runs at once works for mode.
-func (s *Scheduler) checkLimit(mode Mode, limit int) error {
-	if limit == 1 {
-		return nil
-	}
-	if mode&ModeNoOverlap == 0 {
-		return fmt.Errorf("a Limit of %d needs ModeNoOverlap: under %v alone each tick runs once", limit, mode)
-	}
-	if _, ok := s.locker.(lock.Limiter); !ok {
-		return fmt.Errorf("a Limit of %d needs an engine that is a lock.Limiter, not %T", limit, s.locker)
-	}
-	return nil
 }
 
 // Cron returns the cron.Cron the Scheduler runs, for its Entries. Jobs

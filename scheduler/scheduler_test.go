@@ -43,7 +43,7 @@ func TestAddRejectsBadJobs(t *testing.T) {
 		{"bad mode", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Mode: 7}, "unknown mode"},
 		{"bad lease", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Lease: -time.Second}, "invalid ttl"},
 		{"bad max run time", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, MaxRunTime: -time.Second}, "must not be negative"},
-		{"bad limit", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Mode: scheduler.ModeNoOverlap, Limit: -2}, `job "x": Limit: lock: invalid limit: -2`},
+		{"bad limit", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Mode: scheduler.ModeNoOverlap, Limit: -2}, `job "x": limit: lock: invalid limit: -2`},
 		{"limit once per tick", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Limit: 2}, "a Limit of 2 needs ModeNoOverlap"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -268,6 +268,19 @@ func TestCronChainKeysEachJobSeparately(t *testing.T) {
 	<-done
 	assert.EqualValues(t, 1, fastRuns.Load())
 	assert.EqualValues(t, 1, slowRuns.Load())
+}
+
+// TestWrappersRefuseBadOptions: a wrapper, which cannot return an error,
+// panics on options that would make every run fail, naming them.
+func TestWrappersRefuseBadOptions(t *testing.T) {
+	l := newFileLocker(t, t.TempDir())
+	assert.PanicsWithValue(t, `scheduler: NoOverlap("j"): limit: lock: invalid limit: 0, want 1 to 1000 holders`,
+		func() { scheduler.NoOverlap(l, "j", scheduler.WithLimit(0)) })
+	assert.PanicsWithValue(t, `scheduler: OncePerTick("j"): a Limit of 3 needs ModeNoOverlap: under once-per-tick alone each tick runs once`,
+		func() { scheduler.OncePerTick(l, "j", nil, scheduler.WithLimit(3)) })
+	assert.PanicsWithValue(t, `scheduler: NoOverlap("j"): lease: lock: invalid ttl: a lease of 10ms is under the minimum of 100ms (it is renewed every third of it)`,
+		func() { scheduler.NoOverlap(l, "j", scheduler.WithLease(10*time.Millisecond)) })
+	assert.NotPanics(t, func() { scheduler.NoOverlap(l, "j", scheduler.WithLimit(3)) })
 }
 
 // TestCronChainRefusesJobsOfOneName: two jobs that would get the same key

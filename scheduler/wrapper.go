@@ -70,6 +70,10 @@ func (n named) Name() string { return n.name }
 
 func (n named) RunContext(ctx context.Context) error { return runJob(ctx, n.Job) }
 
+// OncePerTick and NoOverlap panic on options that cannot work (a lease
+// under lock.MinLease, a negative maximum run time, a limit out of range,
+// or one with OncePerTick), as a wrapper cannot return an error.
+
 // OncePerTick returns a cron.JobWrapper that runs each tick of sched once
 // across every process sharing locker. sched is the jobs' schedule, as
 // cron.ParseStandard returns it: it lets a run that starts late keep its
@@ -118,6 +122,15 @@ func newGuard(locker lock.Locker, name string, mode Mode, sched cron.Schedule, o
 	cfg := newConfig(opts)
 	if cfg.location == nil {
 		cfg.location = time.Local // as cron.New's
+	}
+	if err := cfg.check(mode, locker); err != nil {
+		// A wrapper cannot return an error, and would otherwise skip every
+		// run, saying why only in its log.
+		wrapper := "NoOverlap"
+		if mode == ModeOncePerTick {
+			wrapper = "OncePerTick"
+		}
+		panic(fmt.Sprintf("scheduler: %s(%q): %v", wrapper, name, err))
 	}
 	return &guard{renewer: lock.NewRenewer(locker), name: name, mode: mode, sched: sched, cfg: cfg, seen: map[string]bool{}}
 }

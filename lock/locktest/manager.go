@@ -158,6 +158,10 @@ func testManagerProcessLimit(t *testing.T, newLocker NewLocker) {
 	}
 	assert.Equal(t, 2, held)
 
+	locked, err := lock.NewManager(l).IsLocked(context.Background(), key)
+	require.NoError(t, err)
+	assert.True(t, locked, "a key whose slots are held is locked")
+
 	rel := process(t, ms[0], `{"key":`+string(q)+`,"action":"release"}`)
 	assert.Equal(t, true, rel["released"])
 	res = process(t, third, acquire)
