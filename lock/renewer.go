@@ -32,9 +32,9 @@ type Renewer struct {
 
 	mu         sync.Mutex
 	due        holdHeap
-	refreshing int       // renewals on the wire
-	alive      bool      // the goroutine runs
-	idleSince  time.Time // when it last had nothing to do; zero while busy
+	refreshing int                  // renewals on the wire
+	alive      bool                 // the goroutine runs
+	idleSince  time.Time            // when it last had nothing to do; zero while busy
 	waiters    map[string][]*waiter // by key, longest waiting first
 }
 
