@@ -45,7 +45,7 @@ func limitsSection(ctx context.Context, o options, rdb *redis.Client) error {
 		}
 		// Ten tenants of limit slots each, on twenty goroutines.
 		ideal := time.Duration(1000/min(20, 10*limit)) * 50 * time.Millisecond
-		row(fmt.Sprintf("1,000 50ms tasks over 10 tenants, `Limit: %d`", limit), fmt.Sprintf("handoff; at most %d at once per tenant", r.most),
+		row(fmt.Sprintf("1,000 50ms tasks, 10 tenants' bursts one after another, `Limit: %d`", limit), fmt.Sprintf("handoff; at most %d at once per tenant", r.most),
 			r.took.Round(100*time.Millisecond).String(), ideal.String(), fmt.Sprint(r.refusals), fmt.Sprint(r.handedOff))
 	}
 	return nil
@@ -116,7 +116,9 @@ func drain(ctx context.Context, rdb *redis.Client, r drainRun) (drained, error) 
 	})
 	client := asynq.NewClientFromRedisClient(rdb)
 	for i := range r.tasks {
-		payload := fmt.Sprintf(`{"tenant":"t%d","n":%d}`, i%r.tenants, i)
+		// Each tenant's tasks one after another, as one tenant's burst
+		// of uploads comes: the queue's head is one tenant's at a time.
+		payload := fmt.Sprintf(`{"tenant":"t%d","n":%d}`, i*r.tenants/r.tasks, i)
 		if _, err := client.EnqueueContext(ctx, asynq.NewTask("job", []byte(payload)), asynq.Queue(queue), asynq.MaxRetry(1000)); err != nil {
 			return out, err
 		}
