@@ -116,7 +116,7 @@ func useCases(lease time.Duration) []useCase {
 			// queue and is handed the slot the moment one frees.
 			Rule: middleware.Rule{Template: "import-{{.tenant_id}}", Limit: importsPerTenant, Lease: lease,
 				MaxRunTime: 30 * time.Minute, Policy: middleware.Retry},
-			Work: 500 * time.Millisecond,
+			Work: 200 * time.Millisecond,
 			Payload: func(i int) any {
 				return map[string]any{"tenant_id": fmt.Sprintf("tenant-%d", i%2), "file": fmt.Sprintf("upload-%d.csv", i)}
 			},
