@@ -32,24 +32,44 @@ var (
 	// guarded the work could not be renewed and may now belong to someone
 	// else.
 	ErrLost = errors.New("lock: lock lost")
+
+	// ErrRestartGrace is the Reason of a *HeldError from an engine whose
+	// store restarted moments ago and may have forgotten locks whose holders
+	// still work: it grants no new lock until they have had time to learn
+	// that theirs is gone (see redislock.WithRestartGrace). No holder is
+	// known, so the key must not be taken as held by a live run: try again
+	// after the error's TTL.
+	ErrRestartGrace = errors.New("lock: store restarted, new locks wait out its grace")
 )
 
-// HeldError describes a key held by someone else. It matches ErrNotObtained
-// with errors.Is.
+// HeldError describes a key held by someone else, or refused for a while
+// with no holder known (Reason). It matches ErrNotObtained with errors.Is,
+// and Reason too when set.
 type HeldError struct {
 	Key string
-	// Holder is the holder's owner token (the spec's lock_id).
+	// Holder is the holder's owner token (the spec's lock_id) or, when
+	// Reason is set, why the key was refused, in words.
 	Holder string
-	// TTL is how long the holder's lease still runs, as the engine sees it.
+	// TTL is how long the holder's lease still runs, as the engine sees it,
+	// or how long the refusal lasts.
 	TTL time.Duration
+	// Reason is nil when a live lock was seen, and ErrRestartGrace when
+	// none was but the engine grants no new lock yet.
+	Reason error
 }
 
 func (e *HeldError) Error() string {
+	if e.Reason != nil {
+		return fmt.Sprintf("lock: key %q is refused for another %s: %s", e.Key, e.TTL.Round(time.Millisecond), e.Holder)
+	}
 	return fmt.Sprintf("lock: key %q is held by %s for another %s", e.Key, e.Holder, e.TTL.Round(time.Millisecond))
 }
 
 // Is makes a *HeldError match ErrNotObtained.
 func (e *HeldError) Is(target error) bool { return target == ErrNotObtained }
+
+// Unwrap returns Reason.
+func (e *HeldError) Unwrap() error { return e.Reason }
 
 // LostError is the cause of a context cancelled by KeepAlive. It matches
 // ErrLost and unwraps to the renewal error that revealed the loss.

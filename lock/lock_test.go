@@ -110,6 +110,13 @@ func TestErrorsMatch(t *testing.T) {
 	assert.ErrorIs(t, held, lock.ErrNotObtained)
 	assert.NotErrorIs(t, held, lock.ErrNotHeld)
 	assert.Contains(t, held.Error(), `"k" is held by lock_a for another 1.5s`)
+	assert.NotErrorIs(t, held, lock.ErrRestartGrace, "a live holder")
+
+	grace := fmt.Errorf("wrapped: %w", &lock.HeldError{Key: "k", Holder: "redis restarted 3s ago; new locks wait out the grace",
+		TTL: 12 * time.Second, Reason: lock.ErrRestartGrace})
+	assert.ErrorIs(t, grace, lock.ErrNotObtained)
+	assert.ErrorIs(t, grace, lock.ErrRestartGrace)
+	assert.Contains(t, grace.Error(), `"k" is refused for another 12s: redis restarted 3s ago; new locks wait out the grace`)
 
 	cause := errors.New("refresh failed")
 	lost := &lock.LostError{Key: "k", Err: cause}

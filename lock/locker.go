@@ -11,8 +11,9 @@ import (
 type Locker interface {
 	// Obtain tries once to take key for ttl. It returns a *HeldError
 	// (matching ErrNotObtained) when a live lock is held by someone else,
-	// and takes over an expired lock atomically: of several contenders
-	// exactly one wins.
+	// or, with Reason ErrRestartGrace, while the engine grants no new lock
+	// after its store restarted, and takes over an expired lock
+	// atomically: of several contenders exactly one wins.
 	Obtain(ctx context.Context, key string, ttl time.Duration) (Lease, error)
 
 	// Refresh extends a held lease to ttl from now and returns the renewed
