@@ -53,6 +53,18 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 	return c
 }
 
+// Restart kills the i-th master and starts it again on the same port and
+// directory, waiting until the cluster is ok again. Its nodes file keeps
+// its identity and hash slots; its data is gone, as after a crash without
+// persistence.
+func (c *Cluster) Restart(t testing.TB, i int) {
+	t.Helper()
+	c.nodes[i].Restart(t)
+	if err := c.waitOK(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (c *Cluster) waitOK() error {
 	deadline := time.Now().Add(30 * time.Second)
 	for _, addr := range c.Addrs {

@@ -59,7 +59,7 @@ func StartSentinel(t testing.TB, n int, opts ...Option) *Sentinel {
 			"port " + strconv.Itoa(sen.port), "bind 127.0.0.1", "daemonize no", "dir " + sen.dir,
 			"logfile " + filepath.Join(sen.dir, "redis.log"),
 			fmt.Sprintf("sentinel monitor %s 127.0.0.1 %s %d", s.MasterName, port, quorum),
-			fmt.Sprintf("sentinel down-after-milliseconds %s 2000", s.MasterName),
+			fmt.Sprintf("sentinel down-after-milliseconds %s %s", s.MasterName, downAfter),
 			fmt.Sprintf("sentinel failover-timeout %s 10000", s.MasterName),
 		}
 		if s.Password != "" {
@@ -83,6 +83,10 @@ func StartSentinel(t testing.TB, n int, opts ...Option) *Sentinel {
 	return s
 }
 
+// downAfter is how long, in ms, the Sentinels wait before they take an
+// unanswering master for down.
+const downAfter = "2000"
+
 // Master returns the master's address as the first Sentinel reports it.
 func (s *Sentinel) Master(t testing.TB) string {
 	t.Helper()
@@ -103,6 +107,37 @@ func (s *Sentinel) master(sentinelAddr string) (string, error) {
 		return "", fmt.Errorf("redistest: sentinel %s: master of %s: %v %v", sentinelAddr, s.MasterName, hp, err)
 	}
 	return net.JoinHostPort(hp[0], hp[1]), nil
+}
+
+// RestartMaster kills the master and starts it again on the same port,
+// empty unless the options gave it persistence (the replica then follows
+// it into emptiness). The Sentinels are told to wait a minute before they
+// take a master for down, so they do not fail over meanwhile.
+func (s *Sentinel) RestartMaster(t testing.TB) {
+	t.Helper()
+	addr := s.Master(t)
+	s.setDownAfter(t, "60000")
+	defer s.setDownAfter(t, downAfter)
+	for _, n := range s.nodes {
+		if n.Addr == addr {
+			n.Restart(t)
+			return
+		}
+	}
+	t.Fatalf("redistest: the master %s is none of the nodes started", addr)
+}
+
+// setDownAfter sets every Sentinel's down-after-milliseconds to ms.
+func (s *Sentinel) setDownAfter(t testing.TB, ms string) {
+	t.Helper()
+	for _, a := range s.Addrs {
+		c := redis.NewSentinelClient(&redis.Options{Addr: a})
+		err := c.Set(context.Background(), s.MasterName, "down-after-milliseconds", ms).Err()
+		_ = c.Close()
+		if err != nil {
+			t.Fatalf("redistest: sentinel %s: SENTINEL SET down-after-milliseconds %s: %v", a, ms, err)
+		}
+	}
 }
 
 // Failover makes the Sentinels promote the replica (SENTINEL FAILOVER),
