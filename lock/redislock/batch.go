@@ -37,6 +37,7 @@ const maxInFlight = 4
 
 type call struct {
 	script *redis.Script
+	load   bool // sent whole after NOSCRIPT (see Locker.exec)
 	keys   []string
 	args   []any
 	cmd    *redis.Cmd
@@ -50,18 +51,23 @@ type call struct {
 
 var callPool = sync.Pool{New: func() any { return &call{ready: make(chan struct{}, 1)} }}
 
-func (b *batcher) run(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+func (b *batcher) run(ctx context.Context, s *redis.Script, load bool, keys []string, args ...any) *redis.Cmd {
 	b.mu.Lock()
 	if b.inFlight < maxInFlight {
 		b.inFlight++
 		b.mu.Unlock()
-		cmd := s.Run(ctx, b.client, keys, args...)
+		var cmd *redis.Cmd
+		if load {
+			cmd = s.Run(ctx, b.client, keys, args...)
+		} else {
+			cmd = s.EvalSha(ctx, b.client, keys, args...)
+		}
 		b.handOff()
 		return cmd
 	}
 	c := callPool.Get().(*call)
 	defer callPool.Put(c)
-	c.script, c.keys, c.args, c.cmd, c.lead = s, keys, args, nil, false
+	c.script, c.load, c.keys, c.args, c.cmd, c.lead = s, load, keys, args, nil, false
 	b.queue = append(b.queue, c)
 	b.mu.Unlock()
 
@@ -124,7 +130,7 @@ func (b *batcher) send(ctx context.Context, batch []*call) {
 	})
 	var missing []*call
 	for _, c := range batch {
-		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
+		if c.load && redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
 			missing = append(missing, c)
 		}
 	}

@@ -27,7 +27,7 @@ func TestBatchedObtainAfterScriptFlush(t *testing.T) {
 	// Slow single calls fill the in-flight slots, so later callers queue
 	// and go out batched.
 	c.AddHook(slowHook{single: 20 * time.Millisecond})
-	l := redislock.New(c, redislock.WithPrefix(srv.Prefix))
+	l := redislock.New(c, redislock.WithPrefix(srv.Prefix), noGrace)
 	ctx := context.Background()
 	_, err := l.Obtain(ctx, "warm", time.Second) // loads the script
 	require.NoError(t, err)
@@ -119,7 +119,7 @@ func TestQueuedCallerWithdrawsOnDeadline(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	gate := make(chan struct{})
 	c.AddHook(gateHook{gate})
-	l := redislock.New(c, redislock.WithPrefix(srv.Prefix))
+	l := redislock.New(c, redislock.WithPrefix(srv.Prefix), noGrace)
 
 	// Fill every in-flight slot with slow calls, then queue callers with a
 	// short deadline: they must give up on time, and what they asked for

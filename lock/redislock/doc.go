@@ -32,11 +32,54 @@
 // # What a restart or failover can do to a lock
 //
 // Redis replication is asynchronous, and a server without persistence
-// restarts empty. Either way a live lock can vanish, and a second holder
-// can then obtain the same key while the first still works under it. The
-// first holder learns of it at its next renewal (the lock is gone, its
-// work's context is cancelled with lock.ErrLost): renewals come every third
-// of the lease, so that is the longest the two can overlap. Resources that
-// must never accept both should check the fencing token, which the second
+// restarts empty. Either way a live lock can vanish while its holder still
+// works under it. The holder learns of it at its next renewal (the lock is
+// gone: its work's context is cancelled with lock.ErrLost), which comes
+// within a third of its lease, or, when renewals fail, a safety margin
+// before its lease could run out.
+//
+// # The restart grace
+//
+// So that nobody takes such a key before its old holder knows, a Locker
+// grants no new lock (nor slot) on a Redis node until the node has been up
+// for the restart grace, WithRestartGrace, by default DefaultRestartGrace
+// (15s, lock.DefaultLease): long enough for every holder from before the
+// restart to have been told. Set it to at least the longest lease any
+// holder of that Redis uses. Windows a key is kept for after its work
+// (lock.WithWindow, the scheduler's once-per-tick) are protected only as
+// far as the grace reaches: a restart that loses a longer window lets the
+// key be taken again once the grace is over.
+//
+// An Obtain refused by the grace returns a *lock.HeldError whose Reason is
+// lock.ErrRestartGrace, whose TTL is how long the grace still runs and
+// whose Holder says why ("redis restarted 3s ago; new locks wait out the
+// 15s grace"). It matches lock.ErrNotObtained, so waits and retries work
+// as for a held key, but no holder is known: joblock's middleware retries
+// such a task whatever its policy, and its scheduler waits the grace out.
+// Refreshes and releases are never held back.
+//
+// A brand-new Redis looks like a restarted one: its first grace is paid
+// too. Tests that start a Redis of their own, where no holder can predate
+// it, use WithRestartGrace(0).
+//
+// The grace costs nothing on the way to a lock. Redis 7 neither persists
+// nor replicates its script cache, so a restarted node no longer knows the
+// obtain script. A Locker sends that script by its hash only, and when the
+// node does not know it, asks the node for its uptime (INFO server) and
+// loads the script (SCRIPT LOAD) over one connection, and only once the
+// uptime has reached the grace. From then on, for every client of that
+// node, an Obtain is the one EVALSHA it would be without a grace. On a
+// Cluster each master is checked on its own: a restarted master holds back
+// only the keys it serves. A client that cannot reach one node by itself
+// (not a go-redis Client or ClusterClient, say a wrapper that only runs
+// scripts) gets an obtain script that reads the uptime itself, at the
+// price of an INFO per Obtain. The grace needs INFO and SCRIPT LOAD to be
+// allowed; uptime is counted in whole seconds on the server's clock.
+//
+// What the grace does not cover: a failover to a replica that missed the
+// latest locks (its uptime is long), FLUSHALL, and, on Redis 6, a restart
+// that replays an AOF, which loads the scripts again. There the overlap is
+// bounded by a third of the lease, as above. Resources that must never
+// accept both holders should check the fencing token, which the second
 // holder's is always above.
 package redislock

@@ -31,7 +31,7 @@ func TestCrossProcessHammer(t *testing.T) {
 func TestKilledHolderFreesAfterTTL(t *testing.T) {
 	srv := redistest.New(t)
 	srv.RequireReal(t, "TTL expiry in real time")
-	l := redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix))
+	l := redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix), noGrace)
 	locktest.RunKilledHolder(t, l, time.Second, envAddr+"="+srv.Addr, envPrefix+"="+srv.Prefix)
 }
 
@@ -55,7 +55,7 @@ func TestCrossProcessHammerLimitThreeOnCluster(t *testing.T) {
 func TestKilledSlotHolderFreesAfterTTL(t *testing.T) {
 	srv := redistest.New(t)
 	srv.RequireReal(t, "TTL expiry in real time")
-	l := redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix))
+	l := redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix), noGrace)
 	locktest.RunKilledSlotHolder(t, l, 3, time.Second, envAddr+"="+srv.Addr, envPrefix+"="+srv.Prefix)
 }
 
@@ -63,7 +63,7 @@ func TestRedisRestartMidHold(t *testing.T) {
 	srv := redistest.Start(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { _ = c.Close() })
-	l := redislock.New(c, redislock.WithPrefix(srv.Prefix))
+	l := redislock.New(c, redislock.WithPrefix(srv.Prefix), noGrace)
 	m := lock.NewManager(l)
 	ctx := context.Background()
 
@@ -105,7 +105,7 @@ func TestRedisUnreachable(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { _ = c.Close() })
-	l := redislock.New(c)
+	l := redislock.New(c, noGrace)
 	_, err := l.Obtain(context.Background(), "job", time.Second)
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, lock.ErrNotObtained, "an unreachable Redis must not read as 'already locked'")
@@ -160,7 +160,7 @@ func (f *faultyScripter) Eval(ctx context.Context, src string, keys []string, ar
 func TestSlowScriptRunnerHonoursDeadline(t *testing.T) {
 	srv := redistest.New(t)
 	f := &faultyScripter{Scripter: srv.Client(t)}
-	l := redislock.New(f, redislock.WithPrefix(srv.Prefix))
+	l := redislock.New(f, redislock.WithPrefix(srv.Prefix), noGrace)
 	f.hang.Store(true)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -179,8 +179,8 @@ func TestFailingRefreshCancelsDo(t *testing.T) {
 	srv.RequireReal(t, "TTL expiry in real time")
 	c := srv.Client(t)
 	f := &faultyScripter{Scripter: c}
-	l := redislock.New(f, redislock.WithPrefix(srv.Prefix))
-	direct := redislock.New(c, redislock.WithPrefix(srv.Prefix))
+	l := redislock.New(f, redislock.WithPrefix(srv.Prefix), noGrace)
+	direct := redislock.New(c, redislock.WithPrefix(srv.Prefix), noGrace)
 	ctx := context.Background()
 
 	err := lock.NewManager(l).Do(ctx, "job", func(fctx context.Context) error {
@@ -200,7 +200,7 @@ func TestFencingSurvivesRestartFromSnapshot(t *testing.T) {
 	srv := redistest.Start(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
 	t.Cleanup(func() { _ = c.Close() })
-	l := redislock.New(c, redislock.WithPrefix(srv.Prefix))
+	l := redislock.New(c, redislock.WithPrefix(srv.Prefix), noGrace)
 	ctx := context.Background()
 	pair := func() uint64 {
 		lease, err := l.Obtain(ctx, "job", time.Minute)
@@ -233,7 +233,7 @@ func TestFenceCounterExpiresAndStaysMonotonic(t *testing.T) {
 	srv := redistest.New(t)
 	srv.RequireReal(t, "the fencing counter's expiry")
 	c := srv.Client(t)
-	l := redislock.New(c, redislock.WithPrefix(srv.Prefix), redislock.WithFenceRetention(time.Second))
+	l := redislock.New(c, redislock.WithPrefix(srv.Prefix), redislock.WithFenceRetention(time.Second), noGrace)
 	ctx := context.Background()
 	first, err := l.Obtain(ctx, "job", 100*time.Millisecond)
 	require.NoError(t, err)
@@ -257,7 +257,7 @@ func TestRestartWithoutPersistenceTellsTheHolder(t *testing.T) {
 	srv := redistest.Start(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { _ = c.Close() })
-	l := redislock.New(c, redislock.WithPrefix(srv.Prefix))
+	l := redislock.New(c, redislock.WithPrefix(srv.Prefix), noGrace)
 	err := lock.NewManager(l).Do(context.Background(), "job", func(ctx context.Context) error {
 		srv.Restart(t) // empty: the lock is gone
 		select {

@@ -52,7 +52,7 @@ func hashTag(name string) string {
 func TestAwkwardKeysOnCluster(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	c := cl.Client(t)
-	l := New(c)
+	l := New(c, WithRestartGrace(0))
 	ctx := context.Background()
 	for _, key := range awkwardKeys {
 		t.Run(strconv.Quote(key), func(t *testing.T) {
@@ -88,7 +88,7 @@ func TestAwkwardKeysOnCluster(t *testing.T) {
 func TestForgedFenceCounter(t *testing.T) {
 	srv := redistest.New(t)
 	c := srv.Client(t)
-	l := New(c, WithPrefix(srv.Prefix))
+	l := New(c, WithPrefix(srv.Prefix), WithRestartGrace(0))
 	ctx := context.Background()
 	tests := []struct {
 		name    string

@@ -47,6 +47,9 @@ type Locker struct {
 	retArg    any    // retention in ms, boxed once
 	lastTTL   atomic.Pointer[ttlArg]
 	err       error // an option that cannot work, returned by every operation
+	grace     time.Duration
+	// The obtain scripts, gated by the grace (see grace.go).
+	obtain, obtainSlot script
 }
 
 var _ lock.Locker = (*Locker)(nil)
@@ -87,12 +90,14 @@ func New(client redis.Scripter, opts ...Option) *Locker {
 	if host == "" {
 		host = "-"
 	}
-	l := &Locker{client: client, prefix: DefaultPrefix, retention: 24 * time.Hour, meta: " " + strconv.Itoa(os.Getpid()) + " " + host}
+	l := &Locker{client: client, prefix: DefaultPrefix, retention: 24 * time.Hour, meta: " " + strconv.Itoa(os.Getpid()) + " " + host,
+		grace: DefaultRestartGrace}
 	for _, o := range opts {
 		o(l)
 	}
 	l.retArg = l.retention.Milliseconds()
 	l.err = ValidatePrefix(l.prefix)
+	l.obtain, l.obtainSlot = l.obtainScripts()
 	if p, ok := client.(pipeliner); ok {
 		l.batch = &batcher{client: p}
 	}
@@ -102,15 +107,24 @@ func New(client redis.Scripter, opts ...Option) *Locker {
 // run runs a script, batched with concurrent callers' when the client can
 // pipeline.
 func (l *Locker) run(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	return l.exec(ctx, s, true, keys, args...)
+}
+
+// exec runs a script by its hash, and when Redis does not know it (NOSCRIPT)
+// sends it whole if load is true, which also loads it.
+func (l *Locker) exec(ctx context.Context, s *redis.Script, load bool, keys []string, args ...any) *redis.Cmd {
 	if l.err != nil {
 		cmd := redis.NewCmd(ctx)
 		cmd.SetErr(l.err)
 		return cmd
 	}
 	if l.batch != nil {
-		return l.batch.run(ctx, s, keys, args...)
+		return l.batch.run(ctx, s, load, keys, args...)
 	}
-	return s.Run(ctx, l.client, keys, args...)
+	if load {
+		return s.Run(ctx, l.client, keys, args...)
+	}
+	return s.EvalSha(ctx, l.client, keys, args...)
 }
 
 // tagEscape goes in front of a key that starts with "}". Redis Cluster
@@ -203,21 +217,42 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 	}
 	start := time.Now()
 	holder := l.holder(start)
-	res, err := l.run(ctx, obtainScript, l.keys(key), holder, l.ttlArg(ttl), l.retArg).Result()
+	res, err := l.obtainRun(ctx, l.obtain, key, l.keys(key), holder, l.ttlArg(ttl), l.retArg)
 	if err != nil {
-		return lock.Lease{}, wrap("obtain", key, err)
+		return lock.Lease{}, l.obtainError(key, err)
 	}
-	switch r := res.(type) {
-	case int64:
+	if r, ok := res.(int64); ok {
 		return lock.Lease{Key: key, Token: holder[:tokenLen], Fence: uint64(r), ExpiresAt: start.Add(ttl)}, nil
-	case []any:
-		if len(r) == 2 {
-			v, _ := r[0].(string)
-			pttl, _ := r[1].(int64)
-			return lock.Lease{}, &lock.HeldError{Key: key, Holder: parseValue(v).token, TTL: time.Duration(max(pttl, 0)) * time.Millisecond}
-		}
 	}
-	return lock.Lease{}, wrap("obtain", key, fmt.Errorf("unexpected reply %v", res))
+	return lock.Lease{}, l.refusal(key, res)
+}
+
+// obtainError is the error of an obtain that failed with err: a refusal
+// by the grace as it is, anything else wrapped.
+func (l *Locker) obtainError(key string, err error) error {
+	var held *lock.HeldError
+	if errors.As(err, &held) {
+		return held
+	}
+	return wrap("obtain", key, err)
+}
+
+// refusal reads an obtain script's reply other than a fencing token: the
+// value of the lock (or slot) that holds key and its remaining ms, or the
+// uptime of a node under the grace.
+func (l *Locker) refusal(key string, res any) error {
+	r, _ := res.([]any)
+	switch len(r) {
+	case 1:
+		if up, ok := r[0].(int64); ok {
+			return l.graceError(key, up)
+		}
+	case 2:
+		v, _ := r[0].(string)
+		pttl, _ := r[1].(int64)
+		return &lock.HeldError{Key: key, Holder: parseValue(v).token, TTL: time.Duration(max(pttl, 0)) * time.Millisecond}
+	}
+	return wrap("obtain", key, fmt.Errorf("unexpected reply %v", res))
 }
 
 // Refresh implements lock.Locker in one round trip.

@@ -63,21 +63,14 @@ func (l *Locker) ObtainLimit(ctx context.Context, key string, limit int, ttl tim
 	start := time.Now()
 	token := slotTokenPrefix + rand.Text()
 	meta := strconv.FormatInt(start.UnixMilli(), 10) + l.meta
-	res, err := l.run(ctx, obtainSlotScript, l.slotKeys(key), token, meta, l.ttlArg(ttl), l.retArg, limit).Result()
+	res, err := l.obtainRun(ctx, l.obtainSlot, key, l.slotKeys(key), token, meta, l.ttlArg(ttl), l.retArg, limit)
 	if err != nil {
-		return lock.Lease{}, wrap("obtain", key, err)
+		return lock.Lease{}, l.obtainError(key, err)
 	}
-	switch r := res.(type) {
-	case int64:
+	if r, ok := res.(int64); ok {
 		return lock.Lease{Key: key, Token: token, Fence: uint64(r), ExpiresAt: start.Add(ttl)}, nil
-	case []any:
-		if len(r) == 2 {
-			v, _ := r[0].(string)
-			left, _ := r[1].(int64)
-			return lock.Lease{}, &lock.HeldError{Key: key, Holder: parseValue(v).token, TTL: time.Duration(max(left, 0)) * time.Millisecond}
-		}
 	}
-	return lock.Lease{}, wrap("obtain", key, fmt.Errorf("unexpected reply %v", res))
+	return lock.Lease{}, l.refusal(key, res)
 }
 
 // releaseSlot is Release for a slot lease.
