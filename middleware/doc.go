@@ -32,7 +32,10 @@
 // IsFailure, so under Retry a duplicate with no retries left is enqueued
 // again as a new task (given WithRedisClient) or waits for the key: Retry
 // never loses a task. Skip drops the duplicate (its work is the holder's,
-// which asynq runs again if its worker crashed); Fail archives it.
+// which asynq runs again if its worker crashed); Fail archives it. A key
+// refused while the engine waits out a restart (redislock's restart grace)
+// has no holder to leave the work to, so such a task comes back later
+// under every policy.
 //
 // A task whose key cannot be derived (a field missing from the payload, a
 // payload that is not JSON, a key that is not valid) fails with

@@ -71,7 +71,9 @@ type Event struct {
 	Key    string
 	Fence  uint64
 	// Holder is the lock id of the key's holder, on Duplicate events: it
-	// releases the lock, so keep it out of what others read.
+	// releases the lock, so keep it out of what others read. When the key
+	// was refused with no holder known, it says why instead, and Err is
+	// the reason (lock.ErrRestartGrace).
 	Holder   string
 	Policy   Policy
 	Duration time.Duration

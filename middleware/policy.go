@@ -9,7 +9,11 @@ import (
 	"github.com/hibiken/asynq"
 )
 
-// Policy says what happens to a task whose key is held.
+// Policy says what happens to a task whose key is held. A key refused
+// with no holder known (a lock.HeldError with a Reason: the engine's store
+// restarted and waits out its grace) is not a duplicate of a live run, so
+// whatever the policy, the task is handled as under Retry, after a Wait
+// policy has waited.
 type Policy int
 
 const (
@@ -58,9 +62,17 @@ type DuplicateError struct {
 	Holder string
 	// TTL is how long the holder's lock still runs.
 	TTL time.Duration
+	// Reason, when set, says the key was refused with no holder known
+	// (lock.HeldError's Reason, such as lock.ErrRestartGrace); Holder then
+	// says why in words, and TTL is how long the refusal lasts.
+	Reason error
 }
 
 func (e *DuplicateError) Error() string {
+	if e.Reason != nil {
+		return fmt.Sprintf("middleware: task %q comes back later: key %q is refused for another %s: %s",
+			e.TaskType, e.Key, e.TTL.Round(time.Millisecond), e.Holder)
+	}
 	return fmt.Sprintf("middleware: task %q is a duplicate: key %q is held for another %s",
 		e.TaskType, e.Key, e.TTL.Round(time.Millisecond))
 }

@@ -302,11 +302,18 @@ func (m *middleware) refused(ctx context.Context, c *call, ev *Event, err error)
 	if policy == Wait {
 		policy = r.AfterWait
 	}
-	ev.Kind, ev.Policy, ev.Holder = Duplicate, policy, held.Holder
+	if held.Reason != nil {
+		// No run is known to hold the key (the engine's store restarted):
+		// dropping the task could lose its work.
+		policy = Retry
+		m.log.InfoContext(ctx, "joblock: key refused for a while; the task comes back after it", "task", t.Type(), "key", ev.Key,
+			"for", held.TTL, "why", held.Holder)
+	}
+	ev.Kind, ev.Policy, ev.Holder, ev.Err = Duplicate, policy, held.Holder, held.Reason
 	m.emit(*ev)
 	m.log.DebugContext(ctx, "joblock: duplicate task", "task", t.Type(), "key", ev.Key,
 		"holder_ttl", held.TTL, "policy", policy.String())
-	dup := &DuplicateError{TaskType: t.Type(), Key: ev.Key, Holder: held.Holder, TTL: held.TTL}
+	dup := &DuplicateError{TaskType: t.Type(), Key: ev.Key, Holder: held.Holder, TTL: held.TTL, Reason: held.Reason}
 	switch policy {
 	case Skip, Fail:
 		if c.dropped != nil {

@@ -75,9 +75,11 @@ func startInProcess(t *testing.T, locker func(*redistest.Server) lock.Locker, ru
 	return p, l
 }
 
+// redisEngine is the Redis engine on the test's own Redis, where no holder
+// predates the start: no restart grace.
 func redisEngine(t *testing.T) func(*redistest.Server) lock.Locker {
 	return func(s *redistest.Server) lock.Locker {
-		return redislock.New(s.Client(t), redislock.WithPrefix(s.Prefix))
+		return redislock.New(s.Client(t), redislock.WithPrefix(s.Prefix), redislock.WithRestartGrace(0))
 	}
 }
 
@@ -289,6 +291,53 @@ func TestAsynqKilledWorker(t *testing.T) {
 			stop(t, rescuer)
 			assert.Equal(t, 2, ws.count(t, "enter"), "the task ran once more, and only once")
 			ws.check(t)
+		})
+	}
+}
+
+// TestAsynqRestartGraceIsNoDuplicate: a task whose key the engine refuses
+// while it waits out a restart of the locks' Redis is no duplicate of a
+// live run: under every policy it comes back and runs, once, after the
+// grace, even with no retries left.
+func TestAsynqRestartGraceIsNoDuplicate(t *testing.T) {
+	for _, policy := range []middleware.Policy{middleware.Retry, middleware.Skip, middleware.Wait, middleware.Fail} {
+		t.Run(policy.String(), func(t *testing.T) {
+			t.Parallel()
+			locks := redistest.Start(t) // the locks' own Redis, without persistence
+			const grace = 2 * time.Second
+			var mu sync.Mutex
+			var kinds []string
+			observe := func(*redistest.Server) middleware.Option {
+				return middleware.WithObserver(func(e middleware.Event) {
+					mu.Lock()
+					defer mu.Unlock()
+					if e.Kind == middleware.Duplicate {
+						assert.ErrorIs(t, e.Err, lock.ErrRestartGrace)
+						assert.Equal(t, middleware.Retry, e.Policy, "applied as Retry")
+						assert.Contains(t, e.Holder, "new locks wait out the 2s grace")
+					}
+					if n := len(kinds); n == 0 || kinds[n-1] != e.Kind.String() {
+						kinds = append(kinds, e.Kind.String())
+					}
+				})
+			}
+			var runs atomic.Int32
+			p, _ := startInProcess(t, func(*redistest.Server) lock.Locker {
+				return redislock.New(locks.Client(t), redislock.WithRestartGrace(grace))
+			}, middleware.Rule{Template: "job-{{.id}}", Policy: policy, MaxWait: 100 * time.Millisecond},
+				func(context.Context, *asynq.Task) error {
+					runs.Add(1)
+					return nil
+				}, observe)
+			locks.Restart(t) // the grace starts over
+			p.enqueue(t, `{"id":1}`, asynq.MaxRetry(0))
+			assert.Zero(t, p.settled(t), "archived")
+			assert.EqualValues(t, 1, runs.Load(), "runs")
+			mu.Lock()
+			defer mu.Unlock()
+			require.Greater(t, len(kinds), 2, "events %v", kinds)
+			assert.Contains(t, kinds[:len(kinds)-2], "duplicate", "refused by the grace first")
+			assert.Equal(t, []string{"obtained", "released"}, kinds[len(kinds)-2:], "then run once")
 		})
 	}
 }
