@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -357,12 +358,48 @@ func TestPanicReachesCronRecoverAndFreesTheKey(t *testing.T) {
 	}
 }
 
-// testLockers returns a locker on each engine.
+// testLockers returns a locker on each engine. The Redis was started for
+// the test, so no holder predates it: no restart grace.
 func testLockers(t *testing.T) map[string]lock.Locker {
 	srv := redistest.New(t)
 	return map[string]lock.Locker{
 		"file":  newFileLocker(t, t.TempDir()),
-		"redis": redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix)),
+		"redis": redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix), redislock.WithRestartGrace(0)),
+	}
+}
+
+// TestRunWaitsOutARestartGrace: a run refused because the Redis of the
+// locks has just restarted is not skipped (no other run is known to hold
+// the key): it runs, once, when the grace ends.
+func TestRunWaitsOutARestartGrace(t *testing.T) {
+	for _, mode := range []scheduler.Mode{scheduler.ModeOncePerTick, scheduler.ModeNoOverlap, scheduler.ModeOncePerTick | scheduler.ModeNoOverlap} {
+		t.Run(mode.String(), func(t *testing.T) {
+			srv := redistest.Start(t)
+			c := srv.Client(t)
+			const grace = 2 * time.Second
+			l := redislock.New(c, redislock.WithPrefix(srv.Prefix), redislock.WithRestartGrace(grace))
+			logs := &syncBuffer{}
+			log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			var runs []int // the server's uptime at each run, in seconds
+			job := func(ctx context.Context) error {
+				info, err := c.InfoMap(ctx, "server").Result()
+				require.NoError(t, err)
+				up, err := strconv.Atoi(info["Server"]["uptime_in_seconds"])
+				require.NoError(t, err)
+				runs = append(runs, up)
+				return nil
+			}
+			s := scheduler.New(l, scheduler.WithLogger(log), scheduler.WithLocation(time.UTC))
+			id, err := s.Add(scheduler.Job{Name: "report", Spec: "@every 1h", Mode: mode, Run: job})
+			require.NoError(t, err)
+			srv.Restart(t) // the grace starts over
+			// Run as cron would run it.
+			require.NoError(t, s.Cron().Entry(id).Job.(scheduler.ContextJob).RunContext(context.Background()))
+			require.Len(t, runs, 1, "one run")
+			assert.GreaterOrEqual(t, runs[0], 2, "run before the server had been up for the grace")
+			assert.Contains(t, logs.String(), "run waits: the lock engine holds new locks back for a while")
+			assert.Contains(t, logs.String(), "ago; new locks wait out the 2s grace")
+		})
 	}
 }
 

@@ -184,8 +184,31 @@ func (j *guarded) Run() {
 }
 
 // RunContext runs the job under its locks; it returns nil when the run was
-// skipped.
+// skipped. While the lock engine holds new locks back after a restart (a
+// refusal with no holder known: lock.ErrRestartGrace), it waits, since no
+// other run is known to have the key, and tries again: a late run keeps
+// its tick.
 func (j *guarded) RunContext(ctx context.Context) error {
+	for {
+		err := j.runOnce(ctx)
+		var held *lock.HeldError
+		if !errors.As(err, &held) || held.Reason == nil {
+			return err
+		}
+		t := time.NewTimer(max(held.TTL, minGraceWait))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// minGraceWait is the shortest wait for a grace to end before trying again.
+const minGraceWait = 50 * time.Millisecond
+
+func (j *guarded) runOnce(ctx context.Context) error {
 	switch j.g.mode {
 	case ModeOncePerTick | ModeNoOverlap:
 		// The tick first, so one process decides (and reports) for it.
@@ -256,7 +279,13 @@ func (g *guard) run(ctx context.Context, key string, fn func(ctx context.Context
 		return fn(ctx)
 	}, opts...)
 	var held *lock.HeldError
+	graced := errors.As(err, &held) && held.Reason != nil
 	switch {
+	case graced:
+		// Refused here or, for a tick that is also no-overlap, by the
+		// inner lock; RunContext tries again when the refusal ends.
+		log.InfoContext(ctx, "joblock: run waits: the lock engine holds new locks back for a while", "for", held.TTL, "why", held.Holder)
+		return held
 	case !out.Ran && errors.As(err, &held):
 		log.Log(ctx, busy.level, "joblock: "+busy.msg, "holder_ttl", held.TTL)
 		return nil
