@@ -1,6 +1,7 @@
 // Package engine holds the configuration the worker and lockctl share, by
 // flags or environment with the same defaults: which lock engine, and the
-// one Redis that asynq and the Redis engine both use.
+// Redis that asynq and the Redis engine use (one, unless the locks get a
+// Redis of their own).
 //
 // # Redis URLs
 //
@@ -14,7 +15,8 @@
 //
 // The credentials are always the data nodes'. A password given apart from
 // the URL, in JOBLOCK_REDIS_PASSWORD or in the file -redis-password-file
-// names, wins over the URL's and needs no percent-encoding. Sentinels that
+// names, wins over the URL's (over both URLs', when the locks have a Redis
+// of their own: -lock-redis-url) and needs no percent-encoding. Sentinels that
 // require a password of their own get it from
 // JOBLOCK_REDIS_SENTINEL_PASSWORD. A Sentinel host without a port gets
 // 26379, any other 6379. Options are
@@ -35,6 +37,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/filelock"
@@ -62,6 +65,16 @@ type Config struct {
 	// RedisURL is the Redis server, in one of the forms the package
 	// comment lists. Env JOBLOCK_REDIS_URL, default DefaultRedisURL.
 	RedisURL string
+	// LockRedisURL is the Redis of the Redis engine's locks when they are
+	// not to share RedisURL's (say, a Redis without persistence for locks
+	// beside a persistent one for asynq's queues), in the same forms. Env
+	// JOBLOCK_LOCK_REDIS_URL, default "": RedisURL's.
+	LockRedisURL string
+	// RestartGrace is the Redis engine's restart grace (see
+	// redislock.WithRestartGrace): how long after a Redis node started it
+	// grants no new lock there; 0 disables it. Env JOBLOCK_RESTART_GRACE,
+	// default redislock.DefaultRestartGrace.
+	RestartGrace time.Duration
 	// Prefix is the Redis engine's key prefix. Env JOBLOCK_PREFIX, default
 	// redislock.DefaultPrefix.
 	Prefix string
@@ -86,9 +99,10 @@ type Config struct {
 	// ps), default none.
 	SentinelPassword string
 
-	// badEnv is a variable FromEnv could not read, reported by Check
+	// badEnv and badGrace are variables FromEnv could not read
+	// (JOBLOCK_SHARED_GROUP, JOBLOCK_RESTART_GRACE), reported by Check
 	// unless the flag that stands for it was given.
-	badEnv error
+	badEnv, badGrace error
 }
 
 func env(name, def string) string {
@@ -142,6 +156,45 @@ func envBool(name string) (bool, error) {
 	return b, nil
 }
 
+// envDuration reads a duration variable: unset is def, and a value that
+// does not parse is an error naming it.
+func envDuration(name string, def time.Duration) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return def, fmt.Errorf("%s=%q: want a duration such as 15s or 1m, or 0", name, v)
+	}
+	return d, nil
+}
+
+// durationFlag is a duration flag whose setting wins over a bad variable.
+type durationFlag struct {
+	v   *time.Duration
+	bad *error
+}
+
+func (d durationFlag) String() string {
+	if d.v == nil {
+		return "0s"
+	}
+	return d.v.String()
+}
+
+func (d durationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return errors.New("must not be negative")
+	}
+	*d.v, *d.bad = v, nil
+	return nil
+}
+
 // boolFlag is a boolean flag whose setting wins over a bad variable.
 type boolFlag struct {
 	v   *bool
@@ -173,8 +226,12 @@ const DefaultRedisURL = "redis://127.0.0.1:6379/0"
 // for what it does not.
 func FromEnv() Config {
 	shared, badEnv := envBool("JOBLOCK_SHARED_GROUP")
+	grace, badGrace := envDuration("JOBLOCK_RESTART_GRACE", redislock.DefaultRestartGrace)
 	return Config{
 		badEnv:            badEnv,
+		badGrace:          badGrace,
+		LockRedisURL:      os.Getenv("JOBLOCK_LOCK_REDIS_URL"),
+		RestartGrace:      grace,
 		Engine:            env("JOBLOCK_ENGINE", File),
 		Dir:               env("JOBLOCK_LOCK_DIR", DefaultDir()),
 		SharedGroup:       shared,
@@ -199,6 +256,10 @@ func (c *Config) Bind(fs *flag.FlagSet, redisUse string) {
 	fs.Var(boolFlag{&c.SharedGroup, &c.badEnv}, "shared-group", "file engine: let the users of the lock directory's group share it [JOBLOCK_SHARED_GROUP=1]")
 	fs.Var(secretURL{&c.RedisURL}, "redis-url", redisUse+": a redis://, rediss:// (TLS), redis-sentinel://, redis-cluster:// or unix:// `URL`, "+
 		"a password in it percent-encoded ('#' as %23, ...) [JOBLOCK_REDIS_URL]")
+	fs.Var(secretURL{&c.LockRedisURL}, "lock-redis-url", "redis engine: the Redis of the locks, when not -redis-url's, a `URL` of the same forms; "+
+		"it may run without persistence (see -restart-grace), which asynq's Redis must not [JOBLOCK_LOCK_REDIS_URL]")
+	fs.Var(durationFlag{&c.RestartGrace, &c.badGrace}, "restart-grace", "redis engine: after a Redis node starts, no new lock on it for this long, "+
+		"so that the holders of locks a restart lost learn of it first: at least the longest lease of any holder; 0 disables [JOBLOCK_RESTART_GRACE]")
 	fs.StringVar(&c.Prefix, "prefix", c.Prefix, "redis engine: key prefix [JOBLOCK_PREFIX]")
 	fs.StringVar(&c.RedisCA, "redis-ca", c.RedisCA, "TLS: PEM file of CAs to trust instead of the system's [JOBLOCK_REDIS_CA]")
 	fs.StringVar(&c.RedisCert, "redis-cert", c.RedisCert, "TLS: client certificate (PEM), with -redis-key [JOBLOCK_REDIS_CERT]")
@@ -225,19 +286,24 @@ func (v secretURL) Set(s string) error { *v.s = s; return nil }
 func (c Config) Env() []string {
 	return []string{"JOBLOCK_ENGINE=" + c.Engine, "JOBLOCK_LOCK_DIR=" + c.Dir,
 		"JOBLOCK_SHARED_GROUP=" + strconv.FormatBool(c.SharedGroup),
-		"JOBLOCK_REDIS_URL=" + c.RedisURL, "JOBLOCK_PREFIX=" + c.Prefix,
+		"JOBLOCK_REDIS_URL=" + c.RedisURL, "JOBLOCK_LOCK_REDIS_URL=" + c.LockRedisURL,
+		"JOBLOCK_RESTART_GRACE=" + c.RestartGrace.String(), "JOBLOCK_PREFIX=" + c.Prefix,
 		"JOBLOCK_REDIS_CA=" + c.RedisCA, "JOBLOCK_REDIS_CERT=" + c.RedisCert, "JOBLOCK_REDIS_KEY=" + c.RedisKey,
 		"JOBLOCK_REDIS_PASSWORD=" + c.RedisPassword, "JOBLOCK_REDIS_PASSWORD_FILE=" + c.RedisPasswordFile,
 		"JOBLOCK_REDIS_SENTINEL_PASSWORD=" + c.SentinelPassword}
 }
 
 // Check reports a configuration that cannot work, before anything
-// connects: an unknown engine and, when needRedis is true or the engine
-// is Redis, a Redis URL or TLS setting that does not parse or load. Errors
-// name the flag and environment variable at fault.
+// connects: an unknown engine and, for each Redis that is used (RedisURL's
+// when needRedis is true, the locks' when the engine is Redis), a URL or
+// TLS setting that does not parse or load. Errors name the flag and
+// environment variable at fault.
 func (c *Config) Check(needRedis bool) error {
 	if c.badEnv != nil {
 		return fmt.Errorf("-shared-group: %w", c.badEnv)
+	}
+	if c.badGrace != nil {
+		return fmt.Errorf("-restart-grace: %w", c.badGrace)
 	}
 	switch c.Engine {
 	case File, Redis:
@@ -249,20 +315,33 @@ func (c *Config) Check(needRedis bool) error {
 			return fmt.Errorf("-prefix [JOBLOCK_PREFIX]: %w", err)
 		}
 	}
-	if !needRedis && c.Engine != Redis {
-		return nil
+	if c.RestartGrace < 0 {
+		return fmt.Errorf("-restart-grace [JOBLOCK_RESTART_GRACE] %s: must not be negative (0 disables it)", c.RestartGrace)
 	}
-	rdb, err := c.RedisClient()
-	if err != nil {
-		return err
+	var clients []func() (redis.UniversalClient, error)
+	if needRedis {
+		clients = append(clients, c.RedisClient)
 	}
-	return rdb.Close()
+	if c.Engine == Redis && (c.LockRedisURL != "" || !needRedis) {
+		clients = append(clients, c.LockRedisClient)
+	}
+	for _, open := range clients {
+		rdb, err := open()
+		if err != nil {
+			return err
+		}
+		if err := rdb.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Describe says which engine c opens, for logs, with no secret in it.
 func (c *Config) Describe() string {
 	if c.Engine == Redis {
-		return fmt.Sprintf("redis engine at %s (prefix %q): coordinates processes on every host using this Redis", Redact(c.RedisURL), c.Prefix)
+		return fmt.Sprintf("redis engine at %s (prefix %q, restart grace %s): coordinates processes on every host using this Redis",
+			Redact(c.lockTarget().url), c.Prefix, c.RestartGrace)
 	}
 	if c.SharedGroup {
 		return fmt.Sprintf("file engine in %s, shared by its group: coordinates processes on this host only", c.Dir)
@@ -271,8 +350,9 @@ func (c *Config) Describe() string {
 }
 
 // Open opens the configured engine on a Redis client of its own (the
-// Redis engine) and checks that it can be used: the directory for the file
-// engine, a PING for Redis. close releases what it holds open (no lock).
+// Redis engine, on LockRedisClient's Redis) and checks that it can be
+// used: the directory for the file engine, a PING for Redis. close
+// releases what it holds open (no lock).
 func (c *Config) Open(ctx context.Context) (l lock.Locker, close func() error, err error) {
 	if err := c.Check(false); err != nil {
 		return nil, nil, err
@@ -280,11 +360,11 @@ func (c *Config) Open(ctx context.Context) (l lock.Locker, close func() error, e
 	if c.Engine != Redis {
 		return c.OpenWith(nil)
 	}
-	rdb, err := c.RedisClient()
+	rdb, err := c.LockRedisClient()
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := c.Ping(ctx, rdb); err != nil {
+	if err := c.PingLock(ctx, rdb); err != nil {
 		_ = rdb.Close()
 		return nil, nil, err
 	}
@@ -296,9 +376,10 @@ func (c *Config) Open(ctx context.Context) (l lock.Locker, close func() error, e
 	return l, rdb.Close, nil
 }
 
-// OpenWith opens the configured engine, the Redis engine on rdb (which
-// the caller has checked with Ping and closes itself; it may be nil for
-// the file engine). close releases what the engine holds open, never rdb.
+// OpenWith opens the configured engine, the Redis engine on rdb (a
+// LockRedisClient, which the caller has checked with PingLock and closes
+// itself; it may be nil for the file engine). close releases what the
+// engine holds open, never rdb.
 func (c *Config) OpenWith(rdb redis.UniversalClient) (l lock.Locker, close func() error, err error) {
 	switch c.Engine {
 	case File:
@@ -318,7 +399,7 @@ func (c *Config) OpenWith(rdb redis.UniversalClient) (l lock.Locker, close func(
 		if rdb == nil {
 			return nil, nil, fmt.Errorf("engine: the redis engine needs a Redis client")
 		}
-		return redislock.New(rdb, redislock.WithPrefix(c.Prefix)), func() error { return nil }, nil
+		return redislock.New(rdb, redislock.WithPrefix(c.Prefix), redislock.WithRestartGrace(c.RestartGrace)), func() error { return nil }, nil
 	}
 	return nil, nil, unknownEngine(c.Engine)
 }

@@ -9,10 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/joblock/joblock/internal/redistest"
 	"github.com/joblock/joblock/internal/secrettest"
 	"github.com/joblock/joblock/lock/filelock"
+	"github.com/joblock/joblock/lock/redislock"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -387,4 +389,101 @@ func TestEnvRoundTrip(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	assert.Equal(t, want, FromEnv())
+}
+
+func TestLockRedisURL(t *testing.T) {
+	asynqURL, lockURL := "redis://:"+pw+"@127.0.0.1:6379/0", "redis://:lock-"+pw+"@127.0.0.1:6380/2"
+	t.Setenv("JOBLOCK_REDIS_URL", asynqURL)
+	t.Setenv("JOBLOCK_LOCK_REDIS_URL", lockURL)
+	var c Config
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	var help strings.Builder
+	fs.SetOutput(&help)
+	c.Bind(fs, "asynq's Redis")
+	fs.PrintDefaults()
+	assert.Contains(t, help.String(), "redis://:xxxxx@127.0.0.1:6380/2")
+	secrettest.AssertNone(t, "the help", help.String(), pw)
+	require.NoError(t, fs.Parse(nil))
+	assert.Equal(t, lockURL, c.LockRedisURL)
+	assert.Contains(t, c.Env(), "JOBLOCK_LOCK_REDIS_URL="+lockURL)
+
+	c.Engine = Redis
+	assert.Contains(t, c.Describe(), "redis engine at redis://:xxxxx@127.0.0.1:6380/2")
+	secrettest.AssertNone(t, "the description", c.Describe(), pw)
+	lc, err := c.LockRedisClient()
+	require.NoError(t, err)
+	defer lc.Close()
+	assert.Equal(t, "127.0.0.1:6380", lc.(*redis.Client).Options().Addr)
+	assert.Equal(t, 2, lc.(*redis.Client).Options().DB)
+	ac, err := c.RedisClient()
+	require.NoError(t, err)
+	defer ac.Close()
+	assert.Equal(t, "127.0.0.1:6379", ac.(*redis.Client).Options().Addr)
+
+	c.LockRedisURL = "redis://:" + pw + "#x@127.0.0.1:6380/0"
+	for _, needRedis := range []bool{true, false} {
+		err := c.Check(needRedis)
+		require.Error(t, err)
+		assert.True(t, strings.HasPrefix(err.Error(), "-lock-redis-url [JOBLOCK_LOCK_REDIS_URL] "+Redact(c.LockRedisURL)+": "), err.Error())
+		secrettest.AssertNone(t, "the error", err.Error(), pw)
+	}
+	c.Engine = File
+	assert.NoError(t, c.Check(true), "the file engine keeps no lock in Redis")
+
+	// Unset, the locks share asynq's Redis.
+	c = Config{Engine: Redis, RedisURL: asynqURL}
+	lc2, err := c.LockRedisClient()
+	require.NoError(t, err)
+	defer lc2.Close()
+	assert.Equal(t, "127.0.0.1:6379", lc2.(*redis.Client).Options().Addr)
+	assert.Contains(t, c.Describe(), "redis engine at redis://:xxxxx@127.0.0.1:6379/0")
+}
+
+func TestPingLockNamesItsSetting(t *testing.T) {
+	srv := redistest.Start(t)
+	free := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	c := Config{Engine: Redis, RedisURL: "redis://" + srv.Addr + "/0", LockRedisURL: "redis://:" + pw + "@" + free + "/0"}
+	rdb, err := c.RedisClient()
+	require.NoError(t, err)
+	defer rdb.Close()
+	require.NoError(t, c.Ping(context.Background(), rdb))
+	lrdb, err := c.LockRedisClient()
+	require.NoError(t, err)
+	defer lrdb.Close()
+	err = c.PingLock(context.Background(), lrdb)
+	require.ErrorIs(t, err, ErrRedisUnreachable)
+	assert.Contains(t, err.Error(), "no Redis answered at redis://:xxxxx@"+free+"/0")
+	assert.Contains(t, err.Error(), "point -lock-redis-url [JOBLOCK_LOCK_REDIS_URL] at yours")
+	secrettest.AssertNone(t, "the error", err.Error(), pw)
+	_, _, err = c.Open(context.Background())
+	require.ErrorIs(t, err, ErrRedisUnreachable, "Open uses the locks' Redis")
+}
+
+func TestRestartGraceSetting(t *testing.T) {
+	bind := func(args ...string) (Config, error) {
+		var c Config
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		fs.SetOutput(&strings.Builder{})
+		c.Bind(fs, "asynq's Redis")
+		if err := fs.Parse(args); err != nil {
+			return c, err
+		}
+		return c, c.Check(false)
+	}
+	c, err := bind()
+	require.NoError(t, err)
+	assert.Equal(t, redislock.DefaultRestartGrace, c.RestartGrace)
+	assert.Contains(t, c.Env(), "JOBLOCK_RESTART_GRACE=15s")
+	t.Setenv("JOBLOCK_RESTART_GRACE", "20")
+	_, err = bind()
+	require.EqualError(t, err, `-restart-grace: JOBLOCK_RESTART_GRACE="20": want a duration such as 15s or 1m, or 0`)
+	c, err = bind("-restart-grace", "1m")
+	require.NoError(t, err, "the flag wins over the variable")
+	assert.Equal(t, time.Minute, c.RestartGrace)
+	t.Setenv("JOBLOCK_RESTART_GRACE", "0")
+	c, err = bind()
+	require.NoError(t, err)
+	assert.Zero(t, c.RestartGrace, "0 disables it")
+	_, err = bind("-restart-grace", "-1s")
+	require.Error(t, err)
 }

@@ -17,22 +17,48 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// redisError names the setting that was wrong and keeps secrets out.
-func (c *Config) redisError(err error) error {
-	return redactErr(fmt.Errorf("-redis-url [JOBLOCK_REDIS_URL] %s: %w", Redact(c.RedisURL), err), c.secrets()...)
+// target is one of the configured Redis URLs and the setting it comes
+// from, for errors.
+type target struct {
+	url     string
+	setting string // "-flag [VARIABLE]"
 }
 
-// RedisClient returns a new client for the configured Redis: a
+// asynqTarget is the Redis asynq uses.
+func (c *Config) asynqTarget() target {
+	return target{c.RedisURL, "-redis-url [JOBLOCK_REDIS_URL]"}
+}
+
+// lockTarget is the Redis the Redis engine keeps its locks in.
+func (c *Config) lockTarget() target {
+	if c.LockRedisURL == "" {
+		return c.asynqTarget()
+	}
+	return target{c.LockRedisURL, "-lock-redis-url [JOBLOCK_LOCK_REDIS_URL]"}
+}
+
+// redisError names the setting that was wrong and keeps secrets out.
+func (c *Config) redisError(tg target, err error) error {
+	return redactErr(fmt.Errorf("%s %s: %w", tg.setting, Redact(tg.url), err), c.secrets()...)
+}
+
+// RedisClient returns a new client for the configured Redis (RedisURL): a
 // *redis.Client for redis://, rediss:// and unix://, a Sentinel failover
 // *redis.Client for redis-sentinel://, a *redis.ClusterClient for
 // redis-cluster://. It does not connect. A password from
 // JOBLOCK_REDIS_PASSWORD or -redis-password-file wins over the URL's.
 // Errors name the setting that is wrong and never contain a password. The
 // caller closes the client.
-func (c *Config) RedisClient() (redis.UniversalClient, error) {
-	u, err := parseRedisURL(c.RedisURL)
+func (c *Config) RedisClient() (redis.UniversalClient, error) { return c.client(c.asynqTarget()) }
+
+// LockRedisClient is RedisClient for the Redis of the Redis engine's
+// locks: LockRedisURL's, or RedisURL's when that is empty.
+func (c *Config) LockRedisClient() (redis.UniversalClient, error) { return c.client(c.lockTarget()) }
+
+func (c *Config) client(tg target) (redis.UniversalClient, error) {
+	u, err := parseRedisURL(tg.url)
 	if err != nil {
-		return nil, c.redisError(err)
+		return nil, c.redisError(tg, err)
 	}
 	pw, err := c.redisPassword()
 	if err != nil {
@@ -47,13 +73,13 @@ func (c *Config) RedisClient() (redis.UniversalClient, error) {
 	}
 	switch u.topo {
 	case sentinel:
-		return c.sentinelClient(u, tlsConf)
+		return c.sentinelClient(tg, u, tlsConf)
 	case cluster:
-		return c.clusterClient(u, tlsConf)
+		return c.clusterClient(tg, u, tlsConf)
 	}
 	opt, err := redis.ParseURL(u.goRedisURL())
 	if err != nil {
-		return nil, c.redisError(err)
+		return nil, c.redisError(tg, err)
 	}
 	if tlsConf != nil {
 		tlsConf.ServerName = opt.TLSConfig.ServerName
@@ -62,15 +88,15 @@ func (c *Config) RedisClient() (redis.UniversalClient, error) {
 	return redis.NewClient(opt), nil
 }
 
-func (c *Config) sentinelClient(u redisURL, tlsConf *tls.Config) (redis.UniversalClient, error) {
+func (c *Config) sentinelClient(tg target, u redisURL, tlsConf *tls.Config) (redis.UniversalClient, error) {
 	// go-redis's failover URL takes its credentials as the Sentinels'; ours
 	// are the data nodes', as in every other form.
 	opt, err := redis.ParseFailoverURL(u.goRedisURL())
 	if err != nil {
-		return nil, c.redisError(err)
+		return nil, c.redisError(tg, err)
 	}
 	if opt.MasterName == "" {
-		return nil, c.redisError(errors.New("no master_name: add ?master_name=NAME, the name the Sentinels monitor"))
+		return nil, c.redisError(tg, errors.New("no master_name: add ?master_name=NAME, the name the Sentinels monitor"))
 	}
 	if u.user != "" || u.pass != "" {
 		opt.Username, opt.Password = u.user, u.pass
@@ -80,13 +106,13 @@ func (c *Config) sentinelClient(u redisURL, tlsConf *tls.Config) (redis.Universa
 	return redis.NewFailoverClient(opt), nil
 }
 
-func (c *Config) clusterClient(u redisURL, tlsConf *tls.Config) (redis.UniversalClient, error) {
+func (c *Config) clusterClient(tg target, u redisURL, tlsConf *tls.Config) (redis.UniversalClient, error) {
 	if u.db != 0 {
-		return nil, c.redisError(fmt.Errorf("database %d: a Cluster has only database 0", u.db))
+		return nil, c.redisError(tg, fmt.Errorf("database %d: a Cluster has only database 0", u.db))
 	}
 	opt, err := redis.ParseClusterURL(u.goRedisURL())
 	if err != nil {
-		return nil, c.redisError(err)
+		return nil, c.redisError(tg, err)
 	}
 	opt.TLSConfig = withURLTLS(tlsConf, opt.TLSConfig)
 	return redis.NewClusterClient(opt), nil
@@ -107,9 +133,16 @@ func withURLTLS(ours, fromURL *tls.Config) *tls.Config {
 // address it dials.
 func (c *Config) tlsConfig(useTLS bool) (*tls.Config, error) {
 	if !useTLS {
+		if c.anyTLS() {
+			return nil, nil // the files are the other URL's
+		}
+		which := "-redis-url is not a TLS URL"
+		if c.LockRedisURL != "" {
+			which = "neither -redis-url nor -lock-redis-url is a TLS URL"
+		}
 		for _, f := range []struct{ name, val string }{{"-redis-ca [JOBLOCK_REDIS_CA]", c.RedisCA}, {"-redis-cert [JOBLOCK_REDIS_CERT]", c.RedisCert}, {"-redis-key [JOBLOCK_REDIS_KEY]", c.RedisKey}} {
 			if f.val != "" {
-				return nil, fmt.Errorf("%s is set but -redis-url is not a TLS URL: use rediss://, rediss-sentinel:// or rediss-cluster://", f.name)
+				return nil, fmt.Errorf("%s is set but %s: use rediss://, rediss-sentinel:// or rediss-cluster://", f.name, which)
 			}
 		}
 		return nil, nil
@@ -138,6 +171,16 @@ func (c *Config) tlsConfig(useTLS bool) (*tls.Config, error) {
 	return conf, nil
 }
 
+// anyTLS says whether a configured URL asks for TLS.
+func (c *Config) anyTLS() bool {
+	for _, raw := range []string{c.RedisURL, c.LockRedisURL} {
+		if u, err := parseRedisURL(raw); err == nil && u.tls {
+			return true
+		}
+	}
+	return false
+}
+
 // Errors Ping returns, each with a message saying what to check.
 var (
 	// ErrRedisUnreachable says no Redis answered: nothing listening, or
@@ -150,21 +193,30 @@ var (
 	ErrRedisTLS = errors.New("redis TLS handshake failed")
 )
 
-// Ping checks, once, that the Redis rdb talks to answers within a few
-// seconds. Otherwise it returns an error that says where it looked (the URL
-// redacted) and what to do, matching ErrRedisAuth when the server refused
-// the credentials, ErrRedisTLS when the TLS handshake failed, and
-// ErrRedisUnreachable when nothing answered. It uses rdb itself: no second
-// client, no copied options.
+// Ping checks, once, that the Redis rdb talks to (RedisClient's) answers
+// within a few seconds. Otherwise it returns an error that says where it
+// looked (the URL redacted) and what to do, matching ErrRedisAuth when the
+// server refused the credentials, ErrRedisTLS when the TLS handshake
+// failed, and ErrRedisUnreachable when nothing answered. It uses rdb
+// itself: no second client, no copied options.
 func (c *Config) Ping(ctx context.Context, rdb redis.UniversalClient) error {
+	return c.ping(ctx, rdb, c.asynqTarget())
+}
+
+// PingLock is Ping for a client LockRedisClient returned.
+func (c *Config) PingLock(ctx context.Context, rdb redis.UniversalClient) error {
+	return c.ping(ctx, rdb, c.lockTarget())
+}
+
+func (c *Config) ping(ctx context.Context, rdb redis.UniversalClient, tg target) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	err := rdb.Ping(ctx).Err()
 	if err == nil {
 		return nil
 	}
-	where := Redact(c.RedisURL)
-	u, _ := parseRedisURL(c.RedisURL) // parsed already by RedisClient
+	where := Redact(tg.url)
+	u, _ := parseRedisURL(tg.url) // parsed already by the client
 	// A server that wants a client certificate and gets none, or one it
 	// does not trust, sends an alert after a TLS 1.3 handshake that this
 	// side may never read: it sees the connection closed instead.
@@ -172,8 +224,8 @@ func (c *Config) Ping(ctx context.Context, rdb redis.UniversalClient) error {
 	switch {
 	case isAuthError(err):
 		err = fmt.Errorf("%w at %s (%v): check the password "+
-			"(JOBLOCK_REDIS_PASSWORD, -redis-password-file [JOBLOCK_REDIS_PASSWORD_FILE] or the one in -redis-url [JOBLOCK_REDIS_URL]) and the user name",
-			ErrRedisAuth, where, err)
+			"(JOBLOCK_REDIS_PASSWORD, -redis-password-file [JOBLOCK_REDIS_PASSWORD_FILE] or the one in %s) and the user name",
+			ErrRedisAuth, where, err, tg.setting)
 	case isTLSError(err) || (u.tls && closed):
 		err = fmt.Errorf("%w with %s (%v): check -redis-ca [JOBLOCK_REDIS_CA] (the CA that signed the server's certificate), "+
 			"that the URL's host is one the certificate names, and -redis-cert / -redis-key [JOBLOCK_REDIS_CERT, JOBLOCK_REDIS_KEY] if the server asks for a client certificate",
@@ -182,8 +234,8 @@ func (c *Config) Ping(ctx context.Context, rdb redis.UniversalClient) error {
 		err = fmt.Errorf("%w: the server at %s closed the connection without answering (%v): if it speaks only TLS, use a rediss:// URL",
 			ErrRedisUnreachable, where, err)
 	default:
-		err = fmt.Errorf("%w: no Redis answered at %s (%v); start one with `redis-server`, or point -redis-url / JOBLOCK_REDIS_URL at yours",
-			ErrRedisUnreachable, where, err)
+		err = fmt.Errorf("%w: no Redis answered at %s (%v); start one with `redis-server`, or point %s at yours",
+			ErrRedisUnreachable, where, err, tg.setting)
 	}
 	return redactErr(err, c.secrets()...)
 }
@@ -216,18 +268,20 @@ func (c *Config) secrets() []string {
 			s = append(s, v, url.QueryEscape(v), url.PathEscape(v))
 		}
 	}
-	if u, err := parseRedisURL(c.RedisURL); err == nil {
-		add(u.pass)
-		for _, p := range secretParams {
-			add(u.query.Get(p))
+	for _, raw := range []string{c.RedisURL, c.LockRedisURL} {
+		if u, err := parseRedisURL(raw); err == nil {
+			add(u.pass)
+			for _, p := range secretParams {
+				add(u.query.Get(p))
+			}
 		}
-	}
-	if _, rest, ok := strings.Cut(c.RedisURL, "://"); ok {
-		// A URL that does not parse may still hold a password: whatever
-		// follows the first ':' of the user information.
-		if userinfo, _, ok := cutUserinfo(rest); ok {
-			if _, pw, ok := strings.Cut(userinfo, ":"); ok {
-				add(pw)
+		if _, rest, ok := strings.Cut(raw, "://"); ok {
+			// A URL that does not parse may still hold a password: whatever
+			// follows the first ':' of the user information.
+			if userinfo, _, ok := cutUserinfo(rest); ok {
+				if _, pw, ok := strings.Cut(userinfo, ":"); ok {
+					add(pw)
+				}
 			}
 		}
 	}
