@@ -40,14 +40,18 @@ func TestMain(m *testing.M) {
 }
 
 // engineEnvs returns the environment selecting each engine for a test, and
-// the Redis behind the redis one.
+// the Redis behind the redis one, which was started for the test: no
+// holder predates it, so no restart grace.
 func engineEnvs(t *testing.T) (map[string][]string, *redistest.Server) {
 	srv := redistest.New(t)
 	return map[string][]string{
 		"file":  {"JOBLOCK_ENGINE=file", "JOBLOCK_LOCK_DIR=" + t.TempDir()},
-		"redis": {"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_PREFIX=" + srv.Prefix},
+		"redis": {"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_PREFIX=" + srv.Prefix, noGrace},
 	}, srv
 }
+
+// noGrace turns the restart grace off, for a Redis started for the test.
+const noGrace = "JOBLOCK_RESTART_GRACE=0"
 
 func first[A, B any](a A, _ B) A { return a }
 
@@ -513,13 +517,13 @@ func TestNoSecretInOutput(t *testing.T) {
 	r := func() string { return rand.Text()[:8] }
 	pw := "pw/" + r() + "@" + r() + "#" + r() + "%zz " + r() + "&3"
 	srv := redistest.Start(t, redistest.WithPassword(pw))
-	env := []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=" + srv.URL(), "JOBLOCK_PREFIX=" + srv.Prefix}
+	env := []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=" + srv.URL(), "JOBLOCK_PREFIX=" + srv.Prefix, noGrace}
 	// The form docker-compose.yml uses: the password apart from the URL,
 	// not encoded.
-	pwEnv := []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://" + srv.Addr + "/0", "JOBLOCK_REDIS_PASSWORD=" + pw, "JOBLOCK_PREFIX=" + srv.Prefix}
+	pwEnv := []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://" + srv.Addr + "/0", "JOBLOCK_REDIS_PASSWORD=" + pw, "JOBLOCK_PREFIX=" + srv.Prefix, noGrace}
 	wrongPW := "Wr0ng/" + r() + "#" + r()
 	free := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
-	redisEngine := []string{"JOBLOCK_ENGINE=redis"}
+	redisEngine := []string{"JOBLOCK_ENGINE=redis", noGrace}
 	tests := []struct {
 		name     string
 		secret   string
@@ -606,4 +610,31 @@ func TestStrayEntriesInTheLockDirectory(t *testing.T) {
 	_, stderr, code = run(t, env, "acquire", "stray-fifo")
 	assert.Equal(t, 1, code, "an error, not 'held'")
 	assert.Contains(t, stderr, "is a fifo, not a lock file: remove it")
+}
+
+// TestAcquireDuringARestartGrace: on a Redis that has just started, the
+// restart grace refuses new locks, and lockctl says so plainly: the key is
+// not obtained (exit 3), for how long, and why, with no holder to name.
+func TestAcquireDuringARestartGrace(t *testing.T) {
+	srv := redistest.Start(t)
+	env := []string{"JOBLOCK_ENGINE=redis", "JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_PREFIX=" + srv.Prefix,
+		"JOBLOCK_RESTART_GRACE=1m"} // longer than the test: the server is younger
+	_, stderr, code := run(t, env, "acquire", "nightly-export")
+	assert.Equal(t, 3, code, "refused like a held key")
+	assert.Contains(t, stderr, `key "nightly-export" is refused for another`)
+	assert.Contains(t, stderr, "ago; new locks wait out the 1m0s grace")
+
+	out, _, code := run(t, env, "acquire", "-json", "nightly-export")
+	assert.Equal(t, 3, code)
+	var res struct {
+		AlreadyLocked bool   `json:"already_locked"`
+		LockedBy      string `json:"locked_by"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
+	assert.True(t, res.AlreadyLocked)
+	assert.Contains(t, res.LockedBy, "redis restarted ")
+
+	out, _, code = run(t, env, "status", "nightly-export")
+	assert.Equal(t, 4, code, "a refusal leaves no lock")
+	assert.Contains(t, out, "free")
 }
