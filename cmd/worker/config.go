@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ type config struct {
 	httpAddr    string
 	role        string
 	lockDirSet  bool
+	graceSet    bool // -restart-grace or JOBLOCK_RESTART_GRACE given
 	demo        bool
 	runFor      time.Duration
 	logLevel    string
@@ -116,7 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	c := config{schedules: defaultSchedules()}
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c.engine.Bind(fs, "Redis for asynq (always) and for the redis engine")
+	c.engine.Bind(fs, "Redis for asynq (always), and for the redis engine's locks unless -lock-redis-url is set")
 	fs.StringVar(&c.queues, "queues", env.str("JOBLOCK_QUEUES", "default=1"), "asynq queues and priorities, name=weight,... [JOBLOCK_QUEUES]")
 	fs.IntVar(&c.concurrency, "concurrency", env.int("concurrency", "JOBLOCK_CONCURRENCY", 10), "tasks run at once [JOBLOCK_CONCURRENCY]")
 	fs.DurationVar(&c.lease, "lease", env.duration("lease", "JOBLOCK_LEASE", lock.DefaultLease), "lease of task locks, renewed every third of it while a task runs: how long a crashed worker keeps a key blocked [JOBLOCK_LEASE]")
@@ -151,6 +153,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	c.adminToken = os.Getenv("JOBLOCK_ADMIN_TOKEN")
 	c.lockDirSet = flagSet(fs, "lock-dir") || os.Getenv("JOBLOCK_LOCK_DIR") != ""
+	c.graceSet = flagSet(fs, "restart-grace") || os.Getenv("JOBLOCK_RESTART_GRACE") != ""
 	if c.demo && !flagSet(fs, "log-level") && os.Getenv("JOBLOCK_LOG_LEVEL") == "" {
 		c.logLevel = "warn" // the summary is the demo's output
 	}
@@ -195,7 +198,40 @@ func (c *config) check(fs *flag.FlagSet) error {
 		return fmt.Errorf("in a container (%s=1) the file engine's default directory %s is private to this container, so replicas would not coordinate: "+
 			"set JOBLOCK_ENGINE=redis, or JOBLOCK_LOCK_DIR to a volume every replica mounts (file-engine replicas coordinate only on one host)", envContainer, c.engine.Dir)
 	}
+	if err := c.checkGrace(); err != nil {
+		return err
+	}
 	return c.engine.Check(true)
+}
+
+// checkGrace makes the restart grace at least the longest lease this
+// worker's locks are held by, unless it was set: then it must be, or 0.
+func (c *config) checkGrace() error {
+	longest, whose := c.longestLease()
+	switch g := c.engine.RestartGrace; {
+	case !c.graceSet:
+		c.engine.RestartGrace = max(g, longest)
+	case g > 0 && g < longest:
+		return fmt.Errorf("-restart-grace [JOBLOCK_RESTART_GRACE] %s is shorter than %s, the lease of %s: "+
+			"after a Redis restart a new lock could be granted while a holder from before still runs; use at least %s (or 0 to disable it)", g, longest, whose, longest)
+	}
+	return nil
+}
+
+// longestLease returns the longest lease this worker's locks are held by
+// while work runs, and whose it is.
+func (c *config) longestLease() (time.Duration, string) {
+	var longest time.Duration
+	var whose string
+	if c.role != "worker" {
+		longest, whose = lock.DefaultLease, "the cron jobs"
+	}
+	for _, u := range useCases(c.lease) {
+		if lease := cmp.Or(u.Rule.Lease, lock.DefaultLease); lease > longest {
+			longest, whose = lease, u.Type+" tasks"
+		}
+	}
+	return longest, whose
 }
 
 // checkHTTPAddr reports an -http address that cannot be listened on,

@@ -51,6 +51,9 @@ func lockCheck(locker lock.Locker, dir string) func(ctx context.Context) error {
 			}
 		}
 		lease, err := locker.Obtain(ctx, key, 10*time.Second)
+		if errors.Is(err, lock.ErrRestartGrace) {
+			return nil // Redis answered: it restarted moments ago and holds new locks back for a while
+		}
 		if err != nil {
 			return err
 		}

@@ -162,7 +162,8 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger, s
 	}
 
 	// One client for everything on this Redis: asynq's server, client and
-	// inspector, the lock engine and the handlers.
+	// inspector, the lock engine (unless its locks have a Redis of their
+	// own) and the handlers.
 	rdb, err := cfg.engine.RedisClient()
 	if err != nil {
 		return err
@@ -172,7 +173,14 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger, s
 		return fmt.Errorf("asynq needs Redis: %w", err)
 	}
 	log.Info("redis", "url", engine.Redact(cfg.engine.RedisURL))
-	locker, closeLocker, err := cfg.engine.OpenWith(rdb)
+	lockRDB, err := lockRedis(ctx, cfg.engine, rdb, log)
+	if err != nil {
+		return err
+	}
+	if lockRDB != nil && lockRDB != rdb {
+		defer lockRDB.Close()
+	}
+	locker, closeLocker, err := cfg.engine.OpenWith(lockRDB)
 	if err != nil {
 		return err
 	}
@@ -265,6 +273,28 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger, s
 	stopHTTP(rctx)
 	log.Info("worker stopped")
 	return nil
+}
+
+// lockRedis returns the client of the Redis engine's locks: rdb, unless
+// they have a Redis of their own (-lock-redis-url), whose new client the
+// caller closes. For the file engine it returns nil.
+func lockRedis(ctx context.Context, c engine.Config, rdb redis.UniversalClient, log *slog.Logger) (redis.UniversalClient, error) {
+	switch {
+	case c.Engine != engine.Redis:
+		return nil, nil
+	case c.LockRedisURL == "":
+		return rdb, nil
+	}
+	lrdb, err := c.LockRedisClient()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.PingLock(ctx, lrdb); err != nil {
+		_ = lrdb.Close()
+		return nil, fmt.Errorf("the redis engine needs its Redis: %w", err)
+	}
+	log.Info("redis of the locks", "url", engine.Redact(c.LockRedisURL))
+	return lrdb, nil
 }
 
 // fileDir returns the file engine's directory, or "" for another engine.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/joblock/joblock/internal/secrettest"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/redislock"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -85,6 +87,40 @@ func TestTwoWorkersEndToEnd(t *testing.T) {
 		return true
 	}))
 	assert.Empty(t, left, "locks left behind after shutdown")
+}
+
+// TestLocksOnARedisOfTheirOwn: with -lock-redis-url the locks live on
+// their own Redis, asynq's queues on the other.
+func TestLocksOnARedisOfTheirOwn(t *testing.T) {
+	srv := redistest.New(t)
+	srv.RequireReal(t, "the worker")
+	locks := redistest.Start(t)
+	cfg := engine.Config{Engine: engine.Redis, RedisURL: "redis://" + srv.Addr, LockRedisURL: "redis://:@" + locks.Addr + "/3", Prefix: srv.Prefix}
+	w := startWorker(t, append(cfg.Env(), "JOBLOCK_ROLE=worker"))
+	requireCleanStart(t, w)
+	assert.Contains(t, w.logs.String(), "redis of the locks")
+	assert.Contains(t, w.logs.String(), "redis engine at redis://:xxxxx@"+locks.Addr+"/3")
+
+	client := asynqClient(t, cfg)
+	_, err := client.Enqueue(asynq.NewTask("export:user", []byte(`{"user_id": 42}`)))
+	require.NoError(t, err)
+	held := func(c *redis.Client) []string {
+		var keys []string
+		require.NoError(t, redislock.New(c, redislock.WithPrefix(srv.Prefix)).Scan(context.Background(), func(r lock.Record) bool {
+			keys = append(keys, r.Key)
+			return true
+		}))
+		return keys
+	}
+	lockDB := redis.NewClient(&redis.Options{Addr: locks.Addr, DB: 3})
+	defer lockDB.Close()
+	// The export runs for a second.
+	require.Eventually(t, func() bool {
+		return slices.ContainsFunc(held(lockDB), func(k string) bool { return strings.HasSuffix(k, "export-user-42") })
+	}, 10*time.Second, 20*time.Millisecond, "the running export's lock is not in the locks' Redis:\n%s", w.logs)
+	assert.Empty(t, held(srv.Client(t)), "a lock in asynq's Redis")
+	w.stop(t)
+	assert.Empty(t, held(lockDB), "locks left behind after shutdown")
 }
 
 func TestDemoNeedsNothing(t *testing.T) {
