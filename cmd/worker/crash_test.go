@@ -34,10 +34,11 @@ var taskTypes = []struct {
 
 // TestCrashMatrix storms two workers with every task type, SIGKILLs a
 // worker while a task of each type runs (starting a new one each time),
-// and restarts Redis mid-storm. Afterwards every task either did its work
-// exactly once or was a duplicate of a task that did, nothing was
-// archived but the duplicates the export rule refuses, and no two runs of
-// a key overlapped.
+// and restarts Redis mid-storm: asynq's, which keeps its data, and on the
+// redis engine the locks' own, which keeps nothing. Afterwards every task
+// either did its work exactly once or was a duplicate of a task that did,
+// nothing was archived but the duplicates the export rule refuses, and no
+// two runs of a key overlapped.
 func TestCrashMatrix(t *testing.T) {
 	testenv.Soak(t, "waits up to two minutes for asynq to recover the tasks of killed workers")
 	for _, engine := range []string{"file", "redis"} {
@@ -49,13 +50,22 @@ func TestCrashMatrix(t *testing.T) {
 }
 
 func testCrashMatrix(t *testing.T, engine string) {
-	// Redis keeps its data across the restart (AOF, fsync always): what a
-	// restart without persistence loses, queued tasks included, no lock
-	// could save.
+	// asynq's Redis keeps its data across the restart (AOF, fsync always):
+	// what a restart without persistence loses, queued tasks included, no
+	// lock could save.
 	srv := redistest.Start(t, redistest.WithArgs("--appendonly", "yes", "--appendfsync", "always"))
 	traceDir := t.TempDir()
 	env := []string{"JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_ENGINE=" + engine, "JOBLOCK_LOCK_DIR=" + t.TempDir(),
 		"JOBLOCK_PREFIX=" + srv.Prefix, "JOBLOCK_ROLE=worker", "JOBLOCK_LEASE=2s", envTrace + "=" + traceDir}
+	var locks *redistest.Server
+	if engine == "redis" {
+		// The locks have a Redis of their own, without persistence: its
+		// restart forgets every lock, and the restart grace (the longest
+		// lease of the worker's rules, api:call's 3s) keeps new holders
+		// out until the old ones have been told.
+		locks = redistest.Start(t)
+		env = append(env, "JOBLOCK_LOCK_REDIS_URL=redis://"+locks.Addr, "JOBLOCK_RESTART_GRACE=3s")
+	}
 	workers := []*workerProc{startWorker(t, env), startWorker(t, env)}
 	client := asynq.NewClient(asynq.RedisClientOpt{Addr: srv.Addr})
 	defer client.Close()
@@ -82,26 +92,39 @@ func testCrashMatrix(t *testing.T, engine string) {
 	}()
 
 	tr := &trace{dir: traceDir}
-	for _, tt := range taskTypes {
+	// runner waits until a worker runs a task of type typ, and returns it.
+	runner := func(typ string) int {
 		var victim int
 		require.Eventually(t, func() bool {
 			running := tr.running(t)
 			for i, w := range workers {
-				if running[w.cmd.Process.Pid][tt.typ] > 0 {
+				if running[w.cmd.Process.Pid][typ] > 0 {
 					victim = i
 					return true
 				}
 			}
 			return false
-		}, time.Minute, 20*time.Millisecond, "no worker ran a %s task", tt.typ)
+		}, time.Minute, 20*time.Millisecond, "no worker ran a %s task", typ)
+		return victim
+	}
+	for _, tt := range taskTypes {
+		victim := runner(tt.typ)
 		w := workers[victim]
 		require.NoError(t, w.cmd.Process.Signal(syscall.SIGKILL))
 		_ = w.cmd.Wait()
 		t.Logf("killed worker %d while it ran %s", w.cmd.Process.Pid, tt.typ)
 		workers[victim] = startWorker(t, env)
-		if tt.typ == "job:process" {
+		switch {
+		case tt.typ == "job:process":
 			srv.Restart(t) // mid-storm, with the workers running
-			t.Log("restarted Redis")
+			t.Log("restarted asynq's Redis")
+		case (tt.typ == "cdn:invalidate" || tt.typ == "api:call") && locks != nil:
+			// While an export runs, for a second: the copies of its task
+			// keep coming, and one would take its key before the export's
+			// next renewal told it the lock was gone, but for the grace.
+			runner("export:user")
+			locks.Restart(t) // empty: every lock held is gone
+			t.Log("restarted the locks' Redis while an export ran")
 		}
 	}
 	<-stormDone
@@ -120,6 +143,22 @@ func testCrashMatrix(t *testing.T, engine string) {
 	require.NoError(t, err)
 
 	tr.check(t, enqueued, archived)
+	if locks != nil {
+		graced, lost := tr.count(t, "dup", "new locks wait out the"), tr.count(t, "lost", "")
+		t.Logf("%d tasks refused by the restart grace, %d runs told their lock was lost", graced, lost)
+		assert.Positive(t, graced, "no task met the restart grace: did the locks' Redis restart?")
+	}
+}
+
+// count counts the lines about what, containing text.
+func (tr *trace) count(t *testing.T, what, text string) int {
+	n := 0
+	for _, f := range tr.lines(t) {
+		if f[0] == what && strings.Contains(strings.Join(f, " "), text) {
+			n++
+		}
+	}
+	return n
 }
 
 // trace reads what traced workers wrote (see worker.TraceTo).
@@ -165,10 +204,13 @@ func (tr *trace) check(t *testing.T, enqueued map[string]string, archived []*asy
 	holderTask := map[string]string{} // lock id -> task id
 	committed := map[string]int{}
 	done := map[string]bool{}     // the task's work is done, by it or for it
-	dupOf := map[string]string{}  // task id -> the holder's task id, for dropped duplicates
+	dupOf := map[string]string{}  // task id -> the holder's lock id, for dropped duplicates
+	dropped := map[string]int{}   // task id -> the line of its last drop
+	dupKey := map[string]string{} // task id -> its key, for dropped duplicates
+	keyDone := map[string][]int{} // key -> the lines its work was done on
 	resent := map[string]string{} // task id -> its copy's id
 	keys := map[string]bool{}
-	for _, f := range tr.lines(t) {
+	for i, f := range tr.lines(t) {
 		switch f[0] {
 		case "start":
 			holderTask[f[2]] = f[1]
@@ -176,15 +218,22 @@ func (tr *trace) check(t *testing.T, enqueued map[string]string, archived []*asy
 		case "committed":
 			committed[f[1]]++
 			done[f[1]] = true
+			keyDone[f[2]] = append(keyDone[f[2]], i)
 		case "task-done", "key-done":
 			done[f[1]] = true
-		case "dup":
-			if f[3] == "skip" || f[3] == "fail" {
-				dupOf[f[1]] = f[2]
+			keyDone[f[2]] = append(keyDone[f[2]], i)
+		case "dup": // dup <task id> <policy> <key> <holder...>
+			if f[2] == "skip" || f[2] == "fail" {
+				dupOf[f[1]], dropped[f[1]], dupKey[f[1]] = strings.Join(f[4:], " "), i, f[3]
 			}
 		case "requeued":
 			resent[f[1]] = resentCopy(f[1])
 		}
+	}
+	// doneAfter: the key's work was done after the given line.
+	doneAfter := func(key string, line int) bool {
+		lines := keyDone[key]
+		return len(lines) > 0 && lines[len(lines)-1] > line
 	}
 	finished := func(id string) bool {
 		for range 10 { // a task sent back runs as its copy
@@ -207,7 +256,17 @@ func (tr *trace) check(t *testing.T, enqueued map[string]string, archived []*asy
 			return true
 		}
 		holder, isDup := dupOf[id]
-		return isDup && depth < 20 && covered(holderTask[holder], depth+1)
+		if !isDup || depth >= 20 {
+			return false
+		}
+		holderID, started := holderTask[holder]
+		if !started {
+			// The holder's worker died after taking the lock and before
+			// its handler began: asynq runs that task again, which does
+			// the key's work.
+			return doneAfter(dupKey[id], dropped[id])
+		}
+		return covered(holderID, depth+1)
 	}
 	var lost []string
 	var ran, dups int

@@ -79,7 +79,8 @@ func (f *fileTracer) Handler(ctx context.Context, task *asynq.Task, what string)
 func (f *fileTracer) Event(e middleware.Event) {
 	switch e.Kind {
 	case middleware.Duplicate:
-		_ = f.tasks.Line("dup %s %s %s %s", e.TaskID, e.Holder, e.Policy, e.Key)
+		// The holder last: when no holder is known it says why, in words.
+		_ = f.tasks.Line("dup %s %s %s %s", e.TaskID, e.Policy, e.Key, e.Holder)
 	case middleware.Requeued:
 		_ = f.tasks.Line("requeued %s %s", e.TaskID, e.Key)
 	case middleware.Lost:
