@@ -16,7 +16,9 @@
 //
 // Obtain either returns a Lease or an error. When someone else holds a live
 // lock the error matches ErrNotObtained and, through *HeldError, says who
-// holds it and for how long. Every lease carries an owner token (random,
+// holds it and for how long. An engine may also refuse new locks for a
+// while with no holder known (ErrRestartGrace, as HeldError's Reason):
+// such a key is not held by a live run, only closed for the TTL given. Every lease carries an owner token (random,
 // unguessable) and a fencing token that strictly increases for a key across
 // all holders and processes, so a resource that records the highest token it
 // has seen can refuse the writes of a holder whose lease ran out.

@@ -25,6 +25,10 @@
 // Job.Limit (WithLimit on a wrapper) lets N runs of a ModeNoOverlap job go
 // at once, across hosts: a run that would make N+1 is skipped.
 //
+// A key refused with no holder known (the Redis engine waiting out its
+// restart grace, lock.ErrRestartGrace) skips nothing: the run waits until
+// the refusal ends, then tries again, keeping its tick.
+//
 // # The tick
 //
 // A run's tick is the scheduled time it belongs to: the latest activation
