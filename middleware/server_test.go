@@ -322,15 +322,19 @@ func TestAsynqRestartGraceIsNoDuplicate(t *testing.T) {
 				})
 			}
 			var runs atomic.Int32
+			first := &firstObtainWaits{called: make(chan struct{}), let: make(chan struct{})}
 			p, _ := startInProcess(t, func(*redistest.Server) lock.Locker {
-				return redislock.New(locks.Client(t), redislock.WithRestartGrace(grace))
+				first.Locker = redislock.New(locks.Client(t), redislock.WithRestartGrace(grace))
+				return first
 			}, middleware.Rule{Template: "job-{{.id}}", Policy: policy, MaxWait: 100 * time.Millisecond},
 				func(context.Context, *asynq.Task) error {
 					runs.Add(1)
 					return nil
 				}, observe)
-			locks.Restart(t) // the grace starts over
 			p.enqueue(t, `{"id":1}`, asynq.MaxRetry(0))
+			<-first.called
+			locks.Restart(t) // between the task's start and its lock: the grace starts over
+			close(first.let)
 			assert.Zero(t, p.settled(t), "archived")
 			assert.EqualValues(t, 1, runs.Load(), "runs")
 			mu.Lock()
@@ -340,4 +344,20 @@ func TestAsynqRestartGraceIsNoDuplicate(t *testing.T) {
 			assert.Equal(t, []string{"obtained", "released"}, kinds[len(kinds)-2:], "then run once")
 		})
 	}
+}
+
+// firstObtainWaits is an engine whose first Obtain waits until let is
+// closed, having closed called: the test restarts Redis in between.
+type firstObtainWaits struct {
+	lock.Locker
+	once        sync.Once
+	called, let chan struct{}
+}
+
+func (f *firstObtainWaits) Obtain(ctx context.Context, key string, ttl time.Duration) (lock.Lease, error) {
+	f.once.Do(func() {
+		close(f.called)
+		<-f.let
+	})
+	return f.Locker.Obtain(ctx, key, ttl)
 }

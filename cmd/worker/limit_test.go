@@ -30,7 +30,8 @@ func TestTenantImportCap(t *testing.T) {
 			srv.RequireReal(t, "the worker")
 			traceDir := t.TempDir()
 			env := []string{"JOBLOCK_REDIS_URL=redis://" + srv.Addr, "JOBLOCK_ENGINE=" + eng, "JOBLOCK_LOCK_DIR=" + t.TempDir(),
-				"JOBLOCK_PREFIX=" + srv.Prefix, "JOBLOCK_ROLE=worker", envTrace + "=" + traceDir}
+				"JOBLOCK_PREFIX=" + srv.Prefix, "JOBLOCK_ROLE=worker", envTrace + "=" + traceDir,
+				"JOBLOCK_RESTART_GRACE=0"} // a Redis of the test's own: no holder predates it
 			workers := []*workerProc{startWorker(t, env), startWorker(t, env)}
 
 			client := asynq.NewClient(asynq.RedisClientOpt{Addr: srv.Addr})

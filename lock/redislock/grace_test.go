@@ -166,7 +166,7 @@ func TestNoGraceCostOnANodeUpLongerThanTheGrace(t *testing.T) {
 func TestRestartGraceOnCluster(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	c := cl.Client(t)
-	const grace = 3 * time.Second
+	const grace = 5 * time.Second // the cluster must be ok again within it
 	waitUp(t, grace, cl.Addrs...)
 	l := redislock.New(c, redislock.WithRestartGrace(grace))
 	ctx := context.Background()
@@ -252,7 +252,7 @@ func TestRestartGraceBehindSentinel(t *testing.T) {
 	s := redistest.StartSentinel(t, 1)
 	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.Addrs})
 	t.Cleanup(func() { _ = c.Close() })
-	const grace = 3 * time.Second
+	const grace = 5 * time.Second // the client must be back on the master within it
 	waitUp(t, grace, s.Master(t))
 	l := redislock.New(c, redislock.WithPrefix(s.Prefix), redislock.WithRestartGrace(grace))
 	ctx := context.Background()
