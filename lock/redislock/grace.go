@@ -99,7 +99,7 @@ func (l *Locker) obtainRun(ctx context.Context, s script, key string, keys []str
 	}
 	for range maxAdmits {
 		res, err := l.exec(ctx, s.Script, false, keys, args...).Result()
-		if !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") { // nil first: HasErrorPrefix allocates
 			return res, err
 		}
 		if err := l.admit(ctx, s, key, keys[0]); err != nil {

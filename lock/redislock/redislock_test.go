@@ -55,7 +55,7 @@ func graceFor(t *testing.T, srv *redistest.Server) redislock.Option {
 }
 
 // waitUp waits until the Redis at each of addrs has been up for d.
-func waitUp(t *testing.T, d time.Duration, addrs ...string) {
+func waitUp(t testing.TB, d time.Duration, addrs ...string) {
 	t.Helper()
 	for _, addr := range addrs {
 		c := redis.NewClient(&redis.Options{Addr: addr})
