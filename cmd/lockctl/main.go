@@ -65,6 +65,12 @@ Flags (every command; environment variables give the defaults):
                        redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS),
                        redis-sentinel://[:PASSWORD@]S1[:PORT],S2.../DB?master_name=NAME,
                        redis-cluster://[:PASSWORD@]N1[:PORT],N2...
+  -lock-redis-url URL  the locks' Redis when not -redis-url's, as a worker with the
+                       same setting uses it [JOBLOCK_LOCK_REDIS_URL]
+  -restart-grace D     after a Redis node starts, no new lock on it for D, so that
+                       holders of locks a restart lost learn of it first; at least
+                       the longest lease of any holder; 0 disables
+                       [JOBLOCK_RESTART_GRACE, default 15s]
   -redis-ca FILE       TLS: CAs to trust instead of the system's [JOBLOCK_REDIS_CA]
   -redis-cert FILE     TLS: client certificate [JOBLOCK_REDIS_CERT]
   -redis-key FILE      TLS: client certificate's key [JOBLOCK_REDIS_KEY]
