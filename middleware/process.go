@@ -326,9 +326,11 @@ func (m *middleware) refused(ctx context.Context, c *call, ev *Event, err error)
 	}
 	if !c.sendBack || retriesLeft(ctx) {
 		m.addWaiter(ctx, ev.Key, ev.Queue, ev.TaskID)
-		if c.rechecks < maxRechecks && m.keyFree(ctx, ev.Key, r.Limit) {
+		if held.Reason == nil && c.rechecks < maxRechecks && m.keyFree(ctx, ev.Key, r.Limit) {
 			// Released between the refusal and the sign-up: no release
-			// will hand it the key now, so it tries again here.
+			// will hand it the key now, so it tries again here. (A key
+			// refused for a while with no holder looks free, and stays
+			// refused until the TTL.)
 			m.removeWaiter(ctx, ev.Key, ev.Queue, ev.TaskID)
 			c.rechecks++
 			return m.run(ctx, c)

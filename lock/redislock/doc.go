@@ -74,7 +74,8 @@
 // (not a go-redis Client or ClusterClient, say a wrapper that only runs
 // scripts) gets an obtain script that reads the uptime itself, at the
 // price of an INFO per Obtain. The grace needs INFO and SCRIPT LOAD to be
-// allowed; uptime is counted in whole seconds on the server's clock.
+// allowed. Redis counts uptime in whole seconds on its clock, so the grace
+// ends at an uptime above it, up to a second late.
 //
 // What the grace does not cover: a failover to a replica that missed the
 // latest locks (its uptime is long), FLUSHALL, and, on Redis 6, a restart

@@ -20,7 +20,8 @@ const DefaultRestartGrace = lock.DefaultLease
 // WithRestartGrace sets how long after a Redis node started the Locker
 // grants no new lock (nor slot) on a key that lives on that node; 0
 // disables it. Default DefaultRestartGrace. It is rounded up to whole
-// seconds, the resolution of the node's uptime.
+// seconds, the resolution of the node's uptime, and may last up to a second
+// longer.
 //
 // A restart (or a start: a brand-new Redis looks the same) can have lost
 // locks whose holders still work, and they learn it at their next renewal
@@ -68,6 +69,14 @@ func (l *Locker) obtainScripts() (obtain, obtainSlot script) {
 
 func (l *Locker) graceSeconds() int64 { return int64((l.grace + time.Second - 1) / time.Second) }
 
+// Redis counts uptime as the difference of two clock readings in whole
+// seconds, so an uptime of n seconds may be as little as n-1 seconds and a
+// bit: the grace is over only at an uptime above it.
+
+// graceOver says whether a node up for up seconds, as INFO counts them,
+// has been up for the grace.
+func (l *Locker) graceOver(up int64) bool { return up > l.graceSeconds() }
+
 func gated(src string, secs int64) script {
 	src = "-- Loaded only on a node up for at least " + strconv.FormatInt(secs, 10) + "s (the restart grace).\n" + src
 	return script{Script: redis.NewScript(src), src: src, gated: true}
@@ -75,9 +84,10 @@ func gated(src string, secs int64) script {
 
 // checkUptime refuses, with the node's uptime, while it is under the
 // grace; it goes in front of an obtain script.
-const checkUptime = `-- Refuses while the node has been up for less than the restart grace.
+const checkUptime = `-- Refuses while the node has been up for less than the restart grace
+-- (an uptime in whole seconds above it: see graceOver).
 local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%%d+)'))
-if up < %d then
+if up <= %d then
   return {up}
 end
 `
@@ -127,7 +137,7 @@ func (l *Locker) admit(ctx context.Context, s script, key, routeKey string) erro
 	if !ok {
 		return errors.New("the restart grace needs uptime_in_seconds from INFO server, and it is not there")
 	}
-	if up < l.graceSeconds() {
+	if !l.graceOver(up) {
 		return l.graceError(key, up)
 	}
 	if err := cn.ScriptLoad(ctx, s.src).Err(); err != nil {
@@ -188,6 +198,8 @@ func uptime(info string) (int64, bool) {
 func (l *Locker) graceError(key string, up int64) *lock.HeldError {
 	grace := time.Duration(l.graceSeconds()) * time.Second
 	up = max(up, 0)
-	return &lock.HeldError{Key: key, TTL: grace - time.Duration(up)*time.Second, Reason: lock.ErrRestartGrace,
+	// Until the uptime is above the grace.
+	left := grace + time.Second - time.Duration(up)*time.Second
+	return &lock.HeldError{Key: key, TTL: left, Reason: lock.ErrRestartGrace,
 		Holder: fmt.Sprintf("redis restarted %s ago; new locks wait out the %s grace", time.Duration(up)*time.Second, grace)}
 }

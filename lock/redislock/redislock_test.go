@@ -54,15 +54,16 @@ func graceFor(t *testing.T, srv *redistest.Server) redislock.Option {
 	return redislock.WithRestartGrace(testGrace)
 }
 
-// waitUp waits until the Redis at each of addrs has been up for d.
+// waitUp waits until the Redis at each of addrs has been up for d as a
+// restart grace of d counts it: its uptime, in whole seconds, above d.
 func waitUp(t testing.TB, d time.Duration, addrs ...string) {
 	t.Helper()
 	for _, addr := range addrs {
 		c := redis.NewClient(&redis.Options{Addr: addr})
 		require.Eventually(t, func() bool {
 			up, err := uptimeOf(c)
-			return err == nil && up >= d
-		}, 30*time.Second, 20*time.Millisecond, "%s never reached an uptime of %s", addr, d)
+			return err == nil && up > d
+		}, 30*time.Second, 20*time.Millisecond, "%s never reached an uptime above %s", addr, d)
 		_ = c.Close()
 	}
 }
