@@ -18,7 +18,7 @@ import (
 )
 
 // TestTenantImportCap: two worker processes of concurrency 10 and a
-// burst of imports, 8 of one tenant and 4 of another. From the workers'
+// burst of imports, 16 of one tenant and 8 of another. From the workers'
 // own trace of each critical section: no tenant ever ran more than two
 // imports at once, the busy tenant did run two at once, every import ran
 // exactly once, and both workers took part.
@@ -36,7 +36,7 @@ func TestTenantImportCap(t *testing.T) {
 
 			client := asynq.NewClient(asynq.RedisClientOpt{Addr: srv.Addr})
 			defer client.Close()
-			tenants := map[string]int{"acme": 8, "globex": 4}
+			tenants := map[string]int{"acme": 16, "globex": 8}
 			enqueued := map[string]bool{}
 			for tenant, n := range tenants {
 				for i := range n {
