@@ -56,11 +56,20 @@ type HeldError struct {
 	// Reason is nil when a live lock was seen, and ErrRestartGrace when
 	// none was but the engine grants no new lock yet.
 	Reason error
+	// HeldLimit, when not 0, is the limit the key's holders took it with,
+	// which is not the one asked for (1 for a plain lock, see Limiter):
+	// holders of one key that ask different limits exclude each other,
+	// each side refused while the other holds the key.
+	HeldLimit int
 }
 
 func (e *HeldError) Error() string {
 	if e.Reason != nil {
 		return fmt.Sprintf("lock: key %q is refused for another %s: %s", e.Key, e.TTL.Round(time.Millisecond), e.Holder)
+	}
+	if e.HeldLimit != 0 {
+		return fmt.Sprintf("lock: key %q is held by %s for another %s, with a limit of %d: every holder of a key must ask for the same limit",
+			e.Key, e.Holder, e.TTL.Round(time.Millisecond), e.HeldLimit)
 	}
 	return fmt.Sprintf("lock: key %q is held by %s for another %s", e.Key, e.Holder, e.TTL.Round(time.Millisecond))
 }

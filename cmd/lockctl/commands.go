@@ -229,7 +229,7 @@ func (e *env) printStatus(key string, rec lock.Record, held bool, slots, inUse [
 	switch {
 	case held:
 		fmt.Fprintf(e.stdout, "%s: %s\n", key, holder(rec))
-	case len(slots) > 0:
+	case len(inUse) > 0:
 		fmt.Fprintf(e.stdout, "%s: %d of %d slots held\n", key, len(inUse), slots[0].Limit)
 		for _, r := range inUse {
 			fmt.Fprintf(e.stdout, "  slot %s\n", holder(r))

@@ -270,3 +270,76 @@ func TestRestartWithoutPersistenceTellsTheHolder(t *testing.T) {
 	require.ErrorIs(t, err, lock.ErrLost)
 	require.ErrorIs(t, err, lock.ErrNotHeld, "a renewal found the lock gone")
 }
+
+// TestMixedLimitsExcludeEachOther: holders of one key that ask different
+// limits (a plain lock is a limit of 1) exclude each other: each side is
+// refused while the other holds the key, with an error naming the
+// holders' limit, and fencing tokens keep increasing across them.
+func TestMixedLimitsExcludeEachOther(t *testing.T) {
+	srv := redistest.New(t)
+	l := redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix), redislock.WithRestartGrace(0))
+	ctx := context.Background()
+	plain, err := l.Obtain(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	_, err = l.ObtainLimit(ctx, "k", 2, time.Minute)
+	var held *lock.HeldError
+	require.ErrorAs(t, err, &held)
+	assert.Equal(t, 1, held.HeldLimit)
+	assert.Equal(t, plain.Token, held.Holder)
+	assert.ErrorContains(t, err, "with a limit of 1: every holder of a key must ask for the same limit")
+	require.NoError(t, l.Release(ctx, plain))
+
+	slot, err := l.ObtainLimit(ctx, "k", 2, time.Minute)
+	require.NoError(t, err)
+	assert.Greater(t, slot.Fence, plain.Fence)
+	_, err = l.Obtain(ctx, "k", time.Minute)
+	require.ErrorAs(t, err, &held)
+	assert.Equal(t, 2, held.HeldLimit)
+	assert.Equal(t, slot.Token, held.Holder)
+	_, err = l.ObtainLimit(ctx, "k", 3, time.Minute)
+	require.ErrorAs(t, err, &held)
+	assert.Equal(t, 2, held.HeldLimit)
+	assert.ErrorIs(t, err, lock.ErrNotObtained, "a mismatch is a refusal, not an engine failure")
+	require.NoError(t, l.Release(ctx, slot))
+
+	again, err := l.Obtain(ctx, "k", time.Minute)
+	require.NoError(t, err, "free once the slots are gone")
+	assert.Greater(t, again.Fence, slot.Fence)
+	require.NoError(t, l.Release(ctx, again))
+}
+
+// TestScanSkipsKeysOfAnotherType: keys under the prefix that someone else
+// made, of another type than the engine's, are reported as Skipped and
+// counted, never an error that stops Scan, and are left alone.
+func TestScanSkipsKeysOfAnotherType(t *testing.T) {
+	srv := redistest.New(t)
+	c := srv.Client(t)
+	l := redislock.New(c, redislock.WithPrefix(srv.Prefix), redislock.WithRestartGrace(0))
+	ctx := context.Background()
+	lease, err := l.Obtain(ctx, "real", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, c.HSet(ctx, srv.Prefix+"{hash}", "a", "b").Err())
+	require.NoError(t, c.Set(ctx, srv.Prefix+"{text}:slots", "hello", time.Minute).Err())
+	var held, skipped []string
+	require.NoError(t, l.Scan(ctx, func(r lock.Record) bool {
+		switch r.State {
+		case lock.Held:
+			held = append(held, r.Key)
+		case lock.Skipped:
+			skipped = append(skipped, r.Note)
+		}
+		return true
+	}))
+	assert.Equal(t, []string{"real"}, held)
+	require.Len(t, skipped, 2)
+	assert.Contains(t, skipped[0]+skipped[1], srv.Prefix+"{hash} is not a lock record: WRONGTYPE")
+	assert.Contains(t, skipped[0]+skipped[1], srv.Prefix+"{text}:slots is not a lock record: WRONGTYPE")
+	stats, err := lock.NewManager(l).GetStats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, stats.ActiveLocks)
+	assert.Equal(t, 2, stats.SkippedEntries)
+	n, err := c.Exists(ctx, srv.Prefix+"{hash}", srv.Prefix+"{text}:slots").Result()
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, n, "left alone")
+	require.NoError(t, l.Release(ctx, lease))
+}

@@ -1,11 +1,17 @@
 -- ObtainLimit: take one of a key's slots if fewer than the limit are live.
 -- KEYS[1] the slots (a sorted set: owner token -> expiry in unix ms),
 -- KEYS[2] the holders (a hash: owner token -> value, and "limit"),
--- KEYS[3] the key's fencing counter; all in one hash slot.
+-- KEYS[3] the key's fencing counter, KEYS[4] its plain lock (see
+-- obtain.lua); all in one hash slot.
 -- ARGV[1] owner token, ARGV[2] "<acquired unix ms> <pid> <host>",
 -- ARGV[3] TTL in ms, ARGV[4] counter retention in ms, ARGV[5] the limit.
 -- Returns the fencing token, or {value of the slot that frees first,
--- remaining ms} when the key is full.
+-- remaining ms} when the key is full, or {holder's value, remaining ms,
+-- limit} while it is held with another limit (1: its plain lock).
+local plain = redis.call('GET', KEYS[4])
+if plain then
+  return {plain, redis.call('PTTL', KEYS[4]), 1}
+end
 local t = redis.call('TIME')
 local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nowms)
@@ -18,7 +24,8 @@ local limit = tonumber(ARGV[5])
 if live > 0 then
   local had = tonumber(redis.call('HGET', KEYS[2], 'limit'))
   if had and had ~= limit then
-    return redis.error_reply('the key is held with a limit of ' .. had .. ', not ' .. limit .. ': every holder of a key must ask for the same limit')
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {redis.call('HGET', KEYS[2], first[1]), tonumber(first[2]) - nowms, had}
   end
 end
 if live >= limit then

@@ -145,11 +145,26 @@ func escape(key string) string {
 
 func (l *Locker) lockKey(key string) string { return l.prefix + "{" + escape(key) + key + "}" }
 
-// keys returns the lock key and its counter key, sharing one allocation:
-// the lock key is a prefix of the counter key.
+// keys returns the Redis keys of key, in one hash slot: its lock, its
+// fencing counter, and the slots and holders of a key taken with a limit
+// (see slots.go). The four share one allocation: the lock's name is a
+// prefix of the counter's.
 func (l *Locker) keys(key string) []string {
-	fence := l.prefix + "{" + escape(key) + key + "}:fence"
-	return []string{fence[:len(fence)-len(":fence")], fence}
+	var b strings.Builder
+	base := len(l.prefix) + 1 + len(escape(key)) + len(key) + 1
+	b.Grow(3*base + len(":fence:slots:holders"))
+	for _, suffix := range []string{":fence", ":slots", ":holders"} {
+		b.WriteString(l.prefix)
+		b.WriteByte('{')
+		b.WriteString(escape(key))
+		b.WriteString(key)
+		b.WriteByte('}')
+		b.WriteString(suffix)
+	}
+	all := b.String()
+	slots := base + len(":fence")
+	holders := slots + base + len(":slots")
+	return []string{all[:base], all[:slots], all[slots:holders], all[holders:]}
 }
 
 // keyOf is the lock key whose Redis key is k (see lockKey).
@@ -238,8 +253,9 @@ func (l *Locker) obtainError(key string, err error) error {
 }
 
 // refusal reads an obtain script's reply other than a fencing token: the
-// value of the lock (or slot) that holds key and its remaining ms, or the
-// uptime of a node under the grace.
+// value of the lock (or slot) that holds key and its remaining ms, and the
+// holders' limit when it is not the one asked; or the uptime of a node
+// under the grace.
 func (l *Locker) refusal(key string, res any) error {
 	r, _ := res.([]any)
 	switch len(r) {
@@ -247,10 +263,16 @@ func (l *Locker) refusal(key string, res any) error {
 		if up, ok := r[0].(int64); ok {
 			return l.graceError(key, up)
 		}
-	case 2:
+	case 2, 3:
 		v, _ := r[0].(string)
 		pttl, _ := r[1].(int64)
-		return &lock.HeldError{Key: key, Holder: parseValue(v).token, TTL: time.Duration(max(pttl, 0)) * time.Millisecond}
+		held := &lock.HeldError{Key: key, Holder: parseValue(v).token, TTL: time.Duration(max(pttl, 0)) * time.Millisecond}
+		if len(r) == 3 {
+			// Held with another limit than the one asked.
+			limit, _ := r[2].(int64)
+			held.HeldLimit = int(limit)
+		}
+		return held
 	}
 	return wrap("obtain", key, fmt.Errorf("unexpected reply %v", res))
 }
@@ -269,7 +291,7 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 	if isSlotToken(lease.Token) {
 		return l.refreshWith(ctx, refreshSlotScript, l.slotKeys(lease.Key), lease, ttl)
 	}
-	return l.refreshWith(ctx, refreshScript, l.keys(lease.Key), lease, ttl)
+	return l.refreshWith(ctx, refreshScript, l.keys(lease.Key)[:2], lease, ttl)
 }
 
 // refreshWith refreshes lease with script, a lock's or a slot's, over

@@ -92,6 +92,25 @@ func (l *Locker) scanKeys(ctx context.Context, node redis.Cmdable, pattern strin
 	}
 }
 
+// failed reports whether a pipeline's error is the connection's or the
+// server's as a whole, rather than one command's answer (a key gone, or
+// of another type), which the caller reads command by command.
+func failed(err error) bool {
+	var reply redis.Error
+	return err != nil && !errors.Is(err, redis.Nil) && !errors.As(err, &reply)
+}
+
+// skipped is the record of a key under the prefix that a Redis error
+// answered (WRONGTYPE: a key of another type, made by someone else): ok is
+// false for a key that is merely gone.
+func skipped(k string, err error) (lock.Record, bool) {
+	var reply redis.Error
+	if errors.Is(err, redis.Nil) || !errors.As(err, &reply) {
+		return lock.Record{}, false
+	}
+	return lock.Record{State: lock.Skipped, Note: fmt.Sprintf("%s is not a lock record: %v (left alone)", k, err)}, true
+}
+
 // readSlots reads a batch of slots keys in one pipeline.
 func (l *Locker) readSlots(ctx context.Context, node redis.Cmdable, keys []string, emit func(lock.Record) bool) (bool, error) {
 	cmds := make([]*redis.Cmd, len(keys))
@@ -102,13 +121,16 @@ func (l *Locker) readSlots(ctx context.Context, node redis.Cmdable, keys []strin
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if failed(err) {
 		return false, err
 	}
 	for i, k := range keys {
 		res, err := cmds[i].Slice()
 		if err != nil {
-			continue // gone since SCAN saw it
+			if skip, ok := skipped(k, err); ok && !emit(skip) {
+				return false, nil
+			}
+			continue // gone since SCAN saw it, or skipped
 		}
 		for _, r := range slotRecords(l.keyOf(strings.TrimSuffix(k, ":slots")), res) {
 			if !emit(r) {
@@ -129,13 +151,16 @@ func (l *Locker) readBatch(ctx context.Context, node redis.Cmdable, keys []strin
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if failed(err) {
 		return false, err
 	}
 	for i, k := range keys {
 		v, err := gets[i].Result()
 		if err != nil {
-			continue // expired or released since SCAN saw it
+			if skip, ok := skipped(k, err); ok && !emit(skip) {
+				return false, nil
+			}
+			continue // expired or released since SCAN saw it, or skipped
 		}
 		if !emit(record(l.keyOf(k), v, ttls[i].Val().Milliseconds())) {
 			return false, nil

@@ -44,10 +44,11 @@ var _ lock.Limiter = (*Locker)(nil)
 
 func isSlotToken(token string) bool { return strings.HasPrefix(token, slotTokenPrefix) }
 
-// slotKeys returns the slots, holders and counter keys of key.
+// slotKeys returns the slots, holders, counter and lock keys of key, in
+// the order the slot scripts take them.
 func (l *Locker) slotKeys(key string) []string {
-	base := l.lockKey(key)
-	return []string{base + ":slots", base + ":holders", base + ":fence"}
+	k := l.keys(key)
+	return []string{k[2], k[3], k[1], k[0]}
 }
 
 // ObtainLimit implements lock.Limiter in one round trip; a limit of 1 is
