@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -26,6 +29,9 @@ type asynqSetup struct {
 	locker func() (lock.Locker, func(), error)
 	// keys is how many distinct keys the tasks use; 0 means one per task.
 	keys int
+	// floor, instead of an engine, is a hand-written middleware doing the
+	// least a lock of its kind must do per task: what no design goes below.
+	floor func() (asynq.MiddlewareFunc, func(), error)
 }
 
 func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
@@ -55,30 +61,93 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 		{name: "file engine, a new key per task, tmpfs (/dev/shm)", locker: fileIn("/dev/shm/joblock-bench")},
 		{name: fmt.Sprintf("file engine, a new key per task, default directory (%s, %s)", defaultDir, fsType(defaultDir)), locker: fileIn(defaultDir)},
 		{name: "Redis engine, a new key per task", locker: redisEngine},
+		{name: "the middleware over an engine that does nothing (its own cost)", locker: func() (lock.Locker, func(), error) { return nopLocker{}, func() {}, nil }},
+		{name: "floor: the spec's create-write-close-unlink per task, no middleware, tmpfs", floor: specFloor("/dev/shm/joblock-bench")},
+		{name: "floor: SET NX PX + compare-and-delete EVAL per task, no middleware", floor: redisFloor(rdb)},
 	}
 	names := make([]string, len(setups))
 	byName := map[string]asynqSetup{}
 	for i, s := range setups {
 		names[i], byName[s.name] = s.name, s
 	}
-	fmt.Printf("\n### asynq throughput\n\nA trivial handler, concurrency 10, %d tasks per measurement, real Redis.\n", o.tasks)
+	redisPID := serverPID(ctx, rdb)
+	fmt.Printf("\n### asynq throughput\n\nA trivial handler, concurrency 10, %d tasks per measurement, real Redis. "+
+		"CPU is this process's and the Redis server's together, per task: what the middleware costs on a machine whose cores are all busy.\n", o.tasks)
+	// One unmeasured run first: the first server of a process pays for
+	// warming up what every later one reuses.
+	if _, _, err := asynqRun(ctx, o, rdb, setups[0], redisPID); err != nil {
+		return err
+	}
+	cpu := map[string]*measurement{}
 	ms, err := interleave(o.rounds, names, func(name string) (float64, error) {
-		return asynqRun(ctx, o, rdb, byName[name])
+		rate, perTask, err := asynqRun(ctx, o, rdb, byName[name], redisPID)
+		if cpu[name] == nil {
+			cpu[name] = &measurement{name: name}
+		}
+		cpu[name].values = append(cpu[name].values, perTask.Seconds()*1e6)
+		return rate, err
 	})
 	if err != nil {
 		return err
 	}
-	base := ms[0].median()
-	table("setup", "tasks/s", "vs no middleware")
+	base, baseCPU := ms[0].median(), cpu[ms[0].name].median()
+	table("setup", "tasks/s", "vs no middleware", "CPU µs/task", "CPU added")
 	for _, m := range ms {
-		row(m.name, thousands(m.median()), fmt.Sprintf("%.2fx", m.median()/base))
+		c := cpu[m.name].median()
+		row(m.name, thousands(m.median()), fmt.Sprintf("%.2fx", m.median()/base), fmt.Sprintf("%.0f", c), fmt.Sprintf("%+.0f", c-baseCPU))
+	}
+	if redisPID == 0 {
+		fmt.Println("\n(The Redis server is not on this machine: CPU counts this process only.)")
 	}
 	return nil
 }
 
+// serverPID is the Redis server's process id when it runs on this machine,
+// else 0.
+func serverPID(ctx context.Context, rdb *redis.Client) int {
+	info, err := rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			pid, _ := strconv.Atoi(v)
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// cpuTime is the CPU this process and, if pid is not 0, process pid have
+// used so far.
+func cpuTime(pid int) time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	d := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if pid == 0 {
+		return d
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return d
+	}
+	// Fields after the command's closing parenthesis; utime and stime are
+	// the 12th and 13th of them, in clock ticks (100 per second on Linux).
+	rest := b[bytes.LastIndexByte(b, ')')+1:]
+	f := strings.Fields(string(rest))
+	if len(f) < 13 {
+		return d
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return d + time.Duration(u+s)*10*time.Millisecond
+}
+
 // asynqRun enqueues o.tasks tasks, then times a real asynq server (and the
 // middleware, if the setup has an engine) handling all of them.
-func asynqRun(ctx context.Context, o options, rdb *redis.Client, s asynqSetup) (float64, error) {
+func asynqRun(ctx context.Context, o options, rdb *redis.Client, s asynqSetup, redisPID int) (rate float64, cpuPerTask time.Duration, err error) {
 	queue := "bench-" + rand.Text()[:10]
 	client := asynq.NewClientFromRedisClient(rdb)
 	for i := range o.tasks {
@@ -87,7 +156,7 @@ func asynqRun(ctx context.Context, o options, rdb *redis.Client, s asynqSetup) (
 			id = i % s.keys
 		}
 		if _, err := client.EnqueueContext(ctx, asynq.NewTask("job", []byte(`{"id":`+strconv.Itoa(id)+`}`)), asynq.Queue(queue)); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	var done atomic.Int64
@@ -99,31 +168,81 @@ func asynqRun(ctx context.Context, o options, rdb *redis.Client, s asynqSetup) (
 		}
 		return nil
 	})
+	if s.floor != nil {
+		mw, closeFn, err := s.floor()
+		if err != nil {
+			return 0, 0, err
+		}
+		defer closeFn()
+		mux.Use(mw)
+	}
 	if s.locker != nil {
 		l, closeFn, err := s.locker()
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		defer closeFn()
 		mw, err := middleware.New(l, middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}"}))
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		mux.Use(mw)
 	}
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{Concurrency: 10, Queues: map[string]int{queue: 1}, LogLevel: asynq.FatalLevel})
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime(redisPID)
 	if err := srv.Start(mux); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	select {
 	case <-all:
 	case <-time.After(10 * time.Minute):
-		return 0, fmt.Errorf("only %d of %d tasks ran", done.Load(), o.tasks)
+		return 0, 0, fmt.Errorf("only %d of %d tasks ran", done.Load(), o.tasks)
 	}
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), cpuTime(redisPID)-cpu0
 	srv.Shutdown()
 	inspector := asynq.NewInspectorFromRedisClient(rdb)
 	_ = inspector.DeleteQueue(queue, true)
-	return float64(o.tasks) / elapsed.Seconds(), nil
+	return float64(o.tasks) / elapsed.Seconds(), cpu / time.Duration(o.tasks), nil
+}
+
+// taskKey is the key the setups' template gives a task: its payload's id.
+func taskKey(t *asynq.Task) string { return "job-" + string(t.Payload()) }
+
+// specFloor creates, writes, closes and deletes a lock file per task, as
+// the spec's LockManager does for a new key, around the handler.
+func specFloor(parent string) func() (asynq.MiddlewareFunc, func(), error) {
+	return func() (asynq.MiddlewareFunc, func(), error) {
+		dir, cleanup, err := tempDir(parent)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(next asynq.Handler) asynq.Handler {
+			return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+				path, err := specCreate(dir, taskKey(t))
+				if err != nil {
+					return err
+				}
+				defer os.Remove(path)
+				return next.ProcessTask(ctx, t)
+			})
+		}, cleanup, nil
+	}
+}
+
+// redisFloor takes and frees a key per task with SET NX PX and a
+// compare-and-delete script, nothing else, around the handler.
+func redisFloor(c *redis.Client) func() (asynq.MiddlewareFunc, func(), error) {
+	return func() (asynq.MiddlewareFunc, func(), error) {
+		prefix := "joblockbench:" + rand.Text()[:8] + ":floor:"
+		return func(next asynq.Handler) asynq.Handler {
+			return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+				token, key := rand.Text(), prefix+taskKey(t)
+				if err := handObtain.Run(ctx, c, []string{key}, token, redisTTL.Milliseconds()).Err(); err != nil {
+					return err
+				}
+				defer handRelease.Run(ctx, c, []string{key}, token)
+				return next.ProcessTask(ctx, t)
+			})
+		}, func() {}, nil
+	}
 }

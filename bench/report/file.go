@@ -136,24 +136,31 @@ func specRun(parent string) func() (float64, error) {
 		}
 		defer cleanup()
 		return pairsFor(time.Second, func(i int) error {
-			key := "new-" + strconv.Itoa(i)
-			sum := md5.Sum([]byte(key))
-			path := filepath.Join(dir, hex.EncodeToString(sum[:])+".lock")
-			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+			path, err := specCreate(dir, "new-"+strconv.Itoa(i))
 			if err != nil {
-				return err
-			}
-			b, _ := json.Marshal(map[string]any{"lock_id": "lock_x", "key": key, "expires_at": time.Now().Unix() + 30,
-				"acquired_at": time.Now().Unix(), "pid": os.Getpid()})
-			if _, err := f.Write(b); err != nil {
-				return err
-			}
-			if err := f.Close(); err != nil {
 				return err
 			}
 			return os.Remove(path)
 		})
 	}
+}
+
+// specCreate is the spec's acquire of a new key: create md5(key).lock
+// exclusively, write the record, close. It returns the file's path.
+func specCreate(dir, key string) (string, error) {
+	sum := md5.Sum([]byte(key))
+	path := filepath.Join(dir, hex.EncodeToString(sum[:])+".lock")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", err
+	}
+	b, _ := json.Marshal(map[string]any{"lock_id": "lock_x", "key": key, "expires_at": time.Now().Unix() + 30,
+		"acquired_at": time.Now().Unix(), "pid": os.Getpid()})
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return "", err
+	}
+	return path, f.Close()
 }
 
 func flockRun(parent string) func() (float64, error) {
