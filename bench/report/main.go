@@ -4,7 +4,7 @@
 // slows every contender of a round alike.
 //
 //	cd bench && go run ./report            # all sections, about 10 minutes
-//	cd bench && go run ./report -only redis
+//	cd bench && go run ./report -only redis,scale
 //
 // It needs a Redis (-redis, default REDIS_ADDR or 127.0.0.1:6379), where it
 // writes under prefixes of its own and deletes nothing else.
@@ -41,7 +41,7 @@ func main() {
 	flag.StringVar(&o.redisAddr, "redis", addr, "Redis address [REDIS_ADDR]")
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds per figure (the median is shown)")
 	flag.IntVar(&o.tasks, "tasks", 10000, "asynq tasks per measurement")
-	flag.StringVar(&o.only, "only", "", "run one section: asynq, file, redis, scale, middleware or limits")
+	flag.StringVar(&o.only, "only", "", "run only these sections, comma-separated: asynq, middleware, file, redis, scale, limits")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
@@ -56,7 +56,10 @@ func run(o options) error {
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("no Redis at %s (start redis-server or set -redis): %w", o.redisAddr, err)
 	}
-	machine(os.Stdout, o)
+	var only []string
+	if o.only != "" {
+		only = strings.Split(o.only, ",")
+	}
 	sections := []struct {
 		name string
 		run  func(context.Context, options, *redis.Client) error
@@ -68,8 +71,18 @@ func run(o options) error {
 		{"scale", scaleSection},
 		{"limits", limitsSection},
 	}
+	known := map[string]bool{}
 	for _, s := range sections {
-		if o.only != "" && o.only != s.name {
+		known[s.name] = true
+	}
+	for _, name := range only {
+		if !known[name] {
+			return fmt.Errorf("-only: no section %q", name)
+		}
+	}
+	machine(os.Stdout, o)
+	for _, s := range sections {
+		if only != nil && !slices.Contains(only, s.name) {
 			continue
 		}
 		if err := s.run(ctx, o, rdb); err != nil {
