@@ -34,9 +34,9 @@ const (
 	// earlier attempt of the same task overruns.
 	UniqueUntilExecuted
 	// UniqueUntilAndWhileExecuting: at most one task per key waits in the
-	// queue and at most one runs: the key is free for a new copy the moment
-	// the queued one starts, and that copy waits its turn to run
-	// (until_and_while_executing).
+	// queue and at most one runs (Rule.Limit runs, if set): the key is free
+	// for a new copy the moment the queued one starts, and that copy waits
+	// its turn to run (until_and_while_executing).
 	UniqueUntilAndWhileExecuting
 )
 

@@ -398,3 +398,33 @@ func TestUniqueReplaceAcrossEnqueuers(t *testing.T) {
 		})
 	}
 }
+
+// TestUniqueUntilAndWhileExecutingWithLimit: one copy of a key waits in
+// the queue and Limit copies run at once: two run, a third is accepted
+// and waits for a slot (holding the key), a fourth is rejected, and the
+// third runs when a slot frees, never three at once.
+func TestUniqueUntilAndWhileExecutingWithLimit(t *testing.T) {
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			g := newGate()
+			rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting, Limit: 2, Lease: 5 * time.Second}
+			p, l := startInProcess(t, eng, rule, g.handle)
+			c := uniqueClient(t, p, l, rule)
+			enqueue := func(payload string) error {
+				_, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(p.queue))
+				return err
+			}
+			require.NoError(t, enqueue(`{"id":1,"n":1}`))
+			assert.Equal(t, `{"id":1,"n":1}`, g.wait(t))
+			require.NoError(t, enqueue(`{"id":1,"n":2}`), "free the moment the first started")
+			assert.Equal(t, `{"id":1,"n":2}`, g.wait(t), "a second slot")
+			require.NoError(t, enqueue(`{"id":1,"n":3}`), "free the moment the second started")
+			require.ErrorIs(t, enqueue(`{"id":1,"n":4}`), asynq.ErrDuplicateTask, "the third waits for a slot, holding the key")
+			close(g.release)
+			assert.Equal(t, `{"id":1,"n":3}`, g.wait(t), "the third runs when a slot frees")
+			assert.Zero(t, p.settled(t))
+			assert.EqualValues(t, 2, g.most.Load(), "never more than the limit at once")
+		})
+	}
+}
