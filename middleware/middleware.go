@@ -88,7 +88,9 @@ type Rule struct {
 	// Required with Debounce.
 	DebounceFor time.Duration
 	// UniqueFor bounds how long a key stays taken for a queued task, should
-	// nothing free it (a lost release). Default DefaultUniqueFor.
+	// nothing free it (a lost release), counted from when the task may
+	// first run (after DebounceFor, ProcessIn or ProcessAt). Default
+	// DefaultUniqueFor.
 	UniqueFor time.Duration
 }
 

@@ -253,7 +253,7 @@ func (e *enqueue) run(ctx context.Context) error {
 			return err
 		}
 	}
-	lease, err := l.Obtain(ctx, e.key, e.r.UniqueFor)
+	lease, err := l.Obtain(ctx, e.key, e.uniqueFor())
 	if err != nil {
 		return err
 	}
@@ -269,6 +269,27 @@ func (e *enqueue) run(ctx context.Context) error {
 		_ = l.Release(rctx, lease)
 	}
 	return err
+}
+
+// uniqueFor is how long the key is taken for the task: UniqueFor from the
+// moment the task may first run, which a debounce, ProcessIn or ProcessAt
+// puts off; a key that ran out first would let a second copy in while
+// the first still waits.
+func (e *enqueue) uniqueFor() time.Duration {
+	var delay time.Duration
+	for _, o := range e.opts { // asynq keeps the last one given
+		switch o.Type() {
+		case asynq.ProcessInOpt:
+			delay, _ = o.Value().(time.Duration)
+		case asynq.ProcessAtOpt:
+			at, _ := o.Value().(time.Time)
+			delay = time.Until(at)
+		}
+	}
+	if e.r.OnConflict == Debounce {
+		delay = e.r.DebounceFor
+	}
+	return min(max(delay, 0)+e.r.UniqueFor, lock.MaxTTL)
 }
 
 // conflict handles a key held by the task with ID holder. done says the

@@ -428,3 +428,60 @@ func TestUniqueUntilAndWhileExecutingWithLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestUniqueForCountsFromWhenTheTaskMayRun: a task that may not run before
+// a debounce, ProcessIn or ProcessAt keeps its key for UniqueFor after
+// that, not from its enqueue: a key that ran out first let a second copy
+// into the queue while the first still waited.
+func TestUniqueForCountsFromWhenTheTaskMayRun(t *testing.T) {
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			p, l := startInProcess(t, eng, middleware.Rule{}, func(context.Context, *asynq.Task) error { return nil })
+			idle := "idle-" + p.queue // no server works it: tasks stay
+			const uniqueFor = 200 * time.Millisecond
+			for _, tt := range []struct {
+				name string
+				rule middleware.Rule
+				opt  asynq.Option
+			}{
+				{"debounce", middleware.Rule{OnConflict: middleware.Debounce, DebounceFor: time.Hour}, nil},
+				{"process in", middleware.Rule{}, asynq.ProcessIn(time.Hour)},
+				{"process at", middleware.Rule{}, asynq.ProcessAt(time.Now().Add(time.Hour))},
+			} {
+				t.Run(tt.name, func(t *testing.T) {
+					rule := tt.rule
+					rule.Template, rule.Unique, rule.UniqueFor = "job-{{.id}}-"+tt.name, middleware.UniqueUntilExecuted, uniqueFor
+					c := uniqueClient(t, p, l, rule)
+					enqueue := func(v string) error {
+						opts := []asynq.Option{asynq.Queue(idle)}
+						if tt.opt != nil {
+							opts = append(opts, tt.opt)
+						}
+						_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":"`+v+`"}`)), opts...)
+						return err
+					}
+					require.NoError(t, enqueue("a"))
+					time.Sleep(2 * uniqueFor) // past UniqueFor from the enqueue
+					err := enqueue("b")
+					if rule.OnConflict == middleware.Reject {
+						require.ErrorIs(t, err, asynq.ErrDuplicateTask, "the first still waits to run")
+					} else {
+						require.NoError(t, err)
+					}
+					var mine []string
+					for _, ti := range p.waiting(t, idle) {
+						if strings.Contains(string(ti.Payload), `"v"`) && strings.HasPrefix(ti.Type, "job") {
+							mine = append(mine, string(ti.Payload))
+						}
+					}
+					want := map[middleware.Conflict]string{middleware.Reject: "a", middleware.Debounce: "b"}[rule.OnConflict]
+					assert.Equal(t, []string{`{"id":1,"v":"` + want + `"}`}, mine, "one copy of the key waits")
+					for _, ti := range p.waiting(t, idle) {
+						require.NoError(t, p.inspector(t).DeleteTask(idle, ti.ID))
+					}
+				})
+			}
+		})
+	}
+}
