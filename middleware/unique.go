@@ -193,7 +193,8 @@ func (c *Client) Enqueue(task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInf
 // EnqueueContext enqueues task as asynq.Client.EnqueueContext does, except
 // for a task whose rule is Unique: it is enqueued only if its key is free
 // (or was taken by a task that no longer waits to run: deleted, archived,
-// completed, lost), under a task ID the Client chooses; a taken key is
+// completed, past its deadline (archived then), lost), under a task ID
+// the Client chooses; a taken key is
 // handled as the rule's OnConflict says. Enqueuers of one key, in any
 // process sharing the engine, take turns, so at most one copy is queued.
 // It blocks for the enqueue and, under contention, for its turn.
@@ -341,7 +342,7 @@ const maxResent = 20
 // liveCopy returns the task that holds the key under holder's ID and may
 // still run: the task itself, or the copy the middleware sent back in its
 // place (holder~resent-N); nil when none may run (deleted, archived,
-// completed, or never enqueued).
+// completed, past its deadline, or never enqueued).
 func (e *enqueue) liveCopy(holder string) (*asynq.TaskInfo, error) {
 	id := holder
 	for range maxResent {
@@ -350,7 +351,15 @@ func (e *enqueue) liveCopy(holder string) (*asynq.TaskInfo, error) {
 		case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
 		case err != nil:
 			return nil, err
-		case info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
+		case info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted:
+		case pastDeadline(info):
+			// asynq fails such a task when it dequeues it, without running
+			// it, retry after retry until it archives it: it does so now,
+			// so that the task neither holds the key nor counts as queued.
+			if info.State != asynq.TaskStateActive {
+				_ = e.c.inspect.ArchiveTask(e.queue, info.ID)
+			}
+		default:
 			return info, nil
 		}
 		if err != nil && id != holder {
@@ -359,4 +368,10 @@ func (e *enqueue) liveCopy(holder string) (*asynq.TaskInfo, error) {
 		id = resentID(id)
 	}
 	return nil, nil
+}
+
+// pastDeadline reports whether info's task has a deadline that has
+// passed: asynq will not run it again.
+func pastDeadline(info *asynq.TaskInfo) bool {
+	return !info.Deadline.IsZero() && !time.Now().Before(info.Deadline)
 }

@@ -485,3 +485,38 @@ func TestUniqueForCountsFromWhenTheTaskMayRun(t *testing.T) {
 		})
 	}
 }
+
+// TestUniqueKeyFreedPastTheTaskDeadline: a queued task whose deadline has
+// passed will never run (asynq fails it when it dequeues it, without
+// calling the handler, retry after retry), so it does not keep its key:
+// the next copy is enqueued and the dead one archived, leaving one task
+// of the key queued.
+func TestUniqueKeyFreedPastTheTaskDeadline(t *testing.T) {
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			p, l := startInProcess(t, eng, middleware.Rule{}, func(context.Context, *asynq.Task) error { return nil })
+			idle := "idle-" + p.queue // no server works it: tasks stay
+			for _, mode := range []middleware.Uniqueness{middleware.UniqueUntilExecuting, middleware.UniqueUntilExecuted, middleware.UniqueUntilAndWhileExecuting} {
+				t.Run(mode.String(), func(t *testing.T) {
+					c := uniqueClient(t, p, l, middleware.Rule{Template: "job-{{.id}}", Unique: mode})
+					payload := `{"id":"` + mode.String() + `"}`
+					dead, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(idle), asynq.Deadline(time.Now().Add(-time.Minute)))
+					require.NoError(t, err)
+					next, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(idle))
+					require.NoError(t, err, "a task past its deadline kept the key")
+					var queued []string
+					for _, ti := range p.waiting(t, idle) {
+						if string(ti.Payload) == payload {
+							queued = append(queued, ti.ID)
+						}
+					}
+					assert.Equal(t, []string{next.ID}, queued, "one task of the key queued")
+					info, err := p.inspector(t).GetTaskInfo(idle, dead.ID)
+					require.NoError(t, err)
+					assert.Equal(t, asynq.TaskStateArchived, info.State)
+				})
+			}
+		})
+	}
+}
