@@ -253,6 +253,11 @@ func (e *enqueue) run(ctx context.Context) error {
 		if done || err != nil {
 			return err
 		}
+		// The queued copy may be gone (Replace, Debounce): the new one goes
+		// in even if ctx ends now, or neither would be queued.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), enqueueTimeout)
+		defer cancel()
 	}
 	lease, err := l.Obtain(ctx, e.key, e.uniqueFor())
 	if err != nil {
@@ -271,6 +276,10 @@ func (e *enqueue) run(ctx context.Context) error {
 	}
 	return err
 }
+
+// enqueueTimeout bounds the enqueue of a task that replaces a deleted
+// copy, which its caller's context no longer cuts short.
+const enqueueTimeout = 10 * time.Second
 
 // uniqueFor is how long the key is taken for the task: UniqueFor from the
 // moment the task may first run, which a debounce, ProcessIn or ProcessAt

@@ -520,3 +520,57 @@ func TestUniqueKeyFreedPastTheTaskDeadline(t *testing.T) {
 		})
 	}
 }
+
+// cancelAtRelease cancels a context when the unique key of the task that
+// a Replace deletes is freed: between that task's deletion and the
+// enqueue of its replacement.
+type cancelAtRelease struct {
+	lock.Locker
+	cancel context.CancelFunc
+}
+
+func (c cancelAtRelease) Release(ctx context.Context, lease lock.Lease) error {
+	err := c.Locker.Release(ctx, lease)
+	if !strings.HasSuffix(lease.Key, "#enqueue") {
+		c.cancel()
+	}
+	return err
+}
+
+// TestUniqueReplaceSurvivesACancelledEnqueue: a Replace whose context ends
+// once it has deleted the queued copy still enqueues the new one: the
+// caller gave up, but the queue must not be left with neither.
+func TestUniqueReplaceSurvivesACancelledEnqueue(t *testing.T) {
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			p, l := startInProcess(t, eng, middleware.Rule{}, func(context.Context, *asynq.Task) error { return nil })
+			idle := "idle-" + p.queue // no server works it: tasks stay
+			for _, strategy := range []middleware.Conflict{middleware.Replace, middleware.Debounce} {
+				t.Run(strategy.String(), func(t *testing.T) {
+					ctx, cancel := context.WithCancel(context.Background())
+					defer cancel()
+					rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilExecuted, OnConflict: strategy, DebounceFor: time.Hour}
+					c, err := middleware.NewClient(p.redis.Client(t), cancelAtRelease{l, cancel}, middleware.WithDefaultRule(rule),
+						middleware.WithPrefix("srvtest:"))
+					require.NoError(t, err)
+					old := `{"id":"` + strategy.String() + `","v":"old"}`
+					_, err = c.Enqueue(asynq.NewTask("job", []byte(old)), asynq.Queue(idle))
+					require.NoError(t, err)
+					require.NoError(t, ctx.Err(), "nothing was replaced yet")
+					newest := `{"id":"` + strategy.String() + `","v":"new"}`
+					_, err = c.EnqueueContext(ctx, asynq.NewTask("job", []byte(newest)), asynq.Queue(idle))
+					require.Error(t, ctx.Err(), "the context ended during the replace")
+					require.NoError(t, err, "the old copy was deleted: the new one must be queued")
+					var queued []string
+					for _, ti := range p.waiting(t, idle) {
+						if strings.Contains(string(ti.Payload), `"`+strategy.String()+`"`) {
+							queued = append(queued, string(ti.Payload))
+						}
+					}
+					assert.Equal(t, []string{newest}, queued)
+				})
+			}
+		})
+	}
+}
