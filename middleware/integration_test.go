@@ -385,3 +385,69 @@ func TestWaitWokenAcrossProcesses(t *testing.T) {
 		})
 	}
 }
+
+// TestKilledSlotHolderWhileCopiesWait: a worker holding both slots of a
+// key is SIGKILLed while copies of the key wait in another worker, under
+// Wait (whose waiters would otherwise try again once a minute, and no
+// release comes to wake them) and under Retry: no copy runs while the
+// killed holder lived, every copy runs once its slots ran out, never more
+// than two at once.
+func TestKilledSlotHolderWhileCopiesWait(t *testing.T) {
+	for _, eng := range []string{"file", "redis"} {
+		for _, policy := range []string{"wait", "retry"} {
+			t.Run(eng+"/"+policy, func(t *testing.T) {
+				t.Parallel()
+				ws := newWorkerSetup(t, eng)
+				const lease, copies = 2 * time.Second, 4
+				victimQueue, queue := ws.queue+"-victim", ws.queue
+				env := []string{envLimit + "=2", envRetryDelay + "=holder"}
+				victim := ws.start(t, policy, time.Hour, lease, append(env, envQueue+"="+victimQueue)...)
+				enqueueTo(t, ws, victimQueue, 2, `{"id": 21}`)
+				require.Eventually(t, func() bool { return ws.count(t, "enter") == 2 }, time.Minute, 20*time.Millisecond, "the victim did not take both slots")
+				survivor := ws.start(t, policy, 50*time.Millisecond, lease, env...)
+				enqueueTo(t, ws, queue, copies, `{"id": 21}`)
+				if policy == "retry" {
+					require.Eventually(t, func() bool { return ws.count(t, "dup") >= copies }, time.Minute, 20*time.Millisecond, "copies were not refused")
+				} else {
+					in := asynq.NewInspector(asynq.RedisClientOpt{Addr: ws.redis.Addr})
+					defer in.Close()
+					require.Eventually(t, func() bool {
+						q, err := in.GetQueueInfo(queue)
+						return err == nil && q.Active == copies
+					}, time.Minute, 20*time.Millisecond, "copies did not start waiting")
+				}
+				require.Equal(t, 2, ws.count(t, "enter"), "a copy ran while both slots were held")
+				require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
+				_ = victim.Wait()
+				runs, err := locktest.OpenSectionLog(ws.log)
+				require.NoError(t, err)
+				require.NoError(t, runs.Line("killed 0"))
+				require.NoError(t, runs.Close())
+				// Well under the minute a Wait waiter would otherwise sleep.
+				require.Eventually(t, func() bool { return ws.count(t, "enter") == 2+copies && ws.idle(t) }, 45*time.Second, 20*time.Millisecond,
+					"%d of %d copies ran after the holder was killed", ws.count(t, "enter")-2, copies)
+				stop(t, survivor)
+				raw, err := os.ReadFile(ws.log)
+				require.NoError(t, err)
+				log := string(raw)
+				killed := strings.Index(log, "\nkilled ")
+				require.Positive(t, killed)
+				assert.Equal(t, 2, strings.Count(log[:killed], "enter "), "copies ran before the holder was killed")
+				s := ws.checkLimit(t, 2)
+				assert.Equal(t, 2+copies, s.Sections)
+				if policy == "wait" {
+					assert.Zero(t, ws.count(t, "dup"), "a waiter gave up")
+				}
+			})
+		}
+	}
+}
+
+func enqueueTo(t *testing.T, ws *workerSetup, queue string, n int, payload string) {
+	c := asynq.NewClient(asynq.RedisClientOpt{Addr: ws.redis.Addr})
+	defer c.Close()
+	for range n {
+		_, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(queue), asynq.MaxRetry(3))
+		require.NoError(t, err)
+	}
+}
