@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/lock"
@@ -194,10 +196,11 @@ func (c *Client) Enqueue(task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInf
 // for a task whose rule is Unique: it is enqueued only if its key is free
 // (or was taken by a task that no longer waits to run: deleted, archived,
 // completed, past its deadline (archived then), lost), under a task ID
-// the Client chooses; a taken key is
-// handled as the rule's OnConflict says. Enqueuers of one key, in any
-// process sharing the engine, take turns, so at most one copy is queued.
-// It blocks for the enqueue and, under contention, for its turn.
+// the Client chooses; a taken key is handled as the rule's OnConflict
+// says. The task's own options (asynq.NewTask's) apply as asynq applies
+// them, before opts. Enqueuers of one key, in any process sharing the
+// engine, take turns, so at most one copy is queued. It blocks for the
+// enqueue and, under contention, for its turn.
 //
 // It returns a *DuplicateTaskError (matching asynq.ErrDuplicateTask) for a
 // rejected task, asynq's errors, and the key derivation's errors, which
@@ -207,6 +210,8 @@ func (c *Client) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...a
 	if r.Unique == NotUnique {
 		return c.client.EnqueueContext(ctx, task, opts...)
 	}
+	// What asynq will apply: the task's own options, then these.
+	opts = append(taskOptions(task), opts...)
 	queue := "default"
 	for _, o := range opts {
 		switch o.Type() {
@@ -229,6 +234,19 @@ func (c *Client) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...a
 		return nil, err
 	}
 	return e.info, nil
+}
+
+// taskOptions returns the options task was made with (asynq.NewTask's),
+// which asynq applies before Enqueue's own. asynq has no accessor for
+// them, so they are read from its unexported field; were that field to
+// change, a test fails (TestUniqueTaskOwnOptions).
+func taskOptions(task *asynq.Task) []asynq.Option {
+	f := reflect.ValueOf(task).Elem().FieldByName("opts")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[[]asynq.Option]() || f.Len() == 0 {
+		return nil
+	}
+	own := reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem().Interface().([]asynq.Option)
+	return own[:len(own):len(own)]
 }
 
 // enqueue is one Client.EnqueueContext of a unique task.

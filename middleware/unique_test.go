@@ -574,3 +574,26 @@ func TestUniqueReplaceSurvivesACancelledEnqueue(t *testing.T) {
 		})
 	}
 }
+
+// TestUniqueTaskOwnOptions: options a task was made with
+// (asynq.NewTask(type, payload, opts...)) count as asynq counts them,
+// before Enqueue's own: such a task went to the default queue, whatever
+// its own asynq.Queue said, and its own asynq.TaskID was overridden.
+func TestUniqueTaskOwnOptions(t *testing.T) {
+	p, l := startInProcess(t, fileEngine(t), middleware.Rule{}, func(context.Context, *asynq.Task) error { return nil })
+	idle := "idle-" + p.queue // no server works it: tasks stay
+	c := uniqueClient(t, p, l, middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilExecuted})
+	info, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1}`), asynq.Queue(idle), asynq.MaxRetry(2)))
+	require.NoError(t, err)
+	assert.Equal(t, idle, info.Queue, "the task's own queue, as asynq's client does")
+	assert.Equal(t, 2, info.MaxRetry)
+	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":2}`)), asynq.Queue(idle))
+	require.ErrorIs(t, err, asynq.ErrDuplicateTask, "the same key in the same queue")
+	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":3}`), asynq.Queue(idle)))
+	require.ErrorIs(t, err, asynq.ErrDuplicateTask)
+	info, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":4}`), asynq.Queue(idle)), asynq.Queue(p.otherQueue()))
+	require.NoError(t, err, "Enqueue's queue wins, as with asynq's client, and is another queue")
+	assert.Equal(t, p.otherQueue(), info.Queue)
+	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":2}`), asynq.TaskID("mine")))
+	require.ErrorContains(t, err, "drop asynq.TaskID")
+}
