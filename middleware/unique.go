@@ -2,6 +2,8 @@ package middleware
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"reflect"
@@ -38,7 +40,8 @@ const (
 	// UniqueUntilAndWhileExecuting: at most one task per key waits in the
 	// queue and at most one runs (Rule.Limit runs, if set): the key is free
 	// for a new copy the moment the queued one starts, and that copy waits
-	// its turn to run (until_and_while_executing).
+	// its turn to run (until_and_while_executing). A failed task's retry,
+	// and a task enqueued around the Client, run as any task does.
 	UniqueUntilAndWhileExecuting
 )
 
@@ -352,14 +355,42 @@ func (e *enqueue) conflict(ctx context.Context, holder string) (done bool, err e
 		}
 		// Deleted; or, under UniqueUntilAndWhileExecuting, picked up by a
 		// worker but still waiting for its turn (it holds the key until its
-		// turn comes): taking its key makes it complete without running.
+		// turn comes): a mark, left before its key is taken, makes it
+		// complete without running when its turn comes.
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.m.releaseTO)
 	defer cancel()
-	if err := e.c.m.locker.Release(rctx, lock.Lease{Key: e.key, Token: holder}); err != nil && !errors.Is(err, lock.ErrNotHeld) {
+	var mark *lock.Lease
+	if info != nil && info.State == asynq.TaskStateActive && e.r.Unique == UniqueUntilAndWhileExecuting {
+		l, err := e.c.m.locker.Obtain(rctx, replacedKey(e.key, holder), e.r.UniqueFor)
+		if err != nil && !errors.Is(err, lock.ErrNotObtained) { // a mark left already
+			return true, err
+		}
+		if err == nil {
+			mark = &l
+		}
+	}
+	err = e.c.m.locker.Release(rctx, lock.Lease{Key: e.key, Token: holder})
+	switch {
+	case errors.Is(err, lock.ErrNotHeld):
+		if mark != nil {
+			// Its turn came meanwhile, and it runs: no mark for it.
+			_ = e.c.m.locker.Release(rctx, *mark)
+		}
+	case err != nil:
 		return true, err
 	}
 	return false, nil
+}
+
+// replacedKey is the key of the mark a Replace or Debounce leaves for a
+// task that a worker picked up but that waits for its turn, whose unique
+// key is uniqueKey and whose first ID is holder: its turn comes, its key
+// is gone, and the mark says why. As long as enqueueSuffix, so that
+// checkUniqueKey covers it.
+func replacedKey(uniqueKey, holder string) string {
+	sum := sha256.Sum256([]byte(holder))
+	return uniqueKey + "#" + hex.EncodeToString(sum[:4])[:len(enqueueSuffix)-1]
 }
 
 // maxResent bounds the copies of a task the middleware may have sent back

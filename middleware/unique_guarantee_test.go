@@ -185,6 +185,7 @@ func TestUniqueReplaceWhileWaitingForTurn(t *testing.T) {
 	assert.Zero(t, p.settled(t))
 	assert.Empty(t, g.started, "a replaced copy ran")
 	assert.Equal(t, 2, events.count(middleware.Replaced))
+	assert.Empty(t, heldKeys(t, l), "keys or marks left behind")
 }
 
 // TestUniqueSentBackCopyKeepsTheKey: a duplicate with no retries left is
@@ -257,5 +258,42 @@ func TestReusedTaskIDIsSentBackAgain(t *testing.T) {
 		assert.Equal(t, `{"id":1,"v":"`+v+`"}`, g.wait(t), "the copy runs")
 		g.release <- struct{}{}
 		assert.Equal(t, 1, p.settled(t)) // monday's copy failed and was archived; tuesday's did not
+	}
+}
+
+// TestUniqueUntilAndWhileRunsEveryAttempt: under
+// UniqueUntilAndWhileExecuting a task whose key is no longer its own when
+// its turn comes still runs unless a newer copy replaced it: a failed
+// task's retry (its first attempt took the turn and freed the key), and a
+// task enqueued with asynq's own client (it never had the key). Both were
+// completed without running, as if replaced.
+func TestUniqueUntilAndWhileRunsEveryAttempt(t *testing.T) {
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var events eventLog
+			var mu sync.Mutex
+			runs := map[string]int{}
+			rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting}
+			p, l := startInProcess(t, eng, rule, func(_ context.Context, task *asynq.Task) error {
+				mu.Lock()
+				defer mu.Unlock()
+				runs[string(task.Payload())]++
+				if string(task.Payload()) == `{"id":1}` && runs[`{"id":1}`] == 1 {
+					return errors.New("the first attempt fails")
+				}
+				return nil
+			}, withObserver(&events))
+			c := uniqueClient(t, p, l, rule)
+			_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1}`)), asynq.Queue(p.queue), asynq.MaxRetry(3))
+			require.NoError(t, err)
+			p.enqueue(t, `{"id":2}`) // asynq's own client
+			assert.Zero(t, p.settled(t))
+			mu.Lock()
+			defer mu.Unlock()
+			assert.Equal(t, map[string]int{`{"id":1}`: 2, `{"id":2}`: 1}, runs)
+			assert.Zero(t, events.count(middleware.Replaced))
+			assert.Empty(t, heldKeys(t, l), "keys or marks left behind")
+		})
 	}
 }
