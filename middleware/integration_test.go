@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -83,10 +84,8 @@ func workerMain() error {
 	ttl, _ := time.ParseDuration(os.Getenv(envTTL))
 	hold, _ := time.ParseDuration(os.Getenv(envHold))
 	policy := map[string]middleware.Policy{"skip": middleware.Skip, "retry": middleware.Retry, "wait": middleware.Wait}[os.Getenv(envPolicy)]
-	unique := middleware.NotUnique
-	if os.Getenv(envPolicy) == "unique" {
-		unique = middleware.UniqueUntilExecuted
-	}
+	unique := map[string]middleware.Uniqueness{"unique": middleware.UniqueUntilExecuted,
+		"unique-and-while": middleware.UniqueUntilAndWhileExecuting}[os.Getenv(envPolicy)]
 	limit, _ := strconv.Atoi(os.Getenv(envLimit))
 	runs, err := locktest.OpenSectionLog(os.Getenv(envLog))
 	if err != nil {
@@ -449,5 +448,54 @@ func enqueueTo(t *testing.T, ws *workerSetup, queue string, n int, payload strin
 	for range n {
 		_, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(queue), asynq.MaxRetry(3))
 		require.NoError(t, err)
+	}
+}
+
+// TestManyWaitersLeaveNothingBehind: 300 tasks of one key of two slots
+// wait under Wait in one middleware that hears releases over Redis: they
+// all run, two at most at once, and once they have, no goroutine and no
+// subscription is left.
+func TestManyWaitersLeaveNothingBehind(t *testing.T) {
+	srv := redistest.New(t)
+	srv.RequireReal(t, "pubsub")
+	rdb := srv.Client(t)
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			l := eng(srv)
+			before := goleak.IgnoreCurrent()
+			mw, err := middleware.New(l, middleware.WithRule("job", middleware.Rule{Template: "job-{{.id}}", Policy: middleware.Wait,
+				MaxWait: time.Minute, WaitInterval: time.Minute, Lease: 2 * time.Second, Limit: 2}),
+				middleware.WithPrefix(srv.Prefix+name+":"), middleware.WithRedisClient(rdb))
+			require.NoError(t, err)
+			var running, most atomic.Int32
+			h := mw(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+				n := running.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(2 * time.Millisecond)
+				running.Add(-1)
+				return nil
+			}))
+			const n = 300
+			var wg sync.WaitGroup
+			errs := make(chan error, n)
+			for range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs <- h.ProcessTask(context.Background(), asynq.NewTask("job", []byte(`{"id":1}`)))
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				require.NoError(t, err)
+			}
+			assert.EqualValues(t, 2, most.Load())
+			chans, err := rdb.PubSubChannels(context.Background(), "joblock:released:*").Result()
+			require.NoError(t, err)
+			assert.Empty(t, chans)
+			goleak.VerifyNone(t, before)
+		})
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/middleware"
 	"github.com/redis/go-redis/v9"
@@ -596,4 +597,35 @@ func TestUniqueTaskOwnOptions(t *testing.T) {
 	assert.Equal(t, p.otherQueue(), info.Queue)
 	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":2}`), asynq.TaskID("mine")))
 	require.ErrorContains(t, err, "drop asynq.TaskID")
+}
+
+// TestUniqueAndWhileRedeliveredAfterACrash: under
+// UniqueUntilAndWhileExecuting a task whose worker was SIGKILLed mid-run
+// runs again when asynq redelivers it, although its first attempt freed
+// its key when it took its turn (it used to complete without running, as
+// if replaced).
+func TestUniqueAndWhileRedeliveredAfterACrash(t *testing.T) {
+	testenv.Soak(t, "waits about 70s for asynq's task lease to expire")
+	for _, eng := range []string{"file", "redis"} {
+		t.Run(eng, func(t *testing.T) {
+			t.Parallel()
+			ws := newWorkerSetup(t, eng)
+			const lease = 2 * time.Second
+			victim := ws.start(t, "unique-and-while", time.Hour, lease)
+			c, err := middleware.NewClient(ws.redis.Client(t), ws.locker(t),
+				middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting}),
+				middleware.WithPrefix("mwtest:"))
+			require.NoError(t, err)
+			_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":4}`)), asynq.Queue(ws.queue))
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return ws.count(t, "enter") == 1 }, 20*time.Second, 20*time.Millisecond)
+			require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
+			_ = victim.Wait()
+			rescuer := ws.start(t, "unique-and-while", 10*time.Millisecond, lease)
+			require.Eventually(t, func() bool { return ws.count(t, "exit") == 1 && ws.idle(t) }, 150*time.Second, 200*time.Millisecond,
+				"the redelivered task did not run")
+			stop(t, rescuer)
+			assert.Equal(t, 2, ws.count(t, "enter"), "the task ran once more, and only once")
+		})
+	}
 }
