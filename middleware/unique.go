@@ -340,16 +340,10 @@ func (e *enqueue) conflict(ctx context.Context, holder string) (done bool, err e
 			return true, nil
 		}
 		// Replace, Debounce: the queued copy goes.
-		if info.State != asynq.TaskStateActive {
-			err := e.c.inspect.DeleteTask(e.queue, info.ID)
-			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-				// Only a task that started meanwhile cannot be deleted.
-				if info, _ = e.c.inspect.GetTaskInfo(e.queue, info.ID); info == nil || info.State != asynq.TaskStateActive {
-					return true, fmt.Errorf("middleware: replace task %s: %w", holder, err)
-				}
-			}
+		if info, err = e.remove(info); err != nil {
+			return true, fmt.Errorf("middleware: replace task %s: %w", holder, err)
 		}
-		if info != nil && info.State == asynq.TaskStateActive && e.r.Unique == UniqueUntilExecuted {
+		if info != nil && e.r.Unique == UniqueUntilExecuted {
 			// It runs, and holds the key until it ends.
 			return true, &DuplicateTaskError{TaskType: e.task.Type(), Key: e.key, TaskID: info.ID}
 		}
@@ -361,7 +355,7 @@ func (e *enqueue) conflict(ctx context.Context, holder string) (done bool, err e
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.m.releaseTO)
 	defer cancel()
 	var mark *lock.Lease
-	if info != nil && info.State == asynq.TaskStateActive && e.r.Unique == UniqueUntilAndWhileExecuting {
+	if info != nil && e.r.Unique == UniqueUntilAndWhileExecuting {
 		l, err := e.c.m.locker.Obtain(rctx, replacedKey(e.key, holder), e.r.UniqueFor)
 		if err != nil && !errors.Is(err, lock.ErrNotObtained) { // a mark left already
 			return true, err
@@ -381,6 +375,34 @@ func (e *enqueue) conflict(ctx context.Context, holder string) (done bool, err e
 		return true, err
 	}
 	return false, nil
+}
+
+// remove deletes the task of info from the queue and returns nil; or, if
+// a worker has it (it runs, or waits for its turn), its info. A task that
+// changes state meanwhile is looked at again: one that started cannot be
+// deleted, and one that ran to its end since is gone.
+func (e *enqueue) remove(info *asynq.TaskInfo) (*asynq.TaskInfo, error) {
+	for range 5 {
+		switch info.State {
+		case asynq.TaskStateActive:
+			return info, nil
+		case asynq.TaskStateArchived, asynq.TaskStateCompleted:
+			return nil, nil
+		}
+		err := e.c.inspect.DeleteTask(e.queue, info.ID)
+		if err == nil || errors.Is(err, asynq.ErrTaskNotFound) {
+			return nil, nil
+		}
+		next, gerr := e.c.inspect.GetTaskInfo(e.queue, info.ID)
+		switch {
+		case errors.Is(gerr, asynq.ErrTaskNotFound):
+			return nil, nil
+		case gerr != nil:
+			return nil, err
+		}
+		info = next
+	}
+	return nil, fmt.Errorf("task %s keeps changing state", info.ID)
 }
 
 // replacedKey is the key of the mark a Replace or Debounce leaves for a

@@ -2,7 +2,9 @@ package middleware_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -295,5 +297,78 @@ func TestUniqueUntilAndWhileRunsEveryAttempt(t *testing.T) {
 			assert.Zero(t, events.count(middleware.Replaced))
 			assert.Empty(t, heldKeys(t, l), "keys or marks left behind")
 		})
+	}
+}
+
+// TestUniqueReplaceRacingWorkers: 300 copies of one key enqueued with
+// Replace, one after another, while a server that polls every
+// millisecond picks them up as they come: replaces race workers that
+// just took the task. No copy runs twice, runs are kept apart where the
+// mode says so, and the newest copy accepted always runs.
+func TestUniqueReplaceRacingWorkers(t *testing.T) {
+	for name, eng := range engines(t) {
+		for _, mode := range []middleware.Uniqueness{middleware.UniqueUntilExecuting, middleware.UniqueUntilExecuted, middleware.UniqueUntilAndWhileExecuting} {
+			t.Run(name+"/"+mode.String(), func(t *testing.T) {
+				t.Parallel()
+				var o overlap
+				var mu sync.Mutex
+				ran := map[string]int{}
+				rule := middleware.Rule{Template: "job-{{.id}}", Unique: mode, OnConflict: middleware.Replace, Lease: 2 * time.Second,
+					Policy: middleware.Wait, MaxWait: time.Minute}
+				srv := redistest.New(t)
+				srv.RequireReal(t, "asynq")
+				l := eng(srv)
+				queue := "q" + rand.Text()[:8]
+				mw, err := middleware.New(l, middleware.WithDefaultRule(rule), middleware.WithPrefix("srvtest:"), middleware.WithRedisClient(srv.Client(t)))
+				require.NoError(t, err)
+				mux := asynq.NewServeMux()
+				mux.Use(mw)
+				mux.HandleFunc("job", func(ctx context.Context, task *asynq.Task) error {
+					o.enter()
+					defer o.exit()
+					time.Sleep(3 * time.Millisecond) // long enough for a replace to meet it running
+					mu.Lock()
+					defer mu.Unlock()
+					ran[string(task.Payload())]++
+					return nil
+				})
+				server := asynq.NewServer(asynq.RedisClientOpt{Addr: srv.Addr}, asynq.Config{Concurrency: 10, Queues: map[string]int{queue: 1},
+					IsFailure: middleware.IsFailure(nil), RetryDelayFunc: middleware.RetryDelayFunc(nil),
+					TaskCheckInterval: time.Millisecond, DelayedTaskCheckInterval: 10 * time.Millisecond, LogLevel: asynq.FatalLevel})
+				require.NoError(t, server.Start(mux))
+				defer server.Shutdown()
+				c, err := middleware.NewClient(srv.Client(t), l, middleware.WithDefaultRule(rule), middleware.WithPrefix("srvtest:"))
+				require.NoError(t, err)
+
+				var newest string
+				rejected := 0
+				for i := range 300 {
+					payload := fmt.Sprintf(`{"id":1,"n":%d}`, i)
+					_, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(queue))
+					if errors.Is(err, asynq.ErrDuplicateTask) && mode == middleware.UniqueUntilExecuted {
+						rejected++ // a copy runs
+						continue
+					}
+					require.NoError(t, err)
+					newest = payload
+				}
+				in := asynq.NewInspector(asynq.RedisClientOpt{Addr: srv.Addr})
+				defer in.Close()
+				require.Eventually(t, func() bool {
+					q, err := in.GetQueueInfo(queue)
+					return err == nil && q.Pending+q.Active+q.Scheduled+q.Retry == 0
+				}, time.Minute, 10*time.Millisecond)
+				mu.Lock()
+				defer mu.Unlock()
+				for payload, n := range ran {
+					assert.Equal(t, 1, n, "%s ran %d times", payload, n)
+				}
+				assert.Equal(t, 1, ran[newest], "the newest copy accepted did not run")
+				if mode != middleware.UniqueUntilExecuting {
+					assert.EqualValues(t, 1, o.most.Load(), "runs of the key overlapped")
+				}
+				t.Logf("%d of 300 ran, %d rejected while a copy ran, %d at most at once", len(ran), rejected, o.most.Load())
+			})
+		}
 	}
 }
