@@ -608,3 +608,48 @@ func TestRequestDecoding(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitTriesAgainWhenTheHolderLeaseEnds: a holder that dies releases
+// nothing, so no release wakes its waiters: a waiter whose interval is
+// long still takes the key (a lock, or a slot) when the dead holder's
+// lease runs out, on its second try, not an interval later.
+func TestWaitTriesAgainWhenTheHolderLeaseEnds(t *testing.T) {
+	for _, limit := range []int{1, 2} {
+		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
+			engine := newEngine(t)
+			counted := &tries{Locker: engine}
+			ctx := context.Background()
+			for range limit { // holders that die: never released nor renewed
+				_, err := engine.ObtainLimit(ctx, "k", limit, 200*time.Millisecond)
+				require.NoError(t, err)
+			}
+			// Far less than the hour-long interval: only a failing test waits
+			// for it.
+			ctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			var obtain lock.Locker = counted
+			if limit > 1 {
+				obtain = limitTries{counted, engine}
+			}
+			lease, err := lock.ObtainLimitWait(ctx, obtain, "k", limit, time.Second, lock.Wait{MaxWait: 2 * time.Hour, Interval: time.Hour})
+			require.NoError(t, err, "the waiter slept through the end of the dead holder's lease")
+			assert.EqualValues(t, 2, counted.n.Load(), "one try refused, one at the end of the lease")
+			require.NoError(t, engine.Release(context.Background(), lease))
+		})
+	}
+}
+
+// limitTries counts ObtainLimit's tries in tries.
+type limitTries struct {
+	*tries
+	l lock.Limiter
+}
+
+func (c limitTries) ObtainLimit(ctx context.Context, key string, limit int, ttl time.Duration) (lock.Lease, error) {
+	defer c.n.Add(1)
+	return c.l.ObtainLimit(ctx, key, limit, ttl)
+}
+
+func (c limitTries) InspectSlots(ctx context.Context, key string) ([]lock.Record, error) {
+	return c.l.InspectSlots(ctx, key)
+}

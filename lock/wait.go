@@ -18,7 +18,8 @@ type Wait struct {
 	// MaxWait is how long to keep trying after the first try. Zero tries
 	// once.
 	MaxWait time.Duration
-	// Interval is the pause between tries. Default DefaultRetryInterval.
+	// Interval is the pause between tries, cut short when the holder's
+	// lease is due to run out. Default DefaultRetryInterval.
 	Interval time.Duration
 	// Jitter spreads each pause by up to this fraction of Interval either
 	// way, so waiters that started together do not retry in lockstep.
@@ -40,7 +41,9 @@ func (w Wait) pause() time.Duration {
 }
 
 // ObtainWait tries to obtain key until it succeeds, w.MaxWait has passed, or
-// ctx is done. It blocks while it waits. When time runs out it returns an
+// ctx is done. It blocks while it waits, trying again every w.Interval,
+// and also when the holder's lease is due to run out (a holder that died
+// frees the key then, with no release to wake anyone). When time runs out it returns an
 // error that still matches ErrNotObtained and carries the last *HeldError;
 // when ctx ends first, an error matching both ctx's cause and the last
 // *HeldError; any other error from the engine is returned at once. It
@@ -108,6 +111,12 @@ func obtainWait(ctx context.Context, obtain func(ctx context.Context) (Lease, er
 			stopWaiting = wake.waiting()
 		}
 		d := min(w.pause(), left)
+		if held := (*HeldError)(nil); errors.As(err, &held) && held.TTL > 0 {
+			// A holder that stops renewing (its process was killed) frees
+			// the key when its lease runs out, and no release wakes anyone
+			// then: try again at that moment rather than an interval later.
+			d = min(d, held.TTL+time.Millisecond)
+		}
 		if timer == nil {
 			timer = time.NewTimer(d)
 		} else {

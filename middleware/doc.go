@@ -76,7 +76,7 @@
 // OnConflict says what happens to the copy (Reject, Ignore, Replace,
 // Debounce). The middleware frees the key at the moment the rule says, and
 // the Client frees a key whose task will not run (deleted, archived,
-// completed, never enqueued).
+// completed, past its deadline, never enqueued).
 //
 // # Observing
 //

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -83,10 +84,8 @@ func workerMain() error {
 	ttl, _ := time.ParseDuration(os.Getenv(envTTL))
 	hold, _ := time.ParseDuration(os.Getenv(envHold))
 	policy := map[string]middleware.Policy{"skip": middleware.Skip, "retry": middleware.Retry, "wait": middleware.Wait}[os.Getenv(envPolicy)]
-	unique := middleware.NotUnique
-	if os.Getenv(envPolicy) == "unique" {
-		unique = middleware.UniqueUntilExecuted
-	}
+	unique := map[string]middleware.Uniqueness{"unique": middleware.UniqueUntilExecuted,
+		"unique-and-while": middleware.UniqueUntilAndWhileExecuting}[os.Getenv(envPolicy)]
 	limit, _ := strconv.Atoi(os.Getenv(envLimit))
 	runs, err := locktest.OpenSectionLog(os.Getenv(envLog))
 	if err != nil {
@@ -382,6 +381,121 @@ func TestWaitWokenAcrossProcesses(t *testing.T) {
 			assert.Equal(t, tasks, s.Sections)
 			assert.Equal(t, 2, ws.pids(t), "both worker processes must have run tasks")
 			assert.Zero(t, ws.count(t, "dup"), "no task gave up waiting")
+		})
+	}
+}
+
+// TestKilledSlotHolderWhileCopiesWait: a worker holding both slots of a
+// key is SIGKILLed while copies of the key wait in another worker, under
+// Wait (whose waiters would otherwise try again once a minute, and no
+// release comes to wake them) and under Retry: no copy runs while the
+// killed holder lived, every copy runs once its slots ran out, never more
+// than two at once.
+func TestKilledSlotHolderWhileCopiesWait(t *testing.T) {
+	for _, eng := range []string{"file", "redis"} {
+		for _, policy := range []string{"wait", "retry"} {
+			t.Run(eng+"/"+policy, func(t *testing.T) {
+				t.Parallel()
+				ws := newWorkerSetup(t, eng)
+				const lease, copies = 2 * time.Second, 4
+				victimQueue, queue := ws.queue+"-victim", ws.queue
+				env := []string{envLimit + "=2", envRetryDelay + "=holder"}
+				victim := ws.start(t, policy, time.Hour, lease, append(env, envQueue+"="+victimQueue)...)
+				enqueueTo(t, ws, victimQueue, 2, `{"id": 21}`)
+				require.Eventually(t, func() bool { return ws.count(t, "enter") == 2 }, time.Minute, 20*time.Millisecond, "the victim did not take both slots")
+				survivor := ws.start(t, policy, 50*time.Millisecond, lease, env...)
+				enqueueTo(t, ws, queue, copies, `{"id": 21}`)
+				if policy == "retry" {
+					require.Eventually(t, func() bool { return ws.count(t, "dup") >= copies }, time.Minute, 20*time.Millisecond, "copies were not refused")
+				} else {
+					in := asynq.NewInspector(asynq.RedisClientOpt{Addr: ws.redis.Addr})
+					defer in.Close()
+					require.Eventually(t, func() bool {
+						q, err := in.GetQueueInfo(queue)
+						return err == nil && q.Active == copies
+					}, time.Minute, 20*time.Millisecond, "copies did not start waiting")
+				}
+				require.Equal(t, 2, ws.count(t, "enter"), "a copy ran while both slots were held")
+				require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
+				_ = victim.Wait()
+				runs, err := locktest.OpenSectionLog(ws.log)
+				require.NoError(t, err)
+				require.NoError(t, runs.Line("killed 0"))
+				require.NoError(t, runs.Close())
+				// Well under the minute a Wait waiter would otherwise sleep.
+				require.Eventually(t, func() bool { return ws.count(t, "enter") == 2+copies && ws.idle(t) }, 45*time.Second, 20*time.Millisecond,
+					"%d of %d copies ran after the holder was killed", ws.count(t, "enter")-2, copies)
+				stop(t, survivor)
+				raw, err := os.ReadFile(ws.log)
+				require.NoError(t, err)
+				log := string(raw)
+				killed := strings.Index(log, "\nkilled ")
+				require.Positive(t, killed)
+				assert.Equal(t, 2, strings.Count(log[:killed], "enter "), "copies ran before the holder was killed")
+				s := ws.checkLimit(t, 2)
+				assert.Equal(t, 2+copies, s.Sections)
+				if policy == "wait" {
+					assert.Zero(t, ws.count(t, "dup"), "a waiter gave up")
+				}
+			})
+		}
+	}
+}
+
+func enqueueTo(t *testing.T, ws *workerSetup, queue string, n int, payload string) {
+	c := asynq.NewClient(asynq.RedisClientOpt{Addr: ws.redis.Addr})
+	defer c.Close()
+	for range n {
+		_, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(queue), asynq.MaxRetry(3))
+		require.NoError(t, err)
+	}
+}
+
+// TestManyWaitersLeaveNothingBehind: 300 tasks of one key of two slots
+// wait under Wait in one middleware that hears releases over Redis: they
+// all run, two at most at once, and once they have, no goroutine and no
+// subscription is left.
+func TestManyWaitersLeaveNothingBehind(t *testing.T) {
+	srv := redistest.New(t)
+	srv.RequireReal(t, "pubsub")
+	rdb := srv.Client(t)
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			l := eng(srv)
+			before := goleak.IgnoreCurrent()
+			mw, err := middleware.New(l, middleware.WithRule("job", middleware.Rule{Template: "job-{{.id}}", Policy: middleware.Wait,
+				MaxWait: time.Minute, WaitInterval: time.Minute, Lease: 2 * time.Second, Limit: 2}),
+				middleware.WithPrefix(srv.Prefix+name+":"), middleware.WithRedisClient(rdb))
+			require.NoError(t, err)
+			var running, most atomic.Int32
+			h := mw(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+				n := running.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(2 * time.Millisecond)
+				running.Add(-1)
+				return nil
+			}))
+			const n = 300
+			var wg sync.WaitGroup
+			errs := make(chan error, n)
+			for range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs <- h.ProcessTask(context.Background(), asynq.NewTask("job", []byte(`{"id":1}`)))
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				require.NoError(t, err)
+			}
+			assert.EqualValues(t, 2, most.Load())
+			chans, err := rdb.PubSubChannels(context.Background(), "joblock:released:*").Result()
+			require.NoError(t, err)
+			assert.Empty(t, chans)
+			goleak.VerifyNone(t, before)
 		})
 	}
 }

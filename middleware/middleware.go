@@ -54,6 +54,11 @@ type Rule struct {
 	// Window, the key runs at most Limit times per Window. The engine must
 	// be a lock.Limiter (both of joblock's are). Default 1: a lock.
 	//
+	// Under UniqueUntilAndWhileExecuting one copy waits in the queue and
+	// Limit run at once; UniqueUntilExecuting, whose runs take no lock,
+	// and UniqueUntilExecuted, which admits one copy, waiting or running,
+	// take no Limit over 1.
+	//
 	// asynq's own Config.Concurrency caps the tasks one server runs, of all
 	// types together, and its queue priorities only order what a server
 	// takes next; neither caps a type, a tenant or a queue across servers,
@@ -83,7 +88,9 @@ type Rule struct {
 	// Required with Debounce.
 	DebounceFor time.Duration
 	// UniqueFor bounds how long a key stays taken for a queued task, should
-	// nothing free it (a lost release). Default DefaultUniqueFor.
+	// nothing free it (a lost release), counted from when the task may
+	// first run (after DebounceFor, ProcessIn or ProcessAt). Default
+	// DefaultUniqueFor.
 	UniqueFor time.Duration
 }
 
@@ -281,8 +288,13 @@ func compile(name string, r Rule, locker lock.Locker, releaseTO time.Duration) (
 		if _, ok := locker.(lock.Limiter); !ok {
 			return fail("a Limit of %d needs an engine that is a lock.Limiter, not %T", r.Limit, locker)
 		}
-		if r.Unique == UniqueUntilExecuted || r.Unique == UniqueUntilAndWhileExecuting {
+		switch r.Unique {
+		case UniqueUntilExecuted:
 			return fail("a Limit of %d with %v: a task that keeps its key while it runs runs one at a time", r.Limit, r.Unique)
+		case UniqueUntilExecuting:
+			// Its runs take no lock at all, so nothing would count them.
+			return fail("a Limit of %d with %v, whose runs are not kept apart: %v keeps one copy waiting and runs %d at once",
+				r.Limit, r.Unique, UniqueUntilAndWhileExecuting, r.Limit)
 		}
 	}
 	cr := &rule{Rule: r, pattern: name, simple: simple, opts: []lock.RunOption{lock.WithLease(r.Lease), lock.WithMaxRunTime(r.MaxRunTime),

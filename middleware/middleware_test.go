@@ -343,6 +343,8 @@ func TestNewRejectsBadRules(t *testing.T) {
 		{"negative limit", middleware.Rule{Limit: -1}, "Limit: lock: invalid limit: -1"},
 		{"limit too high", middleware.Rule{Limit: lock.MaxLimit + 1}, "invalid limit: 1001"},
 		{"limit of a unique run", middleware.Rule{Limit: 2, Unique: middleware.UniqueUntilExecuted}, "one at a time"},
+		// Its runs take no lock: a Limit would be ignored.
+		{"limit of runs not kept apart", middleware.Rule{Limit: 2, Unique: middleware.UniqueUntilExecuting}, "whose runs are not kept apart"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := middleware.New(l, middleware.WithRule("x", tt.rule))

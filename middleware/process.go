@@ -92,18 +92,36 @@ func (m *middleware) keepUnique(ctx context.Context, held lock.Lease, lease time
 }
 
 // claimTurn frees the unique key of a task whose turn to run has come. It
-// reports false when the key was no longer the task's: a newer copy
-// replaced it while it waited.
+// reports false when a newer copy replaced the task while it waited,
+// which the Client marks. A key that is no longer the task's without a
+// mark does not stop it: an earlier attempt of the task took its turn
+// (this is a retry, or a redelivery after a crash), or the task was not
+// enqueued through a Client, or its key ran out.
 func (m *middleware) claimTurn(ctx context.Context, held lock.Lease) bool {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.releaseTO)
 	defer cancel()
 	err := m.locker.Release(rctx, held)
 	switch {
 	case errors.Is(err, lock.ErrNotHeld):
-		return false
+		return !m.takeMark(rctx, replacedKey(held.Key, held.Token))
 	case err != nil:
 		m.log.WarnContext(ctx, "joblock: could not free a task's unique key; it ends with its UniqueFor", "key", held.Key, "err", err)
 	}
+	return true
+}
+
+// takeMark reports whether the mark key is held, and removes it. An engine
+// error says no: better run a replaced copy than drop one that was not.
+func (m *middleware) takeMark(ctx context.Context, key string) bool {
+	rec, ok, err := m.locker.Inspect(ctx, key)
+	if err != nil {
+		m.log.WarnContext(ctx, "joblock: could not read whether a task was replaced; it runs", "key", key, "err", err)
+		return false
+	}
+	if !ok || rec.State != lock.Held {
+		return false
+	}
+	_ = m.locker.Release(ctx, lock.Lease{Key: key, Token: rec.Token})
 	return true
 }
 

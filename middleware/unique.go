@@ -2,10 +2,14 @@ package middleware
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/lock"
@@ -34,9 +38,10 @@ const (
 	// earlier attempt of the same task overruns.
 	UniqueUntilExecuted
 	// UniqueUntilAndWhileExecuting: at most one task per key waits in the
-	// queue and at most one runs: the key is free for a new copy the moment
-	// the queued one starts, and that copy waits its turn to run
-	// (until_and_while_executing).
+	// queue and at most one runs (Rule.Limit runs, if set): the key is free
+	// for a new copy the moment the queued one starts, and that copy waits
+	// its turn to run (until_and_while_executing). A failed task's retry,
+	// and a task enqueued around the Client, run as any task does.
 	UniqueUntilAndWhileExecuting
 )
 
@@ -193,10 +198,12 @@ func (c *Client) Enqueue(task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInf
 // EnqueueContext enqueues task as asynq.Client.EnqueueContext does, except
 // for a task whose rule is Unique: it is enqueued only if its key is free
 // (or was taken by a task that no longer waits to run: deleted, archived,
-// completed, lost), under a task ID the Client chooses; a taken key is
-// handled as the rule's OnConflict says. Enqueuers of one key, in any
-// process sharing the engine, take turns, so at most one copy is queued.
-// It blocks for the enqueue and, under contention, for its turn.
+// completed, past its deadline (archived then), lost), under a task ID
+// the Client chooses; a taken key is handled as the rule's OnConflict
+// says. The task's own options (asynq.NewTask's) apply as asynq applies
+// them, before opts. Enqueuers of one key, in any process sharing the
+// engine, take turns, so at most one copy is queued. It blocks for the
+// enqueue and, under contention, for its turn.
 //
 // It returns a *DuplicateTaskError (matching asynq.ErrDuplicateTask) for a
 // rejected task, asynq's errors, and the key derivation's errors, which
@@ -206,6 +213,8 @@ func (c *Client) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...a
 	if r.Unique == NotUnique {
 		return c.client.EnqueueContext(ctx, task, opts...)
 	}
+	// What asynq will apply: the task's own options, then these.
+	opts = append(taskOptions(task), opts...)
 	queue := "default"
 	for _, o := range opts {
 		switch o.Type() {
@@ -230,6 +239,19 @@ func (c *Client) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...a
 	return e.info, nil
 }
 
+// taskOptions returns the options task was made with (asynq.NewTask's),
+// which asynq applies before Enqueue's own. asynq has no accessor for
+// them, so they are read from its unexported field; were that field to
+// change, a test fails (TestUniqueTaskOwnOptions).
+func taskOptions(task *asynq.Task) []asynq.Option {
+	f := reflect.ValueOf(task).Elem().FieldByName("opts")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[[]asynq.Option]() || f.Len() == 0 {
+		return nil
+	}
+	own := reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem().Interface().([]asynq.Option)
+	return own[:len(own):len(own)]
+}
+
 // enqueue is one Client.EnqueueContext of a unique task.
 type enqueue struct {
 	c     *Client
@@ -252,8 +274,13 @@ func (e *enqueue) run(ctx context.Context) error {
 		if done || err != nil {
 			return err
 		}
+		// The queued copy may be gone (Replace, Debounce): the new one goes
+		// in even if ctx ends now, or neither would be queued.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), enqueueTimeout)
+		defer cancel()
 	}
-	lease, err := l.Obtain(ctx, e.key, e.r.UniqueFor)
+	lease, err := l.Obtain(ctx, e.key, e.uniqueFor())
 	if err != nil {
 		return err
 	}
@@ -269,6 +296,31 @@ func (e *enqueue) run(ctx context.Context) error {
 		_ = l.Release(rctx, lease)
 	}
 	return err
+}
+
+// enqueueTimeout bounds the enqueue of a task that replaces a deleted
+// copy, which its caller's context no longer cuts short.
+const enqueueTimeout = 10 * time.Second
+
+// uniqueFor is how long the key is taken for the task: UniqueFor from the
+// moment the task may first run, which a debounce, ProcessIn or ProcessAt
+// puts off; a key that ran out first would let a second copy in while
+// the first still waits.
+func (e *enqueue) uniqueFor() time.Duration {
+	var delay time.Duration
+	for _, o := range e.opts { // asynq keeps the last one given
+		switch o.Type() {
+		case asynq.ProcessInOpt:
+			delay, _ = o.Value().(time.Duration)
+		case asynq.ProcessAtOpt:
+			at, _ := o.Value().(time.Time)
+			delay = time.Until(at)
+		}
+	}
+	if e.r.OnConflict == Debounce {
+		delay = e.r.DebounceFor
+	}
+	return min(max(delay, 0)+e.r.UniqueFor, lock.MaxTTL)
 }
 
 // conflict handles a key held by the task with ID holder. done says the
@@ -288,29 +340,79 @@ func (e *enqueue) conflict(ctx context.Context, holder string) (done bool, err e
 			return true, nil
 		}
 		// Replace, Debounce: the queued copy goes.
-		if info.State != asynq.TaskStateActive {
-			err := e.c.inspect.DeleteTask(e.queue, info.ID)
-			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-				// Only a task that started meanwhile cannot be deleted.
-				if info, _ = e.c.inspect.GetTaskInfo(e.queue, info.ID); info == nil || info.State != asynq.TaskStateActive {
-					return true, fmt.Errorf("middleware: replace task %s: %w", holder, err)
-				}
-			}
+		if info, err = e.remove(info); err != nil {
+			return true, fmt.Errorf("middleware: replace task %s: %w", holder, err)
 		}
-		if info != nil && info.State == asynq.TaskStateActive && e.r.Unique == UniqueUntilExecuted {
+		if info != nil && e.r.Unique == UniqueUntilExecuted {
 			// It runs, and holds the key until it ends.
 			return true, &DuplicateTaskError{TaskType: e.task.Type(), Key: e.key, TaskID: info.ID}
 		}
 		// Deleted; or, under UniqueUntilAndWhileExecuting, picked up by a
 		// worker but still waiting for its turn (it holds the key until its
-		// turn comes): taking its key makes it complete without running.
+		// turn comes): a mark, left before its key is taken, makes it
+		// complete without running when its turn comes.
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.m.releaseTO)
 	defer cancel()
-	if err := e.c.m.locker.Release(rctx, lock.Lease{Key: e.key, Token: holder}); err != nil && !errors.Is(err, lock.ErrNotHeld) {
+	var mark *lock.Lease
+	if info != nil && e.r.Unique == UniqueUntilAndWhileExecuting {
+		l, err := e.c.m.locker.Obtain(rctx, replacedKey(e.key, holder), e.r.UniqueFor)
+		if err != nil && !errors.Is(err, lock.ErrNotObtained) { // a mark left already
+			return true, err
+		}
+		if err == nil {
+			mark = &l
+		}
+	}
+	err = e.c.m.locker.Release(rctx, lock.Lease{Key: e.key, Token: holder})
+	switch {
+	case errors.Is(err, lock.ErrNotHeld):
+		if mark != nil {
+			// Its turn came meanwhile, and it runs: no mark for it.
+			_ = e.c.m.locker.Release(rctx, *mark)
+		}
+	case err != nil:
 		return true, err
 	}
 	return false, nil
+}
+
+// remove deletes the task of info from the queue and returns nil; or, if
+// a worker has it (it runs, or waits for its turn), its info. A task that
+// changes state meanwhile is looked at again: one that started cannot be
+// deleted, and one that ran to its end since is gone.
+func (e *enqueue) remove(info *asynq.TaskInfo) (*asynq.TaskInfo, error) {
+	for range 5 {
+		switch info.State {
+		case asynq.TaskStateActive:
+			return info, nil
+		case asynq.TaskStateArchived, asynq.TaskStateCompleted:
+			return nil, nil
+		}
+		err := e.c.inspect.DeleteTask(e.queue, info.ID)
+		if err == nil || errors.Is(err, asynq.ErrTaskNotFound) {
+			return nil, nil
+		}
+		next, gerr := e.c.inspect.GetTaskInfo(e.queue, info.ID)
+		switch {
+		case errors.Is(gerr, asynq.ErrTaskNotFound):
+			return nil, nil
+		case gerr != nil:
+			return nil, err
+		}
+		info = next
+	}
+	return nil, fmt.Errorf("task %s keeps changing state", info.ID)
+}
+
+// replacedKey is the key of the mark a Replace or Debounce leaves for a
+// task that a worker picked up but that waits for its turn, whose unique
+// key is uniqueKey and whose first ID is holder: its turn comes, its key
+// is gone, and the mark says why. As long as enqueueSuffix, so that
+// checkUniqueKey covers it.
+func replacedKey(uniqueKey, holder string) string {
+	sum := sha256.Sum256([]byte(holder))
+	return uniqueKey + "#" + hex.EncodeToString(sum[:4])[:len(enqueueSuffix)-1]
 }
 
 // maxResent bounds the copies of a task the middleware may have sent back
@@ -320,7 +422,7 @@ const maxResent = 20
 // liveCopy returns the task that holds the key under holder's ID and may
 // still run: the task itself, or the copy the middleware sent back in its
 // place (holder~resent-N); nil when none may run (deleted, archived,
-// completed, or never enqueued).
+// completed, past its deadline, or never enqueued).
 func (e *enqueue) liveCopy(holder string) (*asynq.TaskInfo, error) {
 	id := holder
 	for range maxResent {
@@ -329,7 +431,15 @@ func (e *enqueue) liveCopy(holder string) (*asynq.TaskInfo, error) {
 		case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
 		case err != nil:
 			return nil, err
-		case info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
+		case info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted:
+		case pastDeadline(info):
+			// asynq fails such a task when it dequeues it, without running
+			// it, retry after retry until it archives it: it does so now,
+			// so that the task neither holds the key nor counts as queued.
+			if info.State != asynq.TaskStateActive {
+				_ = e.c.inspect.ArchiveTask(e.queue, info.ID)
+			}
+		default:
 			return info, nil
 		}
 		if err != nil && id != holder {
@@ -338,4 +448,10 @@ func (e *enqueue) liveCopy(holder string) (*asynq.TaskInfo, error) {
 		id = resentID(id)
 	}
 	return nil, nil
+}
+
+// pastDeadline reports whether info's task has a deadline that has
+// passed: asynq will not run it again.
+func pastDeadline(info *asynq.TaskInfo) bool {
+	return !info.Deadline.IsZero() && !time.Now().Before(info.Deadline)
 }

@@ -2,7 +2,9 @@ package middleware_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -185,6 +187,7 @@ func TestUniqueReplaceWhileWaitingForTurn(t *testing.T) {
 	assert.Zero(t, p.settled(t))
 	assert.Empty(t, g.started, "a replaced copy ran")
 	assert.Equal(t, 2, events.count(middleware.Replaced))
+	assert.Empty(t, heldKeys(t, l), "keys or marks left behind")
 }
 
 // TestUniqueSentBackCopyKeepsTheKey: a duplicate with no retries left is
@@ -257,5 +260,115 @@ func TestReusedTaskIDIsSentBackAgain(t *testing.T) {
 		assert.Equal(t, `{"id":1,"v":"`+v+`"}`, g.wait(t), "the copy runs")
 		g.release <- struct{}{}
 		assert.Equal(t, 1, p.settled(t)) // monday's copy failed and was archived; tuesday's did not
+	}
+}
+
+// TestUniqueUntilAndWhileRunsEveryAttempt: under
+// UniqueUntilAndWhileExecuting a task whose key is no longer its own when
+// its turn comes still runs unless a newer copy replaced it: a failed
+// task's retry (its first attempt took the turn and freed the key), and a
+// task enqueued with asynq's own client (it never had the key). Both were
+// completed without running, as if replaced.
+func TestUniqueUntilAndWhileRunsEveryAttempt(t *testing.T) {
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var events eventLog
+			var mu sync.Mutex
+			runs := map[string]int{}
+			rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting}
+			p, l := startInProcess(t, eng, rule, func(_ context.Context, task *asynq.Task) error {
+				mu.Lock()
+				defer mu.Unlock()
+				runs[string(task.Payload())]++
+				if string(task.Payload()) == `{"id":1}` && runs[`{"id":1}`] == 1 {
+					return errors.New("the first attempt fails")
+				}
+				return nil
+			}, withObserver(&events))
+			c := uniqueClient(t, p, l, rule)
+			_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1}`)), asynq.Queue(p.queue), asynq.MaxRetry(3))
+			require.NoError(t, err)
+			p.enqueue(t, `{"id":2}`) // asynq's own client
+			assert.Zero(t, p.settled(t))
+			mu.Lock()
+			defer mu.Unlock()
+			assert.Equal(t, map[string]int{`{"id":1}`: 2, `{"id":2}`: 1}, runs)
+			assert.Zero(t, events.count(middleware.Replaced))
+			assert.Empty(t, heldKeys(t, l), "keys or marks left behind")
+		})
+	}
+}
+
+// TestUniqueReplaceRacingWorkers: 300 copies of one key enqueued with
+// Replace, one after another, while a server that polls every
+// millisecond picks them up as they come: replaces race workers that
+// just took the task. No copy runs twice, runs are kept apart where the
+// mode says so, and the newest copy accepted always runs.
+func TestUniqueReplaceRacingWorkers(t *testing.T) {
+	for name, eng := range engines(t) {
+		for _, mode := range []middleware.Uniqueness{middleware.UniqueUntilExecuting, middleware.UniqueUntilExecuted, middleware.UniqueUntilAndWhileExecuting} {
+			t.Run(name+"/"+mode.String(), func(t *testing.T) {
+				t.Parallel()
+				var o overlap
+				var mu sync.Mutex
+				ran := map[string]int{}
+				rule := middleware.Rule{Template: "job-{{.id}}", Unique: mode, OnConflict: middleware.Replace, Lease: 2 * time.Second,
+					Policy: middleware.Wait, MaxWait: time.Minute}
+				srv := redistest.New(t)
+				srv.RequireReal(t, "asynq")
+				l := eng(srv)
+				queue := "q" + rand.Text()[:8]
+				mw, err := middleware.New(l, middleware.WithDefaultRule(rule), middleware.WithPrefix("srvtest:"), middleware.WithRedisClient(srv.Client(t)))
+				require.NoError(t, err)
+				mux := asynq.NewServeMux()
+				mux.Use(mw)
+				mux.HandleFunc("job", func(ctx context.Context, task *asynq.Task) error {
+					o.enter()
+					defer o.exit()
+					time.Sleep(3 * time.Millisecond) // long enough for a replace to meet it running
+					mu.Lock()
+					defer mu.Unlock()
+					ran[string(task.Payload())]++
+					return nil
+				})
+				server := asynq.NewServer(asynq.RedisClientOpt{Addr: srv.Addr}, asynq.Config{Concurrency: 10, Queues: map[string]int{queue: 1},
+					IsFailure: middleware.IsFailure(nil), RetryDelayFunc: middleware.RetryDelayFunc(nil),
+					TaskCheckInterval: time.Millisecond, DelayedTaskCheckInterval: 10 * time.Millisecond, LogLevel: asynq.FatalLevel})
+				require.NoError(t, server.Start(mux))
+				defer server.Shutdown()
+				c, err := middleware.NewClient(srv.Client(t), l, middleware.WithDefaultRule(rule), middleware.WithPrefix("srvtest:"))
+				require.NoError(t, err)
+
+				var newest string
+				rejected := 0
+				for i := range 300 {
+					payload := fmt.Sprintf(`{"id":1,"n":%d}`, i)
+					_, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(queue))
+					if errors.Is(err, asynq.ErrDuplicateTask) && mode == middleware.UniqueUntilExecuted {
+						rejected++ // a copy runs
+						continue
+					}
+					require.NoError(t, err)
+					newest = payload
+				}
+				in := asynq.NewInspector(asynq.RedisClientOpt{Addr: srv.Addr})
+				defer in.Close()
+				require.Eventually(t, func() bool {
+					q, err := in.GetQueueInfo(queue)
+					return err == nil && q.Pending+q.Active+q.Scheduled+q.Retry == 0
+				}, time.Minute, 10*time.Millisecond)
+				mu.Lock()
+				defer mu.Unlock()
+				for payload, n := range ran {
+					assert.Equal(t, 1, n, "%s ran %d times", payload, n)
+				}
+				assert.Equal(t, 1, ran[newest], "the newest copy accepted did not run")
+				if mode != middleware.UniqueUntilExecuting {
+					assert.EqualValues(t, 1, o.most.Load(), "runs of the key overlapped")
+				}
+				t.Logf("%d of 300 ran, %d rejected while a copy ran, %d at most at once", len(ran), rejected, o.most.Load())
+			})
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/middleware"
 	"github.com/redis/go-redis/v9"
@@ -395,6 +396,236 @@ func TestUniqueReplaceAcrossEnqueuers(t *testing.T) {
 					"key %d ended with an older payload", p.ID)
 			}
 			t.Logf("%d samples of the queue taken while enqueuing", samples)
+		})
+	}
+}
+
+// TestUniqueUntilAndWhileExecutingWithLimit: one copy of a key waits in
+// the queue and Limit copies run at once: two run, a third is accepted
+// and waits for a slot (holding the key), a fourth is rejected, and the
+// third runs when a slot frees, never three at once.
+func TestUniqueUntilAndWhileExecutingWithLimit(t *testing.T) {
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			g := newGate()
+			rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting, Limit: 2, Lease: 5 * time.Second}
+			p, l := startInProcess(t, eng, rule, g.handle)
+			c := uniqueClient(t, p, l, rule)
+			enqueue := func(payload string) error {
+				_, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(p.queue))
+				return err
+			}
+			require.NoError(t, enqueue(`{"id":1,"n":1}`))
+			assert.Equal(t, `{"id":1,"n":1}`, g.wait(t))
+			require.NoError(t, enqueue(`{"id":1,"n":2}`), "free the moment the first started")
+			assert.Equal(t, `{"id":1,"n":2}`, g.wait(t), "a second slot")
+			require.NoError(t, enqueue(`{"id":1,"n":3}`), "free the moment the second started")
+			require.ErrorIs(t, enqueue(`{"id":1,"n":4}`), asynq.ErrDuplicateTask, "the third waits for a slot, holding the key")
+			close(g.release)
+			assert.Equal(t, `{"id":1,"n":3}`, g.wait(t), "the third runs when a slot frees")
+			assert.Zero(t, p.settled(t))
+			assert.EqualValues(t, 2, g.most.Load(), "never more than the limit at once")
+		})
+	}
+}
+
+// TestUniqueForCountsFromWhenTheTaskMayRun: a task that may not run before
+// a debounce, ProcessIn or ProcessAt keeps its key for UniqueFor after
+// that, not from its enqueue: a key that ran out first let a second copy
+// into the queue while the first still waited.
+func TestUniqueForCountsFromWhenTheTaskMayRun(t *testing.T) {
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			p, l := startInProcess(t, eng, middleware.Rule{}, func(context.Context, *asynq.Task) error { return nil })
+			idle := "idle-" + p.queue // no server works it: tasks stay
+			const uniqueFor = 200 * time.Millisecond
+			for _, tt := range []struct {
+				name string
+				rule middleware.Rule
+				opt  asynq.Option
+			}{
+				{"debounce", middleware.Rule{OnConflict: middleware.Debounce, DebounceFor: time.Hour}, nil},
+				{"process in", middleware.Rule{}, asynq.ProcessIn(time.Hour)},
+				{"process at", middleware.Rule{}, asynq.ProcessAt(time.Now().Add(time.Hour))},
+			} {
+				t.Run(tt.name, func(t *testing.T) {
+					rule := tt.rule
+					rule.Template, rule.Unique, rule.UniqueFor = "job-{{.id}}-"+tt.name, middleware.UniqueUntilExecuted, uniqueFor
+					c := uniqueClient(t, p, l, rule)
+					enqueue := func(v string) error {
+						opts := []asynq.Option{asynq.Queue(idle)}
+						if tt.opt != nil {
+							opts = append(opts, tt.opt)
+						}
+						_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":"`+v+`"}`)), opts...)
+						return err
+					}
+					require.NoError(t, enqueue("a"))
+					time.Sleep(2 * uniqueFor) // past UniqueFor from the enqueue
+					err := enqueue("b")
+					if rule.OnConflict == middleware.Reject {
+						require.ErrorIs(t, err, asynq.ErrDuplicateTask, "the first still waits to run")
+					} else {
+						require.NoError(t, err)
+					}
+					var mine []string
+					for _, ti := range p.waiting(t, idle) {
+						if strings.Contains(string(ti.Payload), `"v"`) && strings.HasPrefix(ti.Type, "job") {
+							mine = append(mine, string(ti.Payload))
+						}
+					}
+					want := map[middleware.Conflict]string{middleware.Reject: "a", middleware.Debounce: "b"}[rule.OnConflict]
+					assert.Equal(t, []string{`{"id":1,"v":"` + want + `"}`}, mine, "one copy of the key waits")
+					for _, ti := range p.waiting(t, idle) {
+						require.NoError(t, p.inspector(t).DeleteTask(idle, ti.ID))
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestUniqueKeyFreedPastTheTaskDeadline: a queued task whose deadline has
+// passed will never run (asynq fails it when it dequeues it, without
+// calling the handler, retry after retry), so it does not keep its key:
+// the next copy is enqueued and the dead one archived, leaving one task
+// of the key queued.
+func TestUniqueKeyFreedPastTheTaskDeadline(t *testing.T) {
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			p, l := startInProcess(t, eng, middleware.Rule{}, func(context.Context, *asynq.Task) error { return nil })
+			idle := "idle-" + p.queue // no server works it: tasks stay
+			for _, mode := range []middleware.Uniqueness{middleware.UniqueUntilExecuting, middleware.UniqueUntilExecuted, middleware.UniqueUntilAndWhileExecuting} {
+				t.Run(mode.String(), func(t *testing.T) {
+					c := uniqueClient(t, p, l, middleware.Rule{Template: "job-{{.id}}", Unique: mode})
+					payload := `{"id":"` + mode.String() + `"}`
+					dead, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(idle), asynq.Deadline(time.Now().Add(-time.Minute)))
+					require.NoError(t, err)
+					next, err := c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(idle))
+					require.NoError(t, err, "a task past its deadline kept the key")
+					var queued []string
+					for _, ti := range p.waiting(t, idle) {
+						if string(ti.Payload) == payload {
+							queued = append(queued, ti.ID)
+						}
+					}
+					assert.Equal(t, []string{next.ID}, queued, "one task of the key queued")
+					info, err := p.inspector(t).GetTaskInfo(idle, dead.ID)
+					require.NoError(t, err)
+					assert.Equal(t, asynq.TaskStateArchived, info.State)
+				})
+			}
+		})
+	}
+}
+
+// cancelAtRelease cancels a context when the unique key of the task that
+// a Replace deletes is freed: between that task's deletion and the
+// enqueue of its replacement.
+type cancelAtRelease struct {
+	lock.Locker
+	cancel context.CancelFunc
+}
+
+func (c cancelAtRelease) Release(ctx context.Context, lease lock.Lease) error {
+	err := c.Locker.Release(ctx, lease)
+	if !strings.HasSuffix(lease.Key, "#enqueue") {
+		c.cancel()
+	}
+	return err
+}
+
+// TestUniqueReplaceSurvivesACancelledEnqueue: a Replace whose context ends
+// once it has deleted the queued copy still enqueues the new one: the
+// caller gave up, but the queue must not be left with neither.
+func TestUniqueReplaceSurvivesACancelledEnqueue(t *testing.T) {
+	for name, eng := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			p, l := startInProcess(t, eng, middleware.Rule{}, func(context.Context, *asynq.Task) error { return nil })
+			idle := "idle-" + p.queue // no server works it: tasks stay
+			for _, strategy := range []middleware.Conflict{middleware.Replace, middleware.Debounce} {
+				t.Run(strategy.String(), func(t *testing.T) {
+					ctx, cancel := context.WithCancel(context.Background())
+					defer cancel()
+					rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilExecuted, OnConflict: strategy, DebounceFor: time.Hour}
+					c, err := middleware.NewClient(p.redis.Client(t), cancelAtRelease{l, cancel}, middleware.WithDefaultRule(rule),
+						middleware.WithPrefix("srvtest:"))
+					require.NoError(t, err)
+					old := `{"id":"` + strategy.String() + `","v":"old"}`
+					_, err = c.Enqueue(asynq.NewTask("job", []byte(old)), asynq.Queue(idle))
+					require.NoError(t, err)
+					require.NoError(t, ctx.Err(), "nothing was replaced yet")
+					newest := `{"id":"` + strategy.String() + `","v":"new"}`
+					_, err = c.EnqueueContext(ctx, asynq.NewTask("job", []byte(newest)), asynq.Queue(idle))
+					require.Error(t, ctx.Err(), "the context ended during the replace")
+					require.NoError(t, err, "the old copy was deleted: the new one must be queued")
+					var queued []string
+					for _, ti := range p.waiting(t, idle) {
+						if strings.Contains(string(ti.Payload), `"`+strategy.String()+`"`) {
+							queued = append(queued, string(ti.Payload))
+						}
+					}
+					assert.Equal(t, []string{newest}, queued)
+				})
+			}
+		})
+	}
+}
+
+// TestUniqueTaskOwnOptions: options a task was made with
+// (asynq.NewTask(type, payload, opts...)) count as asynq counts them,
+// before Enqueue's own: such a task went to the default queue, whatever
+// its own asynq.Queue said, and its own asynq.TaskID was overridden.
+func TestUniqueTaskOwnOptions(t *testing.T) {
+	p, l := startInProcess(t, fileEngine(t), middleware.Rule{}, func(context.Context, *asynq.Task) error { return nil })
+	idle := "idle-" + p.queue // no server works it: tasks stay
+	c := uniqueClient(t, p, l, middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilExecuted})
+	info, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1}`), asynq.Queue(idle), asynq.MaxRetry(2)))
+	require.NoError(t, err)
+	assert.Equal(t, idle, info.Queue, "the task's own queue, as asynq's client does")
+	assert.Equal(t, 2, info.MaxRetry)
+	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":2}`)), asynq.Queue(idle))
+	require.ErrorIs(t, err, asynq.ErrDuplicateTask, "the same key in the same queue")
+	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":3}`), asynq.Queue(idle)))
+	require.ErrorIs(t, err, asynq.ErrDuplicateTask)
+	info, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":4}`), asynq.Queue(idle)), asynq.Queue(p.otherQueue()))
+	require.NoError(t, err, "Enqueue's queue wins, as with asynq's client, and is another queue")
+	assert.Equal(t, p.otherQueue(), info.Queue)
+	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":2}`), asynq.TaskID("mine")))
+	require.ErrorContains(t, err, "drop asynq.TaskID")
+}
+
+// TestUniqueAndWhileRedeliveredAfterACrash: under
+// UniqueUntilAndWhileExecuting a task whose worker was SIGKILLed mid-run
+// runs again when asynq redelivers it, although its first attempt freed
+// its key when it took its turn (it used to complete without running, as
+// if replaced).
+func TestUniqueAndWhileRedeliveredAfterACrash(t *testing.T) {
+	testenv.Soak(t, "waits about 70s for asynq's task lease to expire")
+	for _, eng := range []string{"file", "redis"} {
+		t.Run(eng, func(t *testing.T) {
+			t.Parallel()
+			ws := newWorkerSetup(t, eng)
+			const lease = 2 * time.Second
+			victim := ws.start(t, "unique-and-while", time.Hour, lease)
+			c, err := middleware.NewClient(ws.redis.Client(t), ws.locker(t),
+				middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting}),
+				middleware.WithPrefix("mwtest:"))
+			require.NoError(t, err)
+			_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":4}`)), asynq.Queue(ws.queue))
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return ws.count(t, "enter") == 1 }, 20*time.Second, 20*time.Millisecond)
+			require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
+			_ = victim.Wait()
+			rescuer := ws.start(t, "unique-and-while", 10*time.Millisecond, lease)
+			require.Eventually(t, func() bool { return ws.count(t, "exit") == 1 && ws.idle(t) }, 150*time.Second, 200*time.Millisecond,
+				"the redelivered task did not run")
+			stop(t, rescuer)
+			assert.Equal(t, 2, ws.count(t, "enter"), "the task ran once more, and only once")
 		})
 	}
 }
