@@ -653,3 +653,30 @@ func (c limitTries) ObtainLimit(ctx context.Context, key string, limit int, ttl 
 func (c limitTries) InspectSlots(ctx context.Context, key string) ([]lock.Record, error) {
 	return c.l.InspectSlots(ctx, key)
 }
+
+// A Manager holding a slot of a key does not renew it for a request that
+// asks another limit: that request is refused as held, naming the limit
+// the slot was taken with, and the slot is renewed for its own limit.
+func TestManagerRenewsOnlyForTheSameLimit(t *testing.T) {
+	ctx := context.Background()
+	m := lock.NewManager(newEngine(t))
+	n := func(v int) *int { return &v }
+	first := m.Process(ctx, lock.Request{Key: "pool", Action: lock.ActionAcquire, Limit: n(3)})
+	require.True(t, first.Locked, first.Error)
+
+	for _, limit := range []*int{n(2), nil} {
+		res := m.Process(ctx, lock.Request{Key: "pool", Action: lock.ActionAcquire, Limit: limit})
+		require.False(t, res.Locked)
+		require.True(t, res.AlreadyLocked)
+		require.Equal(t, first.LockID, &res.LockedBy)
+		require.Contains(t, res.Error, "with a limit of 3")
+	}
+	_, err := m.Acquire(ctx, "pool", time.Second)
+	var held *lock.HeldError
+	require.ErrorAs(t, err, &held)
+	require.Equal(t, 3, held.HeldLimit)
+
+	again := m.Process(ctx, lock.Request{Key: "pool", Action: lock.ActionAcquire, Limit: n(3)})
+	require.True(t, again.Locked, again.Error)
+	require.Equal(t, first.LockID, again.LockID)
+}

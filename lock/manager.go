@@ -28,6 +28,9 @@ type Manager struct {
 
 	mu   sync.Mutex
 	held map[string]Lease
+	// limits holds the limit each held lease was taken with, for keys
+	// taken with a limit over 1.
+	limits map[string]int
 }
 
 // ManagerOption configures a Manager.
@@ -48,7 +51,7 @@ func WithJitter(fraction float64) ManagerOption {
 
 // NewManager returns a Manager over engine l.
 func NewManager(l Locker, opts ...ManagerOption) *Manager {
-	m := &Manager{locker: l, renewer: NewRenewer(l), ttl: DefaultTTL, jitter: 0.1, held: make(map[string]Lease)}
+	m := &Manager{locker: l, renewer: NewRenewer(l), ttl: DefaultTTL, jitter: 0.1, held: make(map[string]Lease), limits: make(map[string]int)}
 	for _, o := range opts {
 		o(m)
 	}
@@ -72,26 +75,44 @@ func (m *Manager) lease(key string) (Lease, bool) {
 	return l, ok
 }
 
-func (m *Manager) remember(l Lease) {
+func (m *Manager) remember(l Lease, limit int) {
 	m.mu.Lock()
 	m.held[l.Key] = l
+	if limit > 1 {
+		m.limits[l.Key] = limit
+	} else {
+		delete(m.limits, l.Key)
+	}
 	m.mu.Unlock()
+}
+
+// limitOf is the limit key's held lease was taken with.
+func (m *Manager) limitOf(key string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return max(m.limits[key], 1)
 }
 
 func (m *Manager) forget(key, token string) {
 	m.mu.Lock()
 	if l, ok := m.held[key]; ok && l.Token == token {
 		delete(m.held, key)
+		delete(m.limits, key)
 	}
 	m.mu.Unlock()
 }
 
 // renew refreshes a lease this instance holds. ok is false when it holds
-// none or has lost it, and the caller should obtain anew.
-func (m *Manager) renew(ctx context.Context, key string, ttl time.Duration) (Lease, bool, error) {
+// none or has lost it, and the caller should obtain anew. A lease taken
+// with another limit than limit is not renewed: the call is refused as
+// held, as an engine refuses a holder asking another limit than the key's.
+func (m *Manager) renew(ctx context.Context, key string, ttl time.Duration, limit int) (Lease, bool, error) {
 	old, ok := m.lease(key)
 	if !ok {
 		return Lease{}, false, nil
+	}
+	if held := m.limitOf(key); held != limit {
+		return Lease{}, false, &HeldError{Key: key, Holder: old.Token, TTL: time.Until(old.ExpiresAt), HeldLimit: held}
 	}
 	l, err := m.locker.Refresh(ctx, old, ttl)
 	if errors.Is(err, ErrNotHeld) {
@@ -101,7 +122,7 @@ func (m *Manager) renew(ctx context.Context, key string, ttl time.Duration) (Lea
 	if err != nil {
 		return Lease{}, false, err
 	}
-	m.remember(l)
+	m.remember(l, limit)
 	return l, true, nil
 }
 
@@ -133,14 +154,14 @@ func (m *Manager) acquire(ctx context.Context, key string, ttl time.Duration, li
 	if err != nil {
 		return Lease{}, err
 	}
-	if l, ok, err := m.renew(ctx, key, ttl); ok || err != nil {
+	if l, ok, err := m.renew(ctx, key, ttl, limit); ok || err != nil {
 		return l, err
 	}
 	l, err := obtainWait(ctx, obtain, key, w, wakeups{})
 	if err != nil {
 		return Lease{}, err
 	}
-	m.remember(l)
+	m.remember(l, limit)
 	return l, nil
 }
 

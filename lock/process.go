@@ -210,14 +210,17 @@ type Result struct {
 	LockedBy string `json:"locked_by,omitempty"`
 	// Released is set on every release result.
 	Released *bool `json:"released,omitempty"`
-	// Error says what was wrong with the request or what failed.
+	// Error says what was wrong with the request or what failed; beside
+	// AlreadyLocked, why the key cannot be taken as asked (its holders
+	// took it with another limit).
 	Error string `json:"error,omitempty"`
 }
 
 // Process carries out one spec request and reports the outcome, including
 // any failure, in the Result; it never panics on bad input. An acquire
 // neither waits nor fails when this Manager already holds the key: it
-// renews the lease.
+// renews the lease, if asked with the limit the lease was taken with (an
+// acquire asking another is refused as AlreadyLocked).
 func (m *Manager) Process(ctx context.Context, req Request) Result {
 	if req.Key == "" {
 		return Result{Error: "key is required"}
@@ -258,6 +261,10 @@ func AcquireResult(l Lease, err error) Result {
 	case err == nil:
 		exp := unixCeil(l.ExpiresAt)
 		return Result{Locked: true, LockID: &l.Token, ExpiresAt: &exp}
+	case errors.As(err, &held) && held.HeldLimit != 0:
+		// Held, and by holders of another limit: say so, or the caller
+		// waits for a key it can never take with the limit it asks.
+		return Result{AlreadyLocked: true, LockedBy: held.Holder, Error: held.Error()}
 	case errors.As(err, &held):
 		return Result{AlreadyLocked: true, LockedBy: held.Holder}
 	}
