@@ -35,7 +35,6 @@ import (
 	"github.com/joblock/joblock/middleware"
 	"github.com/joblock/joblock/scheduler"
 	"github.com/redis/go-redis/v9"
-	"github.com/robfig/cron/v3"
 
 	// Zone names in CRON_TZ= work on hosts and images without a zone
 	// database.
@@ -413,7 +412,7 @@ func startCron(d cronDeps, sched schedules, loc *time.Location, demo bool) (*sch
 			continue
 		}
 		jobs = append(jobs, scheduler.Job{Name: name, Spec: spec, Run: run[name]})
-		if cs, err := cron.ParseStandard(spec); err == nil { // parsed once already by schedules.set
+		if cs, err := scheduler.ParseStandard(spec); err == nil { // parsed once already by schedules.set
 			log.Info("cron job", "job", name, "spec", spec, "next", scheduler.Aligned(cs).Next(now).UTC().Format(time.RFC3339))
 		}
 	}
