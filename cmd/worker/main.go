@@ -275,14 +275,15 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger, s
 }
 
 // lockRedis returns the client of the Redis engine's locks: rdb, unless
-// they have a Redis of their own (-lock-redis-url), whose new client the
-// caller closes. For the file engine it returns nil.
+// they have a Redis of their own (-lock-redis-url, other than
+// -redis-url), whose new client the caller closes. For the file engine it
+// returns nil.
 func lockRedis(ctx context.Context, c engine.Config, rdb redis.UniversalClient, log *slog.Logger) (redis.UniversalClient, error) {
 	switch {
 	case c.Engine != engine.Redis:
 		return nil, nil
-	case c.LockRedisURL == "":
-		return rdb, nil
+	case c.LockRedisURL == "" || c.LockRedisURL == c.RedisURL:
+		return rdb, nil // one client per server
 	}
 	lrdb, err := c.LockRedisClient()
 	if err != nil {
