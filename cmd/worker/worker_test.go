@@ -218,6 +218,7 @@ func TestBadConfig(t *testing.T) {
 		{"schedule every 1ms", nil, []string{"-schedule", "cache-warmup=@every 1ms"}, `invalid value "cache-warmup=@every 1ms" for flag -schedule: schedule of cache-warmup: "@every 1ms": the interval must be whole seconds, at least 1s`},
 		{"schedule zone default", []string{"JOBLOCK_SCHEDULE_TZ=Mars/Olympus"}, nil, `-schedule-tz [JOBLOCK_SCHEDULE_TZ] "Mars/Olympus": not a time zone`},
 		{"short admin token", []string{"JOBLOCK_ADMIN_TOKEN=hunter2"}, nil, "JOBLOCK_ADMIN_TOKEN is 7 characters: use at least 16"},
+		{"admin token with a line break", []string{"JOBLOCK_ADMIN_TOKEN=0123456789abcdef0123\n"}, nil, "JOBLOCK_ADMIN_TOKEN holds white space or a control character"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
