@@ -169,11 +169,17 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger, s
 	}
 	defer rdb.Close()
 	if err := cfg.engine.Ping(ctx, rdb); err != nil {
+		if ctx.Err() != nil {
+			return stoppedConnecting(ctx, log)
+		}
 		return fmt.Errorf("asynq needs Redis: %w", err)
 	}
 	log.Info("redis", "url", engine.Redact(cfg.engine.RedisURL))
 	lockRDB, err := lockRedis(ctx, cfg.engine, rdb, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			return stoppedConnecting(ctx, log)
+		}
 		return err
 	}
 	if lockRDB != nil && lockRDB != rdb {
@@ -271,6 +277,14 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger, s
 	}
 	stopHTTP(rctx)
 	log.Info("worker stopped")
+	return nil
+}
+
+// stoppedConnecting logs that the worker was stopped (a signal, or
+// -run-for) while it waited for Redis to answer, which is no failure, and
+// returns nil.
+func stoppedConnecting(ctx context.Context, log *slog.Logger) error {
+	log.Info("stopped before Redis answered", "why", context.Cause(ctx))
 	return nil
 }
 

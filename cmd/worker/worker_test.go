@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,6 +165,26 @@ func TestNoRedisExitsAtOnce(t *testing.T) {
 	assert.Less(t, time.Since(start), 10*time.Second)
 	assert.Contains(t, stderr, addr, "names the address it tried")
 	assert.Contains(t, stderr, "redis-server", "says how to start Redis")
+}
+
+// TestStopWhileConnecting: SIGTERM while the worker waits for a Redis
+// that does not answer ends it cleanly, not as "Redis unreachable".
+func TestStopWhileConnecting(t *testing.T) {
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer mute.Close()
+	c := workerCmd([]string{"JOBLOCK_REDIS_URL=redis://" + mute.Addr().String() + "/0"}, "-http", "")
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	require.NoError(t, c.Start())
+	// A connection means the worker is waiting for Redis to answer.
+	conn, err := mute.Accept()
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, c.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, c.Wait(), "exit status 0:\n%s", stderr.String())
+	assert.Contains(t, stderr.String(), "stopped before Redis answered")
+	assert.NotContains(t, stderr.String(), "unreachable")
 }
 
 func TestBadConfig(t *testing.T) {
