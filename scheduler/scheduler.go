@@ -71,8 +71,8 @@ func New(locker lock.Locker, opts ...Option) *Scheduler {
 }
 
 // Add schedules j. It returns an error naming the job for a missing name,
-// spec or function, a spec that does not parse, an unknown mode or a bad
-// lease or run time.
+// spec or function, a spec that does not parse or never fires (see
+// ParseStandard), an unknown mode or a bad lease or run time.
 func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 	if err := validName(j.Name); err != nil {
 		return 0, err
@@ -83,7 +83,7 @@ func (s *Scheduler) Add(j Job) (cron.EntryID, error) {
 	if j.Run == nil {
 		return fail("no Run function")
 	}
-	sched, err := s.parser.Parse(j.Spec)
+	sched, err := parse(s.parser, j.Spec)
 	if err != nil {
 		return fail("spec %q: %w", j.Spec, err)
 	}

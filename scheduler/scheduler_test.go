@@ -40,6 +40,12 @@ func TestAddRejectsBadJobs(t *testing.T) {
 	}{
 		{"no name", scheduler.Job{Spec: "@every 1s", Run: run}, "name is empty"},
 		{"bad spec", scheduler.Job{Name: "x", Spec: "every day", Run: run}, `spec "every day"`},
+		// robfig/cron's parser panics on these two.
+		{"zone without a schedule", scheduler.Job{Name: "x", Spec: "CRON_TZ=Europe/Berlin", Run: run}, "no schedule after CRON_TZ=Europe/Berlin"},
+		{"TZ= without a schedule", scheduler.Job{Name: "x", Spec: "TZ=UTC", Run: run}, "no schedule after TZ=UTC"},
+		// robfig/cron reads these two as UTC and as never.
+		{"empty zone", scheduler.Job{Name: "x", Spec: "CRON_TZ= 30 3 * * *", Run: run}, "CRON_TZ= names no time zone"},
+		{"never fires", scheduler.Job{Name: "x", Spec: "0 0 30 2 *", Run: run}, `spec "0 0 30 2 *": it never fires`},
 		{"no run", scheduler.Job{Name: "x", Spec: "@every 1s"}, "no Run"},
 		{"bad mode", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Mode: 7}, "unknown mode"},
 		{"bad lease", scheduler.Job{Name: "x", Spec: "@every 1s", Run: run, Lease: -time.Second}, "invalid ttl"},

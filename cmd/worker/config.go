@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/lock"
@@ -190,6 +192,11 @@ func (c *config) check(fs *flag.FlagSet) error {
 	c.scheduleLoc = loc
 	if c.adminToken != "" && len(c.adminToken) < minAdminToken {
 		return fmt.Errorf("JOBLOCK_ADMIN_TOKEN is %d characters: use at least %d (e.g. openssl rand -hex 32)", len(c.adminToken), minAdminToken)
+	}
+	if strings.ContainsFunc(c.adminToken, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		// No request could present it: HTTP strips the white space around
+		// a header's value and refuses control characters in it.
+		return errors.New("JOBLOCK_ADMIN_TOKEN holds white space or a control character (a line break from a file?): use letters and digits (e.g. openssl rand -hex 32)")
 	}
 	if c.demo {
 		return nil // its own Redis and lock directory

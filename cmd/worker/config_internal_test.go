@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"io"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/joblock/joblock/internal/engine"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -42,5 +45,50 @@ func TestRestartGraceCoversTheLongestLease(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, cfg.engine.RestartGrace)
 		})
+	}
+}
+
+// TestHTTPOnLoopbackByDefault: outside a container the HTTP listener is on
+// 127.0.0.1 unless -http or JOBLOCK_HTTP says otherwise; the image sets
+// JOBLOCK_HTTP itself (see Dockerfile).
+func TestHTTPOnLoopbackByDefault(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{name: "default", want: "127.0.0.1:8080"},
+		{name: "in a container, JOBLOCK_HTTP unset", env: map[string]string{envContainer: "1"}, args: []string{"-engine", "redis"}, want: "127.0.0.1:8080"},
+		{name: "JOBLOCK_HTTP", env: map[string]string{"JOBLOCK_HTTP": "0.0.0.0:9090"}, want: "0.0.0.0:9090"},
+		{name: "-http", args: []string{"-http", "[::1]:9091"}, want: "[::1]:9091"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("JOBLOCK_HTTP", "")
+			t.Setenv(envContainer, "")
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			cfg, err := parseFlags(tt.args, io.Discard)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, cfg.httpAddr)
+		})
+	}
+}
+
+// TestLockRedisSharesTheClientOfOneURL: a -lock-redis-url that is
+// -redis-url gets no client of its own.
+func TestLockRedisSharesTheClientOfOneURL(t *testing.T) {
+	const url = "redis://127.0.0.1:1/0"
+	cfg := engine.Config{Engine: engine.Redis, RedisURL: url}
+	rdb, err := cfg.RedisClient()
+	require.NoError(t, err)
+	defer rdb.Close()
+	for _, lockURL := range []string{"", url} {
+		cfg.LockRedisURL = lockURL
+		got, err := lockRedis(context.Background(), cfg, rdb, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		assert.Same(t, rdb, got, "-lock-redis-url %q", lockURL)
 	}
 }

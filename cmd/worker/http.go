@@ -229,8 +229,9 @@ func (s *status) admin(r *http.Request) (bool, error) {
 	if s.adminToken == "" {
 		return false, errors.New("no admin token is configured (JOBLOCK_ADMIN_TOKEN): lock ids are never shown")
 	}
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.adminToken)) != 1 {
+	scheme, token, ok := strings.Cut(h, " ")
+	// The scheme is case-insensitive (RFC 9110, section 11.1).
+	if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(token), []byte(s.adminToken)) != 1 {
 		return false, errors.New("admin token not accepted: send Authorization: Bearer <JOBLOCK_ADMIN_TOKEN>")
 	}
 	return true, nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -188,6 +189,11 @@ func TestLocksShowIDsOnlyToTheAdmin(t *testing.T) {
 		{"token configured, wrong one sent", token, "Bearer " + token[1:] + "x", http.StatusForbidden, false},
 		{"token configured, not as Bearer", token, token, http.StatusForbidden, false},
 		{"token configured and sent", token, "Bearer " + token, http.StatusOK, true},
+		{"token configured, scheme in lower case", token, "bearer " + token, http.StatusOK, true},
+		{"token configured, empty one sent", token, "Bearer ", http.StatusForbidden, false},
+		{"token configured, the token twice", token, "Bearer " + token + token, http.StatusForbidden, false},
+		{"token configured, an overlong one sent", token, "Bearer " + strings.Repeat(token, 2000), http.StatusForbidden, false},
+		{"token configured, a prefix of it sent", token, "Bearer " + token[:16], http.StatusForbidden, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,7 +35,6 @@ import (
 	"github.com/joblock/joblock/middleware"
 	"github.com/joblock/joblock/scheduler"
 	"github.com/redis/go-redis/v9"
-	"github.com/robfig/cron/v3"
 
 	// Zone names in CRON_TZ= work on hosts and images without a zone
 	// database.
@@ -170,11 +169,17 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger, s
 	}
 	defer rdb.Close()
 	if err := cfg.engine.Ping(ctx, rdb); err != nil {
+		if ctx.Err() != nil {
+			return stoppedConnecting(ctx, log)
+		}
 		return fmt.Errorf("asynq needs Redis: %w", err)
 	}
 	log.Info("redis", "url", engine.Redact(cfg.engine.RedisURL))
 	lockRDB, err := lockRedis(ctx, cfg.engine, rdb, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			return stoppedConnecting(ctx, log)
+		}
 		return err
 	}
 	if lockRDB != nil && lockRDB != rdb {
@@ -275,15 +280,24 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger, s
 	return nil
 }
 
+// stoppedConnecting logs that the worker was stopped (a signal, or
+// -run-for) while it waited for Redis to answer, which is no failure, and
+// returns nil.
+func stoppedConnecting(ctx context.Context, log *slog.Logger) error {
+	log.Info("stopped before Redis answered", "why", context.Cause(ctx))
+	return nil
+}
+
 // lockRedis returns the client of the Redis engine's locks: rdb, unless
-// they have a Redis of their own (-lock-redis-url), whose new client the
-// caller closes. For the file engine it returns nil.
+// they have a Redis of their own (-lock-redis-url, other than
+// -redis-url), whose new client the caller closes. For the file engine it
+// returns nil.
 func lockRedis(ctx context.Context, c engine.Config, rdb redis.UniversalClient, log *slog.Logger) (redis.UniversalClient, error) {
 	switch {
 	case c.Engine != engine.Redis:
 		return nil, nil
-	case c.LockRedisURL == "":
-		return rdb, nil
+	case c.LockRedisURL == "" || c.LockRedisURL == c.RedisURL:
+		return rdb, nil // one client per server
 	}
 	lrdb, err := c.LockRedisClient()
 	if err != nil {
@@ -413,7 +427,7 @@ func startCron(d cronDeps, sched schedules, loc *time.Location, demo bool) (*sch
 			continue
 		}
 		jobs = append(jobs, scheduler.Job{Name: name, Spec: spec, Run: run[name]})
-		if cs, err := cron.ParseStandard(spec); err == nil { // parsed once already by schedules.set
+		if cs, err := scheduler.ParseStandard(spec); err == nil { // parsed once already by schedules.set
 			log.Info("cron job", "job", name, "spec", spec, "next", scheduler.Aligned(cs).Next(now).UTC().Format(time.RFC3339))
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/robfig/cron/v3"
+	"github.com/joblock/joblock/scheduler"
 )
 
 // Names of the worker's cron jobs.
@@ -58,8 +58,10 @@ func (f scheduleFlag) Set(v string) error { return f.s.set(v) }
 
 // set applies entries "NAME=SPEC; NAME=SPEC": SPEC is a five-field cron
 // spec or a descriptor (@daily, @every 10m), optionally led by
-// CRON_TZ=Zone/Name, or "off". Each spec is parsed here, so a bad one is
-// reported before the worker connects to anything. An @every interval must
+// CRON_TZ=Zone/Name, or "off". Each spec is parsed here, as the scheduler
+// will (scheduler.ParseStandard: a zone with no schedule after it, or a
+// schedule that never fires, is an error), so a bad one is reported
+// before the worker connects to anything. An @every interval must
 // be whole seconds, at least one: robfig/cron would silently run a shorter
 // one (0s, -1m, 1ms) every second and cut 1.5s to 1s.
 func (s schedules) set(v string) error {
@@ -74,7 +76,7 @@ func (s schedules) set(v string) error {
 			return fmt.Errorf("schedule %q: want NAME=SPEC with NAME one of %s", entry, strings.Join(s.jobNames(), ", "))
 		}
 		if spec != scheduleOff {
-			if _, err := cron.ParseStandard(spec); err != nil {
+			if _, err := scheduler.ParseStandard(spec); err != nil {
 				return fmt.Errorf("schedule of %s: %q: %w", name, spec, err)
 			}
 			if d, ok := every(spec); ok && (d < time.Second || d%time.Second != 0) {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,6 +167,26 @@ func TestNoRedisExitsAtOnce(t *testing.T) {
 	assert.Contains(t, stderr, "redis-server", "says how to start Redis")
 }
 
+// TestStopWhileConnecting: SIGTERM while the worker waits for a Redis
+// that does not answer ends it cleanly, not as "Redis unreachable".
+func TestStopWhileConnecting(t *testing.T) {
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer mute.Close()
+	c := workerCmd([]string{"JOBLOCK_REDIS_URL=redis://" + mute.Addr().String() + "/0"}, "-http", "")
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	require.NoError(t, c.Start())
+	// A connection means the worker is waiting for Redis to answer.
+	conn, err := mute.Accept()
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, c.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, c.Wait(), "exit status 0:\n%s", stderr.String())
+	assert.Contains(t, stderr.String(), "stopped before Redis answered")
+	assert.NotContains(t, stderr.String(), "unreachable")
+}
+
 func TestBadConfig(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -211,11 +232,14 @@ func TestBadConfig(t *testing.T) {
 		{"schedule name", nil, []string{"-schedule", "nightly=@daily"}, `invalid value "nightly=@daily" for flag -schedule: schedule "nightly=@daily": want NAME=SPEC with NAME one of cache-warmup, daily-cleanup, lock-cleanup`},
 		{"schedule spec", nil, []string{"-schedule", "daily-cleanup=0 25 * * *"}, `invalid value "daily-cleanup=0 25 * * *" for flag -schedule: schedule of daily-cleanup: "0 25 * * *": end of range (25) above maximum (23)`},
 		{"schedule zone", []string{"JOBLOCK_SCHEDULES=daily-cleanup=CRON_TZ=Mars/Olympus 0 3 * * *"}, nil, `JOBLOCK_SCHEDULES: schedule of daily-cleanup: "CRON_TZ=Mars/Olympus 0 3 * * *": provided bad location Mars/Olympus`},
+		{"schedule zone without a schedule", []string{"JOBLOCK_SCHEDULES=daily-cleanup=CRON_TZ=Europe/Berlin"}, nil, `JOBLOCK_SCHEDULES: schedule of daily-cleanup: "CRON_TZ=Europe/Berlin": no schedule after CRON_TZ=Europe/Berlin`},
+		{"schedule that never fires", nil, []string{"-schedule", "daily-cleanup=0 0 30 2 *"}, `invalid value "daily-cleanup=0 0 30 2 *" for flag -schedule: schedule of daily-cleanup: "0 0 30 2 *": it never fires`},
 		{"schedule every 0s", []string{"JOBLOCK_SCHEDULES=daily-cleanup=@every 0s"}, nil, `JOBLOCK_SCHEDULES: schedule of daily-cleanup: "@every 0s": the interval must be whole seconds, at least 1s`},
 		{"schedule every -1m", nil, []string{"-schedule", "lock-cleanup=@every -1m"}, `invalid value "lock-cleanup=@every -1m" for flag -schedule: schedule of lock-cleanup: "@every -1m": the interval must be whole seconds, at least 1s`},
 		{"schedule every 1ms", nil, []string{"-schedule", "cache-warmup=@every 1ms"}, `invalid value "cache-warmup=@every 1ms" for flag -schedule: schedule of cache-warmup: "@every 1ms": the interval must be whole seconds, at least 1s`},
 		{"schedule zone default", []string{"JOBLOCK_SCHEDULE_TZ=Mars/Olympus"}, nil, `-schedule-tz [JOBLOCK_SCHEDULE_TZ] "Mars/Olympus": not a time zone`},
 		{"short admin token", []string{"JOBLOCK_ADMIN_TOKEN=hunter2"}, nil, "JOBLOCK_ADMIN_TOKEN is 7 characters: use at least 16"},
+		{"admin token with a line break", []string{"JOBLOCK_ADMIN_TOKEN=0123456789abcdef0123\n"}, nil, "JOBLOCK_ADMIN_TOKEN holds white space or a control character"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -280,6 +280,9 @@ func TestPingSaysWhy(t *testing.T) {
 		{"wrong JOBLOCK_REDIS_PASSWORD", Config{RedisURL: srv.URL(), RedisPassword: wrong}, ErrRedisAuth, refused},
 		{"nothing there", Config{RedisURL: "redis://:" + url.PathEscape(hardPW) + "@127.0.0.1:" + strconv.Itoa(redistest.FreePort(t)) + "/0"},
 			ErrRedisUnreachable, []string{"no Redis answered", "redis-server"}},
+		// A server answered: no advice to start one.
+		{"database beyond the server's", Config{RedisURL: "redis://:" + url.PathEscape(hardPW) + "@" + srv.Addr + "/99"},
+			ErrRedisRefused, []string{"redis answered with an error at redis://:xxxxx@" + srv.Addr + "/99 (ERR DB index is out of range)", "check the database number"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -316,6 +319,10 @@ func TestTLS(t *testing.T) {
 	// An operator's mistake: a TLS server given a redis:// URL.
 	c := Config{RedisURL: strings.Replace(srv.URL(), "rediss://", "redis://", 1)}
 	requirePing(t, c, ErrRedisUnreachable, []string{"closed the connection", "use a rediss:// URL"}, pw)
+	// And the other way round: a plain server given a rediss:// URL.
+	plain := redistest.Start(t, redistest.WithPassword(pw))
+	c = Config{RedisURL: strings.Replace(plain.URL(), "redis://", "rediss://", 1), RedisCA: srv.TLS.CA}
+	requirePing(t, c, ErrRedisUnreachable, []string{"no Redis completed a TLS handshake at rediss://", "use a redis:// URL"}, pw)
 }
 
 func TestSkipVerifyFromURL(t *testing.T) {

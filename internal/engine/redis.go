@@ -191,13 +191,18 @@ var (
 	// ErrRedisTLS says the TLS handshake with Redis failed: the server's
 	// certificate was not trusted, or the server refused the client's.
 	ErrRedisTLS = errors.New("redis TLS handshake failed")
+	// ErrRedisRefused says a Redis answered with an error other than a
+	// refusal of the credentials: a database number beyond the server's,
+	// a server still loading its data, an unknown option.
+	ErrRedisRefused = errors.New("redis answered with an error")
 )
 
 // Ping checks, once, that the Redis rdb talks to (RedisClient's) answers
 // within a few seconds. Otherwise it returns an error that says where it
 // looked (the URL redacted) and what to do, matching ErrRedisAuth when the
 // server refused the credentials, ErrRedisTLS when the TLS handshake
-// failed, and ErrRedisUnreachable when nothing answered. It uses rdb
+// failed, ErrRedisRefused when the server answered with another error, and
+// ErrRedisUnreachable when nothing answered. It uses rdb
 // itself: no second client, no copied options.
 func (c *Config) Ping(ctx context.Context, rdb redis.UniversalClient) error {
 	return c.ping(ctx, rdb, c.asynqTarget())
@@ -233,6 +238,14 @@ func (c *Config) ping(ctx context.Context, rdb redis.UniversalClient, tg target)
 	case closed:
 		err = fmt.Errorf("%w: the server at %s closed the connection without answering (%v): if it speaks only TLS, use a rediss:// URL",
 			ErrRedisUnreachable, where, err)
+	case isReply(err):
+		err = fmt.Errorf("%w at %s (%v): check the database number and the options in %s, and that the server is ready",
+			ErrRedisRefused, where, err, tg.setting)
+	case u.tls && errors.Is(err, context.DeadlineExceeded):
+		// A server that does not speak TLS waits for the rest of a command
+		// that a TLS greeting never ends.
+		err = fmt.Errorf("%w: no Redis completed a TLS handshake at %s (%v): if the server there does not speak TLS, use a redis:// URL; "+
+			"else start one, or point %s at yours", ErrRedisUnreachable, where, err, tg.setting)
 	default:
 		err = fmt.Errorf("%w: no Redis answered at %s (%v); start one with `redis-server`, or point %s at yours",
 			ErrRedisUnreachable, where, err, tg.setting)
@@ -245,6 +258,12 @@ func (c *Config) ping(ctx context.Context, rdb redis.UniversalClient, tg target)
 // when it has none.
 func isAuthError(err error) bool {
 	return redis.IsAuthError(err) || redis.HasErrorPrefix(err, "ERR AUTH") || redis.HasErrorPrefix(err, "ERR invalid password")
+}
+
+// isReply says whether err is an error the server sent as its answer.
+func isReply(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply)
 }
 
 // isTLSError says whether err comes from a failed TLS handshake: a
