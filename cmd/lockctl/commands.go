@@ -65,7 +65,11 @@ func (e *env) limitFlag() {
 
 // parse parses flags and checks the number of positional arguments.
 func (e *env) parse(nargs int, names string) error {
-	if err := e.fs.Parse(e.args); err != nil {
+	if err := e.fs.Parse(e.args); errors.Is(err, flag.ErrHelp) {
+		// Asked for help: the whole usage, on stdout, and success.
+		fmt.Fprint(e.stdout, usage)
+		return fail(exitOK, "")
+	} else if err != nil {
 		return fail(exitUsage, "%s: %v (see lockctl help)", e.name, err)
 	}
 	if nargs >= 0 && e.fs.NArg() != nargs {

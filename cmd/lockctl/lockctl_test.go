@@ -380,6 +380,17 @@ func (s *stream) close(t *testing.T) {
 	require.NoError(t, s.cmd.Wait(), "serve-stdio exits 0 at end of input")
 }
 
+// Help asked of a command prints the usage on stdout and succeeds.
+func TestCommandHelp(t *testing.T) {
+	env := first(engineEnvs(t))["file"]
+	for _, args := range [][]string{{"stats", "-h"}, {"acquire", "-help"}, {"run", "-h"}, {"cleanup", "--help"}} {
+		stdout, stderr, code := run(t, env, args...)
+		assert.Equal(t, 0, code, "%v: %s", args, stderr)
+		assert.Contains(t, stdout, "lockctl: joblock's locks", "%v", args)
+		assert.Empty(t, stderr, "%v", args)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	env := first(engineEnvs(t))["file"]
 	tests := []struct {
