@@ -98,6 +98,9 @@ func runDemo(ctx context.Context, client *asynq.Client, cases []useCase, t *tall
 	defer tick.Stop()
 	for round := 1; ; round++ {
 		for _, u := range cases {
+			if u.DemoEvery > 1 && (round-1)%u.DemoEvery != 0 {
+				continue
+			}
 			payload, _ := json.Marshal(u.Payload(round))
 			for range burst {
 				if _, err := client.EnqueueContext(ctx, asynq.NewTask(u.Type, payload), asynq.MaxRetry(5)); err != nil {
@@ -123,7 +126,17 @@ func runDemo(ctx context.Context, client *asynq.Client, cases []useCase, t *tall
 // (queued, running, or sent back to wait for its key).
 func printSummary(out io.Writer, cases []useCase, enqueued map[string]int, t *tally, elapsed time.Duration) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(out, "\njoblock demo, %s: bursts of %d identical tasks every 2s (Ctrl-C to stop)\n", elapsed.Round(time.Second), burst)
+	var slower []string
+	for _, u := range cases {
+		if u.DemoEvery > 1 {
+			slower = append(slower, fmt.Sprintf("%s every %ds", u.Type, 2*u.DemoEvery))
+		}
+	}
+	every := "every 2s"
+	if len(slower) > 0 {
+		every += " (" + strings.Join(slower, ", ") + ")"
+	}
+	fmt.Fprintf(out, "\njoblock demo, %s: bursts of %d identical tasks %s (Ctrl-C to stop)\n", elapsed.Round(time.Second), burst, every)
 	fmt.Fprintln(w, "use case\ttask type\tenqueued\texecuted\tdeduplicated\tpending\t")
 	for _, u := range cases {
 		runs, dups := t.get(u.Type)

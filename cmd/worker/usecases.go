@@ -40,6 +40,10 @@ type useCase struct {
 	// Once marks each key done after its work (the spec's markJobComplete),
 	// so a copy that gets the lock later finds it done and skips the work.
 	Once bool
+	// DemoEvery makes the demo enqueue this case's burst every DemoEvery
+	// rounds instead of every round (0 or 1: every round), for a case that
+	// admits fewer runs a second than a burst a round brings.
+	DemoEvery int
 }
 
 // cdnKey locks on the URL's md5, as the spec's invalidateCDN does.
@@ -97,6 +101,9 @@ func useCases(lease time.Duration) []useCase {
 				Policy: middleware.Wait, MaxWait: 2 * time.Second, WaitInterval: 50 * time.Millisecond},
 			Work:    50 * time.Millisecond,
 			Payload: func(i int) any { return map[string]any{"endpoint": fmt.Sprintf("/v1/rates/%d", i)} },
+			// A burst every 10s: at one call a second it drains before the
+			// next, where one every 2s would queue without end.
+			DemoEvery: 5,
 		},
 		{
 			Type: TypeExportUser, Name: "export prevention",
