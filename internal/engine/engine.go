@@ -37,6 +37,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/joblock/joblock/lock"
@@ -390,8 +391,13 @@ func (c *Config) OpenWith(rdb redis.UniversalClient) (l lock.Locker, close func(
 			opts = append(opts, filelock.WithSharedGroup())
 		}
 		fl, err := filelock.New(c.Dir, opts...)
-		if errors.Is(err, filelock.ErrUnsafeDir) && !c.SharedGroup {
+		switch {
+		case !errors.Is(err, filelock.ErrUnsafeDir):
+		case strings.Contains(err.Error(), "WithSharedGroup") && !c.SharedGroup:
+			// A group-writable directory: sharing it may be the point.
 			err = fmt.Errorf("%w (WithSharedGroup is -shared-group or JOBLOCK_SHARED_GROUP=1 here; -lock-dir or JOBLOCK_LOCK_DIR picks another directory)", err)
+		default:
+			err = fmt.Errorf("%w (-lock-dir or JOBLOCK_LOCK_DIR picks another directory)", err)
 		}
 		if err != nil {
 			return nil, nil, err

@@ -383,7 +383,7 @@ func TestDefaultDirIsPrivate(t *testing.T) {
 
 func TestOpenUnsafeDirSaysWhichFlagFixesIt(t *testing.T) {
 	dir := t.TempDir()
-	require.NoError(t, os.Chmod(dir, 0o770))
+	require.NoError(t, os.Chmod(dir, os.ModeSetgid|0o770))
 	c := Config{Engine: File, Dir: dir}
 	_, _, err := c.Open(context.Background())
 	require.ErrorIs(t, err, filelock.ErrUnsafeDir)
@@ -392,8 +392,26 @@ func TestOpenUnsafeDirSaysWhichFlagFixesIt(t *testing.T) {
 
 	c.SharedGroup = true
 	_, closeFn, err := c.Open(context.Background())
-	require.NoError(t, err, "a group-writable directory is what -shared-group is for")
+	require.NoError(t, err, "a group-writable setgid directory is what -shared-group is for")
 	require.NoError(t, closeFn())
+}
+
+func TestOpenSquattedDirSaysRemoveItOrPickAnother(t *testing.T) {
+	// Another user made the directory (the default one, say) first:
+	// sharing it with them is no fix.
+	dir := filepath.Join(t.TempDir(), "locks")
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Skipf("cannot give %s to another user here (%v): needs root", dir, err)
+	}
+	c := Config{Engine: File, Dir: dir}
+	_, _, err := c.Open(context.Background())
+	require.ErrorIs(t, err, filelock.ErrUnsafeDir)
+	assert.Contains(t, err.Error(), "remove it")
+	assert.Contains(t, err.Error(), "-lock-dir or JOBLOCK_LOCK_DIR")
+	assert.NotContains(t, err.Error(), "shared-group")
+	assert.NotContains(t, err.Error(), "SHARED_GROUP")
+	assert.NotContains(t, err.Error(), "WithSharedGroup")
 }
 
 func TestEnvRoundTrip(t *testing.T) {
