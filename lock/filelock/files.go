@@ -167,8 +167,8 @@ func (f locked) close() {
 // Besides real failures it returns errMissing (only without O_CREAT),
 // errRemoved, an error wrapping ErrBusy when another process holds the
 // flock too long, or one wrapping ErrNotLockFile. A file this Locker owns
-// with a looser mode than its files get (left by an older version, or
-// another implementation) is given that mode.
+// with a looser mode than its files get (0644, left by an older version
+// or another implementation) is given that mode; a stricter one is left.
 func (l *Locker) openLocked(ctx context.Context, name string, flags, how int) (locked, error) {
 	fd, err := l.openat(name, flags, l.fileMode())
 	switch {
@@ -203,7 +203,7 @@ func (l *Locker) openLocked(ctx context.Context, name string, flags, how int) (l
 		f.close()
 		return locked{}, notLockFile(l.path(name), what)
 	}
-	if mode := l.fileMode(); f.info.mode&0o7777 != mode && f.info.uid == l.uid {
+	if mode := l.fileMode(); f.info.mode&0o7777&^mode != 0 && f.info.uid == l.uid {
 		// Best effort: a read-only filesystem refuses, and reading goes on.
 		_ = unix.Fchmod(fd, mode)
 	}
