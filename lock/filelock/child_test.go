@@ -1,17 +1,14 @@
 package filelock_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/filelock"
 	"github.com/joblock/joblock/lock/locktest"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -36,25 +33,6 @@ func runChild() bool {
 		return true
 	}
 	return runTimeNSChild()
-}
-
-// holdFlock takes an exclusive flock on path, says so on stdout, and
-// holds it until the process is killed.
-func holdFlock(path string) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err == nil {
-		err = unix.Flock(fd, unix.LOCK_EX)
-	}
-	if err != nil {
-		fmt.Println("error:", err)
-		os.Exit(1)
-	}
-	w := bufio.NewWriter(os.Stdout)
-	fmt.Fprintln(w, "locked")
-	_ = w.Flush()
-	for {
-		time.Sleep(time.Hour)
-	}
 }
 
 // scanReport is what scanChild saw.

@@ -47,13 +47,17 @@ func readClock(c Clock) instant {
 // every other process.
 type systemClock struct {
 	bootID string
-	read   func() time.Duration // the boot clock itself
-	last   atomic.Pointer[bootSync]
+	// readBoot reads the boot clock itself; readNow the wall clock and the
+	// monotonic clock, as time elapsed since some origin, in one go.
+	readBoot func() time.Duration
+	readNow  func() (wall time.Time, mono time.Duration)
+	last     atomic.Pointer[bootSync]
 }
 
 // bootSync is one measure of the boot clock against the monotonic one.
 type bootSync struct {
-	at   time.Time     // time.Now, monotonic reading included, at the measure
+	wall time.Time     // the wall clock at the measure
+	mono time.Duration // the monotonic clock at the measure
 	boot time.Duration // the boot clock at that same moment, or just before
 }
 
@@ -71,7 +75,15 @@ const (
 )
 
 func newSystemClock() *systemClock {
-	return &systemClock{bootID: bootID(), read: bootElapsed}
+	origin := time.Now()
+	return &systemClock{
+		bootID:   bootID(),
+		readBoot: bootElapsed,
+		readNow: func() (time.Time, time.Duration) {
+			now := time.Now()
+			return now.Round(0), now.Sub(origin)
+		},
+	}
 }
 
 func (*systemClock) Now() time.Time { return time.Now() }
@@ -80,12 +92,11 @@ func (c *systemClock) Boot() (string, time.Duration) {
 	if c.bootID == "" {
 		return "", 0
 	}
-	now := time.Now()
+	wall, mono := c.readNow()
 	if s := c.last.Load(); s != nil {
-		mono := now.Sub(s.at)
-		wall := now.Round(0).Sub(s.at.Round(0))
-		if mono >= 0 && mono < bootResync && (wall-mono).Abs() < bootDrift {
-			return c.bootID, s.boot + mono
+		elapsed := mono - s.mono
+		if elapsed >= 0 && elapsed < bootResync && (wall.Sub(s.wall)-elapsed).Abs() < bootDrift {
+			return c.bootID, s.boot + elapsed
 		}
 	}
 	return c.bootID, c.resync()
@@ -98,10 +109,10 @@ func (c *systemClock) Boot() (string, time.Duration) {
 func (c *systemClock) resync() time.Duration {
 	var s bootSync
 	for range 4 {
-		before := time.Now()
-		s.boot = c.read()
-		s.at = time.Now()
-		if s.at.Sub(before) < bootReadSlack {
+		_, before := c.readNow()
+		s.boot = c.readBoot()
+		s.wall, s.mono = c.readNow()
+		if s.mono-before < bootReadSlack {
 			break
 		}
 	}

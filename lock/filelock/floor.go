@@ -20,12 +20,6 @@ import (
 // a lost directory (a tmpfs after a reboot), as long as the clock does.
 const floorName = ".fence"
 
-// maxFence is the largest fencing token this engine hands out or believes,
-// 2^53: every token up to it is exact as a JSON number in any language
-// (JavaScript, PHP's floats). A record or floor file holding more was
-// forged, and is not folded into anything.
-const maxFence = 1 << 53
-
 // floorFresh is how long a Locker uses a floor it read without reading it
 // again; see floorCache.
 const floorFresh = 10 * time.Millisecond

@@ -38,6 +38,12 @@ func (r *record) isMarker() bool { return r.Limit > 1 }
 
 const stateReleased = "released"
 
+// maxFence is the largest fencing token this engine hands out or believes,
+// 2^53: every token up to it is exact as a JSON number in any language
+// (JavaScript, PHP's floats). A record or floor file holding more was
+// forged, and is not folded into anything.
+const maxFence = 1 << 53
+
 // expiresMs is the record's expiry in unix milliseconds, from whichever
 // field the writer filled in. Records come from files anyone may have
 // written: the arithmetic saturates instead of wrapping around.
