@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +142,36 @@ func TestUppercaseLockFileNamesAreNotHonoured(t *testing.T) {
 	lease, err := l.Obtain(ctx, "k", time.Minute)
 	require.NoError(t, err)
 	require.NoError(t, l.Release(ctx, lease))
+}
+
+func TestCachedFloorNeverReusesARemovedToken(t *testing.T) {
+	// Locker a has just read the floor (it keeps the reading for a few
+	// milliseconds). Then b's Cleanup removes an expired record of key k
+	// with a token far above that reading and a's wall clock. a's next
+	// obtain of k, a new file now, must still get a token above the
+	// removed one: Cleanup waits until no cached reading from before its
+	// raise of the floor can be used.
+	ctx := context.Background()
+	dir := t.TempDir()
+	clk := newFakeClock("boot-a")
+	a := newLocker(t, dir, filelock.WithClock(clk))
+	b := newLocker(t, dir, filelock.WithClock(clk))
+	for range 20 {
+		_, err := a.Obtain(ctx, "warm-"+strconv.Itoa(int(clk.Now().UnixNano())), time.Minute)
+		require.NoError(t, err)
+		removed := uint64(clk.Now().Add(time.Hour).UnixMicro())
+		body := fmt.Sprintf(`{"lock_id":"lock_old","key":"k","expires_at":1,"acquired_at":1,"pid":1,"fence":%d}`, removed)
+		require.NoError(t, os.WriteFile(lockPath(dir, "k"), []byte(body), 0o600))
+		n, err := b.Cleanup(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+
+		lease, err := a.Obtain(ctx, "k", time.Minute)
+		require.NoError(t, err)
+		require.Greater(t, lease.Fence, removed, "a token of the removed record was handed out again")
+		require.NoError(t, a.Release(ctx, lease))
+		clk.advance(2 * time.Hour)
+		_, err = b.Cleanup(ctx)
+		require.NoError(t, err)
+	}
 }
