@@ -167,8 +167,7 @@ func (f locked) close() {
 // Besides real failures it returns errMissing (only without O_CREAT),
 // errRemoved, an error wrapping ErrBusy when another process holds the
 // flock too long, or one wrapping ErrNotLockFile. A file this Locker owns
-// with a looser mode than its files get (0644, left by an older version
-// or another implementation) is given that mode; a stricter one is left.
+// in the wrong mode (see wrongMode) is given its files' mode.
 func (l *Locker) openLocked(ctx context.Context, name string, flags, how int) (locked, error) {
 	fd, err := l.openat(name, flags, l.fileMode())
 	switch {
@@ -203,11 +202,20 @@ func (l *Locker) openLocked(ctx context.Context, name string, flags, how int) (l
 		f.close()
 		return locked{}, notLockFile(l.path(name), what)
 	}
-	if mode := l.fileMode(); f.info.mode&0o7777&^mode != 0 && f.info.uid == l.uid {
+	if l.wrongMode(f.info) {
 		// Best effort: a read-only filesystem refuses, and reading goes on.
-		_ = unix.Fchmod(fd, mode)
+		_ = unix.Fchmod(fd, l.fileMode())
 	}
 	return f, nil
+}
+
+// wrongMode reports whether a file this Locker owns needs its mode set:
+// it grants more than this Locker's files get (0644 left by an older
+// version or another implementation), or, in a shared directory, less
+// than the group needs (the umask took it when the file was made).
+func (l *Locker) wrongMode(info fileInfo) bool {
+	mode, have := l.fileMode(), info.mode&0o7777
+	return info.uid == l.uid && (have&^mode != 0 || l.cfg.shared && have != mode)
 }
 
 // openat opens name in the lock directory, retrying an interrupted open
