@@ -152,16 +152,17 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration) (lock.Lease, error) {
 	rec, err := l.update(ctx, key, true, func(v *view) (*record, error) {
 		now := readClock(l.cfg.clock)
-		if err := l.refuseHeld(v, key, now, 1); err != nil {
+		old := l.look(v, now)
+		if err := l.refuseHeld(v, old, key, now, 1); err != nil {
 			return nil, err
 		}
-		fence, from, err := l.lastFence(ctx, v, now)
+		fence, err := l.lastFence(ctx, v, old)
 		if err != nil {
 			return nil, err
 		}
 		if fence >= maxFence {
 			return nil, fmt.Errorf("%w: key %q: %s in %s holds fencing token %d, the largest this engine hands out, so no later holder can get a greater one; remove the forged file",
-				ErrFenceExhausted, key, from, l.dir, fence)
+				ErrFenceExhausted, key, v.name(), l.dir, fence)
 		}
 		v.out = record{
 			LockID:       newToken(),
@@ -194,40 +195,52 @@ func (l *Locker) obtainError(key string, err error) error {
 	return err
 }
 
-// refuseHeld returns a *lock.HeldError when v's record is live (or
-// unreadable within its grace), for an obtain asking for limit: the
+// looked is what an operation made of a lock file's record.
+type looked struct {
+	rec record
+	ok  bool // rec was read: the file exists and holds a record
+}
+
+// look reads v's record once for the helpers below.
+func (l *Locker) look(v *view, now instant) looked {
+	if !v.exists {
+		return looked{}
+	}
+	rec, ok := l.parseAt(v, now)
+	return looked{rec, ok}
+}
+
+// refuseHeld returns a *lock.HeldError when v's record (old) is live, or
+// unreadable within its grace, for an obtain asking for limit: the
 // record's holders took the key with their own limit (1 for a plain lock).
-func (l *Locker) refuseHeld(v *view, key string, now instant, limit int) error {
+func (l *Locker) refuseHeld(v *view, old looked, key string, now instant, limit int) error {
 	if !v.exists {
 		return nil
 	}
-	old, ok := l.parseAt(v, now)
-	if !ok {
+	if !old.ok {
 		if st, left := l.unreadable(v, now); st == lock.Held {
 			return &lock.HeldError{Key: key, Holder: unreadableHolder(v.name()), TTL: left}
 		}
 		return nil
 	}
-	st, left := old.judge(now)
-	if st != lock.Held || (old.isMarker() && limit > 1) {
+	st, left := old.rec.judge(now)
+	if st != lock.Held || (old.rec.isMarker() && limit > 1) {
 		return nil // slots are for ObtainLimit to count
 	}
-	held := &lock.HeldError{Key: key, Holder: old.LockID, TTL: left}
-	if had := max(old.Limit, 1); had != limit {
+	held := &lock.HeldError{Key: key, Holder: old.rec.LockID, TTL: left}
+	if had := max(old.rec.Limit, 1); had != limit {
 		held.HeldLimit = had
 	}
 	return held
 }
 
 // lastFence returns the last fencing token key had, for the next holder
-// to get the one after it, and the file it comes from. A file without one
-// (new, unreadable, or written by another implementation) starts above the
-// floor and the wall clock in microseconds.
-func (l *Locker) lastFence(ctx context.Context, v *view, now instant) (uint64, string, error) {
-	if v.exists {
-		if old, ok := l.parseAt(v, now); ok && old.Fence > 0 {
-			return old.Fence, v.name(), nil
-		}
+// to get the one after it; old is v's record. A file without one (new,
+// unreadable, or written by another implementation) starts above the floor
+// and the wall clock in microseconds.
+func (l *Locker) lastFence(ctx context.Context, v *view, old looked) (uint64, error) {
+	if old.ok && old.rec.Fence > 0 {
+		return old.rec.Fence, nil
 	}
 	var floor uint64
 	var err error
@@ -239,9 +252,9 @@ func (l *Locker) lastFence(ctx context.Context, v *view, now instant) (uint64, s
 		floor, v.floorAt, err = l.cachedFloor(ctx)
 	}
 	if err != nil {
-		return 0, "", err
+		return 0, err
 	}
-	return max(floor, l.wallMicros()), floorName, nil
+	return max(floor, l.wallMicros()), nil
 }
 
 // parseAt is view.parse, refusing as forged a record whose expiry lies

@@ -219,10 +219,11 @@ func (l *Locker) ObtainLimit(ctx context.Context, key string, limit int, ttl tim
 			if placed = !v.exists; placed {
 				return l.placeholder(ctx, v, key, limit, now)
 			}
-			if err := l.refuseHeld(v, key, now, limit); err != nil {
+			old := l.look(v, now)
+			if err := l.refuseHeld(v, old, key, now, limit); err != nil {
 				return nil, err
 			}
-			last, _, err := l.lastFence(ctx, v, now)
+			last, err := l.lastFence(ctx, v, old)
 			if err != nil {
 				return nil, err
 			}
@@ -256,7 +257,7 @@ func (l *Locker) ObtainLimit(ctx context.Context, key string, limit int, ttl tim
 // take it: released, so that it holds nothing, with a fencing token for
 // the slots to go on from.
 func (l *Locker) placeholder(ctx context.Context, v *view, key string, limit int, now instant) (*record, error) {
-	last, _, err := l.lastFence(ctx, v, now)
+	last, err := l.lastFence(ctx, v, looked{})
 	if err != nil {
 		return nil, err
 	}
