@@ -366,8 +366,8 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 	var found bool
 	_, err := l.update(ctx, key, false, func(v *view) (*record, error) {
 		now := readClock(l.cfg.clock)
-		if rec, ok := l.parseAt(v, now); v.exists && !(ok && rec.isMarker()) {
-			out, found = l.toRecord(v, now), true
+		if old := l.look(v, now); v.exists && !(old.ok && old.rec.isMarker()) {
+			out, found = l.toRecord(v, old, now), true
 		}
 		return nil, nil
 	})
@@ -377,10 +377,10 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 	return out, true, nil
 }
 
-// toRecord describes a lock file, readable or not.
-func (l *Locker) toRecord(v *view, now instant) lock.Record {
-	if rec, ok := l.parseAt(v, now); ok {
-		return rec.toRecord(now)
+// toRecord describes a lock file, readable or not, whose record is old.
+func (l *Locker) toRecord(v *view, old looked, now instant) lock.Record {
+	if old.ok {
+		return old.rec.toRecord(now)
 	}
 	st, left := l.unreadable(v, now)
 	what := "empty or not a lock record"

@@ -194,10 +194,11 @@ func (l *Locker) Scan(ctx context.Context, fn func(lock.Record) bool) error {
 	return l.eachFile(ctx, unix.LOCK_SH, visitor{
 		file: func(v *view, _ string) bool {
 			now := readClock(l.cfg.clock)
-			if rec, ok := l.parseAt(v, now); ok && rec.isMarker() {
+			old := l.look(v, now)
+			if old.ok && old.rec.isMarker() {
 				return true
 			}
-			return fn(l.toRecord(v, now))
+			return fn(l.toRecord(v, old, now))
 		},
 		slots: func(s *slots, _ string) bool {
 			for _, r := range s.records(readClock(l.cfg.clock)) {
