@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,4 +84,56 @@ func TestSlotsFileLeftAloneByScanWhileEmpty(t *testing.T) {
 	stats, err := lock.NewManager(l).GetStats(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, lock.Stats{}, stats)
+}
+
+func TestPlainLocksAndSlotsNeverOverlap(t *testing.T) {
+	// Goroutines with Lockers of their own take one key, some as a plain
+	// lock, some as one of two slots, and hold it a moment: a plain holder
+	// is never inside with anyone, slot holders never more than two.
+	ctx := context.Background()
+	dir := t.TempDir()
+	var mu sync.Mutex
+	plain, slotted, entries := 0, 0, 0
+	var wg sync.WaitGroup
+	for g := range 6 {
+		l := newLocker(t, dir)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 150 {
+				var lease lock.Lease
+				var err error
+				if g%2 == 0 {
+					lease, err = l.Obtain(ctx, "mixed", time.Minute)
+				} else {
+					lease, err = l.ObtainLimit(ctx, "mixed", 2, time.Minute)
+				}
+				if err != nil {
+					assert.ErrorIs(t, err, lock.ErrNotObtained)
+					continue
+				}
+				mu.Lock()
+				if g%2 == 0 {
+					plain++
+				} else {
+					slotted++
+				}
+				entries++
+				p, s := plain, slotted
+				mu.Unlock()
+				assert.True(t, (p == 1 && s == 0) || (p == 0 && s <= 2), "plain %d and slots %d inside at once", p, s)
+				time.Sleep(50 * time.Microsecond)
+				mu.Lock()
+				if g%2 == 0 {
+					plain--
+				} else {
+					slotted--
+				}
+				mu.Unlock()
+				assert.NoError(t, l.Release(ctx, lease))
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Positive(t, entries)
 }
