@@ -45,11 +45,11 @@ func (l *Locker) openDir() (int, error) {
 	}
 	switch {
 	case err == unix.ELOOP || err == unix.ENOTDIR:
-		what := "not a directory"
 		if st, lerr := os.Lstat(l.dir); lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
-			what = "a symlink, which is never followed (whoever owns it could point it elsewhere): use the directory it points to, or remove it"
+			return -1, fmt.Errorf("%w: %s is a symlink, which is never followed (whoever owns it could point it elsewhere): "+
+				"use the directory it points to, or remove it", ErrUnsafeDir, l.dir)
 		}
-		return -1, fmt.Errorf("filelock: lock directory %s is %s", l.dir, what)
+		return -1, fmt.Errorf("filelock: lock directory %s is not a directory", l.dir)
 	case err != nil:
 		return -1, pathError("open", l.dir, err)
 	}
