@@ -24,9 +24,9 @@ var ErrFenceExhausted = errors.New("filelock: fencing tokens exhausted")
 // ErrUnsafeDir is returned by New, wrapped with the directory, what is
 // wrong and how to fix it, for a directory in which another user could
 // delete, plant or forge lock files: a symlink at its path, one owned by
-// another user, or writable by every user, or (unless WithSharedGroup) by its group, sticky
-// bit or not; with WithSharedGroup, one that does not belong to this
-// process's effective group or lacks the setgid bit.
+// another user, or writable by every user, or (unless WithSharedGroup) by
+// its group, sticky bit or not; with WithSharedGroup, one that does not
+// belong to this process's effective group or lacks the setgid bit.
 var ErrUnsafeDir = errors.New("filelock: unsafe lock directory")
 
 // ErrBusy is wrapped by the error of an operation on a file that another

@@ -2,8 +2,9 @@ package filelock
 
 import "golang.org/x/sys/unix"
 
-// networkFS names the filesystem of the open directory dirfd when it is one whose locks do not
-// hold across hosts or whose flock is emulated, and "" otherwise.
+// networkFS names the filesystem of the open directory dirfd when it is
+// one whose locks do not hold across hosts or whose flock is emulated, and
+// "" otherwise.
 func networkFS(dirfd int) (string, error) {
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(dirfd, &st); err != nil {
