@@ -53,8 +53,11 @@ type HeldError struct {
 	// TTL is how long the holder's lease still runs, as the engine sees it,
 	// or how long the refusal lasts.
 	TTL time.Duration
-	// Reason is nil when a live lock was seen, and ErrRestartGrace when
-	// none was but the engine grants no new lock yet.
+	// Reason is nil when a live lock was seen; otherwise why the engine
+	// refused without seeing one: ErrRestartGrace when it grants no new
+	// lock yet, or an engine's own (the file engine's filelock.ErrBusy: the
+	// key's file stayed locked by a process that does not let go). Treat a
+	// Reason like a holder: try again later.
 	Reason error
 	// HeldLimit, when not 0, is the limit the key's holders took it with,
 	// which is not the one asked for (1 for a plain lock, see Limiter):

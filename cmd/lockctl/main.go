@@ -57,10 +57,10 @@ Usage:
 Flags (every command; environment variables give the defaults):
   -engine file|redis   lock engine [JOBLOCK_ENGINE, default file]
   -lock-dir DIR        file engine directory, private to this user [JOBLOCK_LOCK_DIR,
-                       default $XDG_RUNTIME_DIR/joblock, else /dev/shm/joblock-UID,
-                       else $TMPDIR/joblock-UID]
+                       default /dev/shm/joblock-UID on a tmpfs, else /tmp/joblock-UID]
   -shared-group        file engine: let the users of the directory's group share it
-                       (group-writable directory, files 0660) [JOBLOCK_SHARED_GROUP=1]
+                       (setgid group-writable directory of this process's group,
+                       files 0660) [JOBLOCK_SHARED_GROUP=1]
   -redis-url URL       Redis engine server [JOBLOCK_REDIS_URL, default redis://127.0.0.1:6379/0]:
                        redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS),
                        redis-sentinel://[:PASSWORD@]S1[:PORT],S2.../DB?master_name=NAME,

@@ -37,6 +37,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/joblock/joblock/lock"
@@ -112,34 +113,36 @@ func env(name, def string) string {
 	return def
 }
 
-// DefaultDir is the file engine's directory when none is configured: a
-// tmpfs if the host has one to offer, since locks need not outlive a
-// reboot and a new lock file costs far less there than on a disk
-// filesystem (see the README's performance section). That is joblock in
-// the user's runtime directory ($XDG_RUNTIME_DIR, private to the user on
-// systemd hosts), else joblock-<uid> in /dev/shm, else in the system's
-// temporary directory. filelock.New creates it with mode 0700 and refuses
+// DefaultDir is the file engine's directory when none is configured:
+// /dev/shm/joblock-<uid> where /dev/shm is a tmpfs this user can create
+// entries in (locks need not outlive a reboot, and a new lock file costs
+// far less on a tmpfs than on a disk filesystem: see the README's
+// performance section), else /tmp/joblock-<uid>. It reads no environment
+// variable ($XDG_RUNTIME_DIR, $TMPDIR): processes of one user must agree
+// on the directory whatever their environment, or their locks would not
+// exclude each other. filelock.New creates it with mode 0700 and refuses
 // it if another user made it first.
 func DefaultDir() string {
-	if run := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(run) && isDir(run) {
-		return filepath.Join(run, "joblock")
-	}
-	name := "joblock"
-	if uid := os.Geteuid(); uid >= 0 {
-		name += "-" + strconv.Itoa(uid)
-	}
-	if isDir(sharedMemory) && onTmpfs(sharedMemory) {
+	name := "joblock-" + strconv.Itoa(os.Geteuid())
+	if usableTmpfs(sharedMemory) {
 		return filepath.Join(sharedMemory, name)
 	}
-	return filepath.Join(os.TempDir(), name)
+	return filepath.Join(fallbackTemp, name)
 }
 
-// sharedMemory is where Linux mounts a tmpfs for every user.
-const sharedMemory = "/dev/shm"
+const (
+	// sharedMemory is where Linux mounts a tmpfs for every user.
+	sharedMemory = "/dev/shm"
+	// fallbackTemp is the system's temporary directory, named literally:
+	// $TMPDIR differs between the environments of one user's processes.
+	fallbackTemp = "/tmp"
+)
 
-func isDir(path string) bool {
+// usableTmpfs reports whether path is a directory on a tmpfs in which
+// this process may create entries.
+func usableTmpfs(path string) bool {
 	st, err := os.Stat(path)
-	return err == nil && st.IsDir()
+	return err == nil && st.IsDir() && onTmpfs(path) && writable(path)
 }
 
 // envBool reads a boolean variable: unset is false, and a value that is
@@ -388,8 +391,13 @@ func (c *Config) OpenWith(rdb redis.UniversalClient) (l lock.Locker, close func(
 			opts = append(opts, filelock.WithSharedGroup())
 		}
 		fl, err := filelock.New(c.Dir, opts...)
-		if errors.Is(err, filelock.ErrUnsafeDir) && !c.SharedGroup {
+		switch {
+		case !errors.Is(err, filelock.ErrUnsafeDir):
+		case strings.Contains(err.Error(), "WithSharedGroup") && !c.SharedGroup:
+			// A group-writable directory: sharing it may be the point.
 			err = fmt.Errorf("%w (WithSharedGroup is -shared-group or JOBLOCK_SHARED_GROUP=1 here; -lock-dir or JOBLOCK_LOCK_DIR picks another directory)", err)
+		default:
+			err = fmt.Errorf("%w (-lock-dir or JOBLOCK_LOCK_DIR picks another directory)", err)
 		}
 		if err != nil {
 			return nil, nil, err

@@ -335,36 +335,50 @@ func TestSkipVerifyFromURL(t *testing.T) {
 	}
 }
 
-func TestDefaultDir(t *testing.T) {
-	tmp := t.TempDir()
-	run := t.TempDir()
-	perUser := filepath.Join(tmp, "joblock-"+strconv.Itoa(os.Geteuid()))
-	if isDir(sharedMemory) && onTmpfs(sharedMemory) {
-		perUser = filepath.Join(sharedMemory, "joblock-"+strconv.Itoa(os.Geteuid()))
+func TestDefaultDirIgnoresTheEnvironment(t *testing.T) {
+	// Two processes of one user with different environments (a login
+	// shell with $XDG_RUNTIME_DIR, a cron job without; a $TMPDIR set by
+	// one service only) must lock in the same directory.
+	want := filepath.Join("/tmp", "joblock-"+strconv.Itoa(os.Geteuid()))
+	if usableTmpfs(sharedMemory) {
+		want = filepath.Join(sharedMemory, "joblock-"+strconv.Itoa(os.Geteuid()))
 	}
 	tests := []struct {
-		name string
-		xdg  string
-		want string
+		name   string
+		xdg    string
+		tmpdir string
 	}{
-		{"runtime dir", run, filepath.Join(run, "joblock")},
-		{"no runtime dir", "", perUser},
-		{"runtime dir missing", filepath.Join(run, "missing"), perUser},
-		{"runtime dir not absolute", "run/user/1000", perUser},
+		{"no variables", "", ""},
+		{"runtime dir", t.TempDir(), ""},
+		{"TMPDIR", "", t.TempDir()},
+		{"both", t.TempDir(), t.TempDir()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Setenv("TMPDIR", tmp)
 			t.Setenv("XDG_RUNTIME_DIR", tt.xdg)
-			assert.Equal(t, tt.want, DefaultDir())
+			t.Setenv("TMPDIR", tt.tmpdir)
+			assert.Equal(t, want, DefaultDir())
 		})
 	}
 }
 
+func TestUsableTmpfs(t *testing.T) {
+	if dir := t.TempDir(); !onTmpfs(dir) {
+		assert.False(t, usableTmpfs(dir), "a directory off tmpfs")
+	}
+	assert.False(t, usableTmpfs(filepath.Join(t.TempDir(), "missing")))
+	file := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	assert.False(t, usableTmpfs(file), "a file is not a directory")
+	if onTmpfs(sharedMemory) {
+		assert.True(t, usableTmpfs(sharedMemory))
+	}
+}
+
 func TestDefaultDirIsPrivate(t *testing.T) {
-	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
 	t.Setenv("JOBLOCK_LOCK_DIR", "")
 	c := FromEnv()
+	require.Equal(t, DefaultDir(), c.Dir)
 	l, closeFn, err := c.Open(context.Background())
 	require.NoError(t, err)
 	require.NotNil(t, l)
@@ -376,7 +390,7 @@ func TestDefaultDirIsPrivate(t *testing.T) {
 
 func TestOpenUnsafeDirSaysWhichFlagFixesIt(t *testing.T) {
 	dir := t.TempDir()
-	require.NoError(t, os.Chmod(dir, 0o770))
+	require.NoError(t, os.Chmod(dir, os.ModeSetgid|0o770))
 	c := Config{Engine: File, Dir: dir}
 	_, _, err := c.Open(context.Background())
 	require.ErrorIs(t, err, filelock.ErrUnsafeDir)
@@ -385,8 +399,26 @@ func TestOpenUnsafeDirSaysWhichFlagFixesIt(t *testing.T) {
 
 	c.SharedGroup = true
 	_, closeFn, err := c.Open(context.Background())
-	require.NoError(t, err, "a group-writable directory is what -shared-group is for")
+	require.NoError(t, err, "a group-writable setgid directory is what -shared-group is for")
 	require.NoError(t, closeFn())
+}
+
+func TestOpenSquattedDirSaysRemoveItOrPickAnother(t *testing.T) {
+	// Another user made the directory (the default one, say) first:
+	// sharing it with them is no fix.
+	dir := filepath.Join(t.TempDir(), "locks")
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Skipf("cannot give %s to another user here (%v): needs root", dir, err)
+	}
+	c := Config{Engine: File, Dir: dir}
+	_, _, err := c.Open(context.Background())
+	require.ErrorIs(t, err, filelock.ErrUnsafeDir)
+	assert.Contains(t, err.Error(), "remove it")
+	assert.Contains(t, err.Error(), "-lock-dir or JOBLOCK_LOCK_DIR")
+	assert.NotContains(t, err.Error(), "shared-group")
+	assert.NotContains(t, err.Error(), "SHARED_GROUP")
+	assert.NotContains(t, err.Error(), "WithSharedGroup")
 }
 
 func TestEnvRoundTrip(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -48,11 +49,15 @@ func once(t testing.TB, f func()) func() {
 }
 
 // Tmpfs mounts a tmpfs with opts (say "size=64k") at a new directory and
-// returns it, unmounted when t ends.
+// returns it, unmounted when t ends. Its root is private (mode 0700), as a
+// lock directory must be, unless opts say otherwise.
 func Tmpfs(t testing.TB, opts string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
+	if !strings.Contains(opts, "mode=") {
+		opts += ",mode=0700"
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, strings.TrimPrefix(opts, ",")); err != nil {
 		t.Skipf("cannot mount a tmpfs here: %v", err)
 	}
 	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })

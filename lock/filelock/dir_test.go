@@ -27,31 +27,43 @@ func chownToNobody(t *testing.T, path string) {
 }
 
 func TestNewChecksWhoCanChangeTheDirectory(t *testing.T) {
+	// This process's effective group is the one a shared directory must
+	// belong to; "group" below is that group, "nogroup" another.
+	group := os.Getegid()
 	tests := []struct {
 		name       string
 		mode       os.FileMode
-		otherOwner bool
+		uid, gid   int // -1: this process's
 		viaSymlink bool
 		wantErr    string // private (default); "" for accepted
 		sharedErr  string // with WithSharedGroup
 	}{
-		{"private", 0o700, false, false, "", ""},
-		{"readable by all", 0o755, false, false, "", ""},
-		{"sticky and writable by all, like /tmp", os.ModeSticky | 0o777, false, false, "", ""},
-		{"writable by all", 0o777, false, false, "is writable by every user (mode 0777) and has no sticky bit", "is writable by every user (mode 0777)"},
-		{"writable by its group", 0o770, false, false, "is writable by its group (mode 0770)", ""},
-		{"another user's", 0o700, true, false, "is owned by uid 65534, not by this process's user", ""},
-		{"another user's, writable by all", 0o777, true, false, "is owned by uid 65534", "is writable by every user"},
-		{"symlink to another user's", 0o777, true, true, "is owned by uid 65534", "is writable by every user"},
+		{"private", 0o700, -1, -1, false, "", "has no setgid bit"},
+		{"readable by all", 0o755, -1, -1, false, "", "has no setgid bit"},
+		{"sticky and writable by all, like /tmp", os.ModeSticky | 0o777, -1, -1, false,
+			"is writable by every user (mode 1777)", "is writable by every user (mode 1777)"},
+		{"writable by all", 0o777, -1, -1, false, "is writable by every user (mode 0777)", "is writable by every user (mode 0777)"},
+		{"writable by its group", 0o770, -1, -1, false, "is writable by its group (mode 0770)", "has no setgid bit"},
+		{"a group's, setgid", os.ModeSetgid | 0o770, -1, -1, false, "is writable by its group (mode 2770)", ""},
+		{"another user's", 0o700, nobody, nobody, false, "is owned by uid 65534, not by this process's user", "belongs to group 65534, not to this process's effective group"},
+		{"another member's, setgid", os.ModeSetgid | 0o770, nobody, group, false, "is owned by uid 65534", ""},
+		{"another user's, sticky and writable by all: a squatter", os.ModeSticky | 0o777, nobody, nobody, false,
+			"is owned by uid 65534", "is writable by every user (mode 1777)"},
+		{"another group's, setgid and sticky", os.ModeSetgid | os.ModeSticky | 0o770, nobody, nobody, false,
+			"is owned by uid 65534", "belongs to group 65534"},
+		{"symlink to one's own", 0o700, -1, -1, true, "is a symlink", "is a symlink"},
+		{"symlink to another user's", 0o777, nobody, nobody, true, "is a symlink", "is a symlink"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "locks")
 			require.NoError(t, os.Mkdir(dir, 0o700))
-			require.NoError(t, os.Chmod(dir, tt.mode))
-			if tt.otherOwner {
-				chownToNobody(t, dir)
+			if tt.uid >= 0 || tt.gid >= 0 {
+				if err := os.Lchown(dir, tt.uid, tt.gid); err != nil {
+					t.Skipf("cannot give %s to another user here (%v): the ownership checks need root", dir, err)
+				}
 			}
+			require.NoError(t, os.Chmod(dir, tt.mode))
 			path := dir
 			if tt.viaSymlink {
 				path = filepath.Join(t.TempDir(), "link")
@@ -71,6 +83,67 @@ func TestNewChecksWhoCanChangeTheDirectory(t *testing.T) {
 				assert.Contains(t, err.Error(), path)
 				assert.Contains(t, err.Error(), c.wantErr)
 			}
+		})
+	}
+}
+
+func TestSquattedDirectoryErrorSaysWhatToDo(t *testing.T) {
+	// Another user made the directory first: the fix is to remove it or
+	// use another, never to share it with them.
+	dir := filepath.Join(t.TempDir(), "locks")
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	chownToNobody(t, dir)
+	_, err := filelock.New(dir)
+	require.ErrorIs(t, err, filelock.ErrUnsafeDir)
+	assert.Contains(t, err.Error(), "remove it if nothing of theirs uses it, or use another directory")
+	assert.NotContains(t, err.Error(), "WithSharedGroup")
+}
+
+func TestSymlinkSwappedInAfterNewIsNotFollowed(t *testing.T) {
+	// New opened the directory; someone then moves it away and puts a
+	// symlink to a directory of their choosing at its path. The Locker
+	// goes on working in the directory it opened.
+	ctx := context.Background()
+	base := t.TempDir()
+	dir := filepath.Join(base, "locks")
+	l := newLocker(t, dir)
+	moved := filepath.Join(base, "moved")
+	require.NoError(t, os.Rename(dir, moved))
+	elsewhere := t.TempDir()
+	require.NoError(t, os.Symlink(elsewhere, dir))
+
+	lease, err := l.Obtain(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	assert.FileExists(t, lockPath(moved, "k"), "the lock file is in the directory New opened")
+	assert.NoFileExists(t, lockPath(elsewhere, "k"), "the lock file followed the symlink")
+	require.NoError(t, l.Release(ctx, lease))
+}
+
+func TestSharedDirectoryFilesGetTheSharedMode(t *testing.T) {
+	// A lock file an older version left 0644 in a shared directory is made
+	// 0660 on its next use; in a private one, 0600.
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		opts []filelock.Option
+		mode os.FileMode // of the directory
+		want os.FileMode
+	}{
+		{"private", nil, 0o700, 0o600},
+		{"shared", []filelock.Option{filelock.WithSharedGroup()}, os.ModeSetgid | 0o770, 0o660},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			require.NoError(t, os.Chmod(dir, tt.mode))
+			l := newLocker(t, dir, tt.opts...)
+			lease, err := l.Obtain(ctx, "k", time.Minute)
+			require.NoError(t, err)
+			require.NoError(t, os.Chmod(lockPath(dir, "k"), 0o644))
+			require.NoError(t, l.Release(ctx, lease))
+			st, err := os.Stat(lockPath(dir, "k"))
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, st.Mode())
 		})
 	}
 }
@@ -115,13 +188,12 @@ func TestNewCreatesAPrivateDirectory(t *testing.T) {
 	}
 }
 
-func TestLockFileOfAnotherUserInASharedStickyDirectory(t *testing.T) {
-	// A sticky directory writable by all (like /tmp) is accepted, but
-	// another user may plant files in it: a lock file of another user is
-	// never used, counted as skipped, and left alone.
+func TestLockFileOfAnotherUser(t *testing.T) {
+	// A lock file of another user (planted by root) is never used in a
+	// private directory: counted as skipped, and left alone. In a shared
+	// directory files of any member are used.
 	ctx := context.Background()
 	dir := t.TempDir()
-	require.NoError(t, os.Chmod(dir, os.ModeSticky|0o777))
 	planted := lockPath(dir, "k")
 	require.NoError(t, os.WriteFile(planted, []byte(`{"lock_id":"lock_theirs","key":"k","expires_at":1,"acquired_at":1,"pid":1}`), 0o600))
 	chownToNobody(t, planted)
@@ -138,6 +210,7 @@ func TestLockFileOfAnotherUserInASharedStickyDirectory(t *testing.T) {
 	assert.Zero(t, n)
 	assert.FileExists(t, planted)
 
+	require.NoError(t, os.Chmod(dir, os.ModeSetgid|0o770))
 	shared := newLocker(t, dir, filelock.WithSharedGroup())
 	lease, err := shared.Obtain(ctx, "k", time.Second)
 	require.NoError(t, err, "a shared directory's files may belong to any member")

@@ -7,7 +7,10 @@
 // fields (lock_id, key, expires_at, acquired_at, pid) and this engine's
 // (host, fence, state, millisecond times, boot clock), so
 // `cat *.lock | jq .` shows who holds what. The full key is stored and
-// compared: two keys whose md5 collide contend, and never share a lock.
+// compared: two keys whose md5 collide contend, and never share a lock. A
+// key taken with a limit over one (ObtainLimit) keeps its slots in
+// md5(key).slots, and a marker in its lock file through which a plain lock
+// and slots of one key exclude each other.
 //
 // # How it stays correct
 //
@@ -16,8 +19,17 @@
 // are compare-and-swap operations on the owner token. Releasing marks the
 // record released instead of deleting the file; only Cleanup deletes files,
 // under the same flock, and an operation that finds its file deleted under
-// it opens the path again. The fencing token is kept in the file and, for
-// removed files, in a floor file (.fence) that is never deleted.
+// it opens the path again. A key's new lock file is written whole before it
+// appears under its name (O_TMPFILE and linkat on Linux, a temporary name
+// renamed without replacing elsewhere): nobody ever sees it empty or half
+// written, and a failed write leaves nothing behind. The fencing token is
+// kept in the file and, for removed files, in a floor file (.fence) that is
+// never deleted; tokens start above the wall clock in microseconds, so
+// they keep rising across a lost directory, and never exceed 2^53.
+//
+// A flock is waited for at most WithBusyWait: a process stopped while it
+// holds one makes its key refused (ErrBusy), and Scan and Cleanup skip the
+// file, instead of hanging them.
 //
 // Expiry of a record written on this host since its last boot, by a
 // process in the same time namespace, is judged by the boot clock
@@ -33,20 +45,31 @@
 //
 // # Untrusted entries
 //
+// New opens the lock directory once, refusing a symlink at its path, and
+// reaches every file through that descriptor, so nothing put at the path
+// later redirects it. It refuses a directory another user could write to
+// (see WithSharedGroup for a group's).
+//
 // Every entry named like a lock file is checked after it is opened: a
 // symlink, directory, FIFO or other non-regular file, or a file with more
 // than one hard link, is never read or written. Operations on its key
 // return an error wrapping ErrNotLockFile; Scan reports it as a
 // lock.Skipped record and Cleanup leaves it alone, so one stray entry never
-// stops either.
+// stops either; so are files this process may not open, files kept busy,
+// and names in uppercase hex, which this engine never writes. A record
+// whose expiry lies further ahead than lock.MaxTTL, or whose token is over
+// 2^53, is forged and counts as corrupt.
 //
 // # Speed
 //
 // A key used before costs no inode creation or deletion: the file is
 // rewritten in place. Each operation opens the file, locks it and closes it
-// again; no descriptor is kept between operations (the fencing floor file
-// included), so no operation can act on a file that is no longer at its
-// path.
+// again; no lock file's descriptor is kept between operations, so no
+// operation can act on a file that is no longer at its path. A new key
+// costs an open, a write and a link (and no failed open first: a Locker
+// remembers which keys' files it has seen); the floor file is read at most
+// once per 10ms per Locker, and the boot clock is read off Go's monotonic
+// clock.
 //
 // # Limits
 //

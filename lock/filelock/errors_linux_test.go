@@ -3,13 +3,16 @@ package filelock_test
 import (
 	"context"
 	"io/fs"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/joblock/joblock/internal/fsfault"
+	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/filelock"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -45,10 +48,44 @@ func TestFullDisk(t *testing.T) {
 	l := newLocker(t, dir)
 	ctx := context.Background()
 	// Fill the filesystem, then ask for a lock on a key never seen.
-	fsfault.Fill(t, dir)
+	filler := fsfault.Fill(t, dir)
 	_, err := l.Obtain(ctx, "new key", time.Second)
 	requireIOError(t, err, syscall.ENOSPC, dir)
 	require.False(t, strings.Contains(err.Error(), "held"))
+	_, err = os.Lstat(lockPath(dir, "new key"))
+	require.ErrorIs(t, err, fs.ErrNotExist, "a failed create left a file behind")
+
+	// Once there is room again the key is free, to this Locker and to one
+	// that never saw the failure: no "unknown" holder of an empty file.
+	require.NoError(t, os.Remove(filler))
+	for _, l := range []*filelock.Locker{l, newLocker(t, dir)} {
+		lease, err := l.Obtain(ctx, "new key", time.Second)
+		require.NoError(t, err)
+		require.NoError(t, l.Release(ctx, lease))
+	}
+}
+
+func TestFullDiskCannotTearARecord(t *testing.T) {
+	// Slots files grow with every slot: on a full disk the slot that does
+	// not fit is refused, and the file still reads whole.
+	dir := fsfault.Tmpfs(t, "size=64k")
+	l := newLocker(t, dir)
+	ctx := context.Background()
+	_, err := l.ObtainLimit(ctx, "k", 1000, time.Minute)
+	require.NoError(t, err)
+	fsfault.Fill(t, dir)
+	taken := 1
+	for ; taken < 1000; taken++ {
+		if _, err = l.ObtainLimit(ctx, "k", 1000, time.Minute); err != nil {
+			break
+		}
+	}
+	requireIOError(t, err, syscall.ENOSPC, dir)
+	assert.NotErrorIs(t, err, lock.ErrNotObtained)
+	slots, err := l.InspectSlots(ctx, "k")
+	require.NoError(t, err, "the slots file was torn")
+	assert.Len(t, slots, taken)
+	assert.Greater(t, taken, 2, "the file grew within its first page before the disk stopped it")
 }
 
 func TestPermissionDenied(t *testing.T) {

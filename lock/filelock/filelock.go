@@ -11,32 +11,44 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/joblock/joblock/lock"
+	"golang.org/x/sys/unix"
 )
 
 // Locker is the file engine. It implements lock.Locker and is safe for
 // concurrent use by goroutines and by processes sharing the directory.
 type Locker struct {
-	dir  string
-	cfg  config
-	host string
-	pid  int
-	uid  uint32 // this process's effective user, who must own a private directory
+	dir   string
+	dirfd int // the lock directory, opened once: see openDir
+	cfg   config
+	host  string
+	pid   int
+	uid   uint32 // this process's effective user, who must own a private directory
+	gid   uint32 // this process's effective group, whose a shared directory must be
 
-	scratch sync.Pool // of *scratch
+	closeMu sync.RWMutex // held for reading by every operation, so Close waits for them
+	closed  bool
+
+	floor      floorCache
+	seen       [seenSlots]atomic.Uint64 // see known
+	publishVia atomic.Int32             // see publish
+	scratch    sync.Pool                // of *scratch
 }
 
 var _ lock.Limiter = (*Locker)(nil)
 
 // New returns a Locker keeping its lock files in dir, creating dir (but not
-// its parents) if it is missing, with mode 0700 (0770 and setgid with
-// WithSharedGroup). It returns an error naming the path, and saying how to
-// fix it, when dir cannot be used safely: its parent is missing, it is not
-// a directory, it is not writable, it is on a network filesystem where
-// flock does not exclude other hosts, or another user could delete or forge
-// its lock files (ErrUnsafeDir: see WithSharedGroup).
+// its parents) if it is missing, with mode 0700 (2770, in this process's
+// effective group, with WithSharedGroup). It opens dir once and works in
+// what it opened until Close, whatever later replaces the path. It returns
+// an error naming the path, and saying how to fix it, when dir cannot be
+// used safely: its parent is missing, it is a symlink or not a directory,
+// it is not writable, it is on a network filesystem where flock does not
+// exclude other hosts, or another user could delete or forge its lock
+// files (ErrUnsafeDir: see WithSharedGroup).
 func New(dir string, opts ...Option) (*Locker, error) {
 	if dir == "" {
 		return nil, errors.New("filelock: lock directory is empty")
@@ -46,16 +58,17 @@ func New(dir string, opts ...Option) (*Locker, error) {
 		o(&cfg)
 	}
 	if cfg.clock == nil {
-		cfg.clock = systemClock{bootID: bootID()}
+		cfg.clock = newSystemClock()
 	}
-	dir = filepath.Clean(dir)
-	l := &Locker{dir: dir, cfg: cfg, pid: os.Getpid(), uid: uint32(os.Geteuid())}
-	if err := l.prepareDir(); err != nil {
+	l := &Locker{dir: filepath.Clean(dir), cfg: cfg, pid: os.Getpid(), uid: uint32(os.Geteuid()), gid: uint32(os.Getegid())}
+	fd, err := l.openDir()
+	if err != nil {
 		return nil, err
 	}
+	l.dirfd = fd
 	l.host, _ = os.Hostname()
-	// Creating the floor file proves the directory takes new files.
-	if _, err := l.readFloor(context.Background()); err != nil {
+	if _, _, err := l.readFloor(context.Background()); err != nil {
+		_ = unix.Close(fd)
 		return nil, err
 	}
 	return l, nil
@@ -64,9 +77,31 @@ func New(dir string, opts ...Option) (*Locker, error) {
 // Dir returns the lock directory.
 func (l *Locker) Dir() string { return l.dir }
 
-// Close does nothing and returns nil: a Locker keeps no file open between
-// operations. It releases no lock.
-func (l *Locker) Close() error { return nil }
+// Close closes the lock directory, after waiting for the operations in
+// progress. It releases no lock. Operations after Close return an error
+// wrapping ErrClosed.
+func (l *Locker) Close() error {
+	l.closeMu.Lock()
+	defer l.closeMu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	return unix.Close(l.dirfd)
+}
+
+// enter starts an operation, which must call leave when done, or fails
+// with ErrClosed.
+func (l *Locker) enter() error {
+	l.closeMu.RLock()
+	if l.closed {
+		l.closeMu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (l *Locker) leave() { l.closeMu.RUnlock() }
 
 func newToken() string { return "lock_" + rand.Text() }
 
@@ -97,7 +132,9 @@ func (l *Locker) corruptRemaining(info fileInfo, now time.Time) time.Duration {
 }
 
 // Obtain implements lock.Locker. It creates key's lock file on first use
-// and rewrites it in place after that.
+// and rewrites it in place after that. A key whose file another process
+// keeps under its flock for the busy wait (WithBusyWait) is refused with a
+// *lock.HeldError whose Reason wraps ErrBusy: no holder is known.
 func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (lock.Lease, error) {
 	if err := lock.ValidateKey(key); err != nil {
 		return lock.Lease{}, err
@@ -105,34 +142,27 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 	if err := lock.ValidateTTL(ttl); err != nil {
 		return lock.Lease{}, err
 	}
-	var lease lock.Lease
-	err := l.update(ctx, key, true, func(v *view) (*record, error) {
+	if err := l.enter(); err != nil {
+		return lock.Lease{}, err
+	}
+	defer l.leave()
+	return l.obtain(ctx, key, ttl)
+}
+
+func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration) (lock.Lease, error) {
+	rec, err := l.update(ctx, key, true, func(v *view) (*record, error) {
 		now := readClock(l.cfg.clock)
-		old, ok := v.parse()
-		var fence uint64
-		switch {
-		case ok:
-			if st, left := old.judge(now); st == lock.Held {
-				return nil, &lock.HeldError{Key: key, Holder: old.LockID, TTL: left}
-			}
-			fence = old.Fence
-		case len(v.content) == 0 && v.created:
-		default:
-			if st, left := l.unreadable(v, now); st == lock.Held {
-				return nil, &lock.HeldError{Key: key, Holder: unreadableHolder(v.name()), TTL: left}
-			}
+		old := l.look(v, now)
+		if err := l.refuseHeld(v, old, key, now, 1); err != nil {
+			return nil, err
 		}
-		from := v.name()
-		if fence == 0 {
-			floor, err := l.readFloor(ctx)
-			if err != nil {
-				return nil, err
-			}
-			fence, from = floor, floorName
+		fence, err := l.lastFence(ctx, v, old)
+		if err != nil {
+			return nil, err
 		}
-		if fence == math.MaxUint64 {
-			return nil, fmt.Errorf("%w: key %q: %s in %s holds fencing token %d, the largest there is, so no later holder can get a greater one; this engine never writes it: remove the forged file",
-				ErrFenceExhausted, key, from, l.dir, fence)
+		if fence >= maxFence {
+			return nil, fmt.Errorf("%w: key %q: %s in %s holds fencing token %d, the largest this engine hands out, so no later holder can get a greater one; remove the forged file",
+				ErrFenceExhausted, key, v.name(), l.dir, fence)
 		}
 		v.out = record{
 			LockID:       newToken(),
@@ -145,11 +175,101 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 			State:        "held",
 		}
 		v.out.setExpiry(now, ttl)
-		lease = lock.Lease{Key: key, Token: v.out.LockID, Fence: v.out.Fence, ExpiresAt: time.UnixMilli(v.out.ExpiresAtMs)}
 		return &v.out, nil
 	})
-	return lease, err
+	if err != nil {
+		return lock.Lease{}, l.obtainError(key, err)
+	}
+	return lock.Lease{Key: key, Token: rec.LockID, Fence: rec.Fence, ExpiresAt: time.UnixMilli(rec.ExpiresAtMs)}, nil
 }
+
+// obtainError turns a lock file too busy to look at into a refusal with
+// no holder known.
+func (l *Locker) obtainError(key string, err error) error {
+	var busy *busyError
+	if errors.As(err, &busy) {
+		if _, ok := err.(*lock.HeldError); !ok {
+			return &lock.HeldError{Key: key, Holder: "unknown (" + busy.Error() + ")", TTL: l.cfg.busyWait, Reason: busy}
+		}
+	}
+	return err
+}
+
+// looked is what an operation made of a lock file's record.
+type looked struct {
+	rec record
+	ok  bool // rec was read: the file exists and holds a record
+}
+
+// look reads v's record once for the helpers below.
+func (l *Locker) look(v *view, now instant) looked {
+	if !v.exists {
+		return looked{}
+	}
+	rec, ok := l.parseAt(v, now)
+	return looked{rec, ok}
+}
+
+// refuseHeld returns a *lock.HeldError when v's record (old) is live, or
+// unreadable within its grace, for an obtain asking for limit: the
+// record's holders took the key with their own limit (1 for a plain lock).
+func (l *Locker) refuseHeld(v *view, old looked, key string, now instant, limit int) error {
+	if !v.exists {
+		return nil
+	}
+	if !old.ok {
+		if st, left := l.unreadable(v, now); st == lock.Held {
+			return &lock.HeldError{Key: key, Holder: unreadableHolder(v.name()), TTL: left}
+		}
+		return nil
+	}
+	st, left := old.rec.judge(now)
+	if st != lock.Held || (old.rec.isMarker() && limit > 1) {
+		return nil // slots are for ObtainLimit to count
+	}
+	held := &lock.HeldError{Key: key, Holder: old.rec.LockID, TTL: left}
+	if had := max(old.rec.Limit, 1); had != limit {
+		held.HeldLimit = had
+	}
+	return held
+}
+
+// lastFence returns the last fencing token key had, for the next holder
+// to get the one after it; old is v's record. A file without one (new,
+// unreadable, or written by another implementation) starts above the floor
+// and the wall clock in microseconds.
+func (l *Locker) lastFence(ctx context.Context, v *view, old looked) (uint64, error) {
+	if old.ok && old.rec.Fence > 0 {
+		return old.rec.Fence, nil
+	}
+	var floor uint64
+	var err error
+	if v.exists {
+		// Not a file this Locker creates: no link to check the reading
+		// against, so a reading made now.
+		floor, _, err = l.readFloor(ctx)
+	} else {
+		floor, v.floorAt, err = l.cachedFloor(ctx)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return max(floor, l.wallMicros()), nil
+}
+
+// parseAt is view.parse, refusing as forged a record whose expiry lies
+// further from now than any TTL could put it.
+func (l *Locker) parseAt(v *view, now instant) (record, bool) {
+	rec, ok := v.parse()
+	if ok && rec.State != stateReleased && rec.remaining(now) > lock.MaxTTL+forgeSlack {
+		return record{}, false
+	}
+	return rec, ok
+}
+
+// forgeSlack is how far past lock.MaxTTL a record's expiry may lie, for a
+// wall clock stepped back a little since it was written.
+const forgeSlack = time.Minute
 
 // owned returns v's record if lease's token owns it and has not released
 // it. Nobody can have taken the lock over from a record that still carries
@@ -159,13 +279,14 @@ func owned(v *view, lease lock.Lease) (record, error) {
 		return record{}, lock.ErrNotHeld
 	}
 	rec, ok := v.parse()
-	if !ok || rec.Key != lease.Key || rec.LockID != lease.Token || rec.State == stateReleased {
+	if !ok || rec.Key != lease.Key || rec.LockID != lease.Token || rec.State == stateReleased || rec.isMarker() {
 		return record{}, lock.ErrNotHeld
 	}
 	return rec, nil
 }
 
-// Refresh implements lock.Locker.
+// Refresh implements lock.Locker. A lock file busy for the busy wait gives
+// an error wrapping ErrBusy.
 func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duration) (lock.Lease, error) {
 	if err := lock.ValidateTTL(ttl); err != nil {
 		return lock.Lease{}, err
@@ -173,10 +294,14 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 	if err := lock.ValidateKey(lease.Key); err != nil {
 		return lock.Lease{}, err
 	}
+	if err := l.enter(); err != nil {
+		return lock.Lease{}, err
+	}
+	defer l.leave()
 	if isSlotToken(lease.Token) {
 		return l.refreshSlot(ctx, lease, ttl)
 	}
-	err := l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
+	rec, err := l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
 		rec, err := owned(v, lease)
 		if err != nil {
 			return nil, err
@@ -187,28 +312,32 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 			return nil, lock.ErrNotHeld
 		}
 		rec.setExpiry(now, ttl)
-		lease.Fence = rec.Fence
-		lease.ExpiresAt = time.UnixMilli(rec.ExpiresAtMs)
 		v.out = rec
 		return &v.out, nil
 	})
 	if err != nil {
 		return lock.Lease{}, err
 	}
+	lease.Fence, lease.ExpiresAt = rec.Fence, time.UnixMilli(rec.ExpiresAtMs)
 	return lease, nil
 }
 
 // Release implements lock.Locker. The file stays, marked released, for the
 // next holder to rewrite; Cleanup removes it. A lease that ran out but that
-// nobody took over can still be released.
+// nobody took over can still be released. A lock file busy for the busy
+// wait gives an error wrapping ErrBusy.
 func (l *Locker) Release(ctx context.Context, lease lock.Lease) error {
 	if err := lock.ValidateKey(lease.Key); err != nil {
 		return err
 	}
+	if err := l.enter(); err != nil {
+		return err
+	}
+	defer l.leave()
 	if isSlotToken(lease.Token) {
 		return l.releaseSlot(ctx, lease)
 	}
-	return l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
+	_, err := l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
 		rec, err := owned(v, lease)
 		if err != nil {
 			return nil, err
@@ -219,20 +348,27 @@ func (l *Locker) Release(ctx context.Context, lease lock.Lease) error {
 		v.out = rec
 		return &v.out, nil
 	})
+	return err
 }
 
-// Inspect implements lock.Locker.
+// Inspect implements lock.Locker. A key taken with a limit over one has
+// slots, not a lock: see InspectSlots. A lock file busy for the busy wait
+// gives an error wrapping ErrBusy.
 func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, error) {
 	if err := lock.ValidateKey(key); err != nil {
 		return lock.Record{}, false, err
 	}
+	if err := l.enter(); err != nil {
+		return lock.Record{}, false, err
+	}
+	defer l.leave()
 	var out lock.Record
 	var found bool
-	err := l.update(ctx, key, false, func(v *view) (*record, error) {
-		if !v.exists {
-			return nil, nil
+	_, err := l.update(ctx, key, false, func(v *view) (*record, error) {
+		now := readClock(l.cfg.clock)
+		if old := l.look(v, now); v.exists && !(old.ok && old.rec.isMarker()) {
+			out, found = l.toRecord(v, old, now), true
 		}
-		out, found = l.toRecord(v, readClock(l.cfg.clock)), true
 		return nil, nil
 	})
 	if err != nil || !found || out.State == lock.Released {
@@ -241,15 +377,20 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 	return out, true, nil
 }
 
-// toRecord describes a lock file, readable or not.
-func (l *Locker) toRecord(v *view, now instant) lock.Record {
-	if rec, ok := v.parse(); ok {
-		return rec.toRecord(now)
+// toRecord describes a lock file, readable or not, whose record is old.
+func (l *Locker) toRecord(v *view, old looked, now instant) lock.Record {
+	if old.ok {
+		return old.rec.toRecord(now)
 	}
 	st, left := l.unreadable(v, now)
 	what := "empty or not a lock record"
-	if v.oversized {
+	switch {
+	case v.oversized:
 		what = fmt.Sprintf("over %d bytes, too large for a lock record", maxRecordSize)
+	case len(v.content) > 0:
+		if _, ok := v.parse(); ok {
+			what = "a lock record expiring further ahead than any TTL, forged"
+		}
 	}
 	return lock.Record{Token: unreadableHolder(v.name()), State: st, TTL: left, Note: v.name() + ": " + what}
 }

@@ -5,9 +5,11 @@ package filelock
 import (
 	"context"
 	"crypto/md5"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -19,7 +21,11 @@ const (
 	lockSuffix = ".lock"
 	// O_NONBLOCK keeps an open of a FIFO planted under a lock file's name
 	// from hanging; on a regular file it changes nothing.
-	openFlags = unix.O_RDWR | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK
+	lockFlags = unix.O_RDWR | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK
+	// scanFlags open files only to read them, as Scan and Cleanup do: a
+	// file this process may read but not write is still counted, and
+	// flock works on a read-only descriptor.
+	scanFlags = unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK
 	// maxRecordSize bounds what is read of a lock file. A record is a few
 	// hundred bytes (a key is at most lock.MaxKeyLen); a larger file is not
 	// one and counts as corrupt.
@@ -34,12 +40,41 @@ func idOf(key string) fileID { return md5.Sum([]byte(key)) }
 
 func (id fileID) name() string { return hex.EncodeToString(id[:]) + lockSuffix }
 
+// isLockFile reports whether name is one this engine gives a lock file:
+// 32 lowercase hex digits and ".lock". An uppercase name is no key's.
 func isLockFile(name string) bool {
-	if len(name) != 2*md5.Size+len(lockSuffix) || filepath.Ext(name) != lockSuffix {
+	stem, ok := cutLockSuffix(name)
+	return ok && isLowerHex(stem, 2*md5.Size)
+}
+
+// looksLikeLockFile reports whether name would be taken for a lock file
+// by a reader less strict than isLockFile: hex digits of either case.
+func looksLikeLockFile(name string) bool {
+	stem, ok := cutLockSuffix(name)
+	if !ok || len(stem) != 2*md5.Size {
 		return false
 	}
-	_, err := hex.DecodeString(name[:2*md5.Size])
+	_, err := hex.DecodeString(stem)
 	return err == nil
+}
+
+func cutLockSuffix(name string) (string, bool) {
+	if len(name) < len(lockSuffix) || name[len(name)-len(lockSuffix):] != lockSuffix {
+		return "", false
+	}
+	return name[:len(name)-len(lockSuffix)], true
+}
+
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // scratch is one operation's working memory, pooled so the hot path does
@@ -59,14 +94,15 @@ func (l *Locker) getScratch() *scratch {
 
 // view is what an operation sees of a lock file under its flock.
 type view struct {
-	dir     string
-	id      fileID
-	exists  bool
-	created bool // this call created the file, so an empty one is ours
+	id     fileID
+	exists bool
 	// content is the file's bytes; nil for an oversized file.
 	content   []byte
 	oversized bool
 	info      fileInfo
+	// floorAt is when the floor reading behind a new token began, if one
+	// was used (see floorCache).
+	floorAt time.Time
 	// out is where an operation builds the record it wants written.
 	out record
 }
@@ -81,6 +117,9 @@ func (v *view) parse() (record, bool) {
 	}
 	return parseRecord(v.content)
 }
+
+// path is name's path in the lock directory, for errors.
+func (l *Locker) path(name string) string { return filepath.Join(l.dir, name) }
 
 func pathError(op, path string, err error) error {
 	return fmt.Errorf("filelock: %w", &os.PathError{Op: op, Path: path, Err: err})
@@ -111,9 +150,8 @@ var (
 
 // locked is a lock file open under a flock.
 type locked struct {
-	fd      int
-	info    fileInfo
-	created bool
+	fd   int
+	info fileInfo
 }
 
 // close drops the flock and the descriptor. The explicit unlock matters:
@@ -124,33 +162,37 @@ func (f locked) close() {
 	_ = unix.Close(f.fd)
 }
 
-// openLocked opens the lock file at path (creating it if create is set and
-// it is missing), takes a flock of kind how, and checks that it is a lock
-// file still at its path. Besides real failures it returns errMissing
-// (only without create: with it, a missing path means a missing directory,
-// a real failure), errRemoved or an error wrapping ErrNotLockFile.
-func (l *Locker) openLocked(ctx context.Context, path string, create bool, how int) (locked, error) {
-	fd, created, err := l.openLockFile(path, create)
+// openLocked opens the file name in the lock directory with flags, takes a
+// flock of kind how, and checks that it is a lock file still at its path.
+// Besides real failures it returns errMissing (only without O_CREAT),
+// errRemoved, an error wrapping ErrBusy when another process holds the
+// flock too long, or one wrapping ErrNotLockFile. A file this Locker owns
+// in the wrong mode (see wrongMode) is given its files' mode.
+func (l *Locker) openLocked(ctx context.Context, name string, flags, how int) (locked, error) {
+	fd, err := l.openat(name, flags, l.fileMode())
 	switch {
-	case err == unix.ENOENT && !create:
+	case err == unix.ENOENT && flags&unix.O_CREAT == 0:
 		return locked{}, errMissing
 	case err == unix.ELOOP:
-		return locked{}, notLockFile(path, "a symlink")
+		return locked{}, notLockFile(l.path(name), "a symlink")
 	case err == unix.EISDIR:
-		return locked{}, notLockFile(path, "a directory")
+		return locked{}, notLockFile(l.path(name), "a directory")
 	case err == unix.ENXIO || err == unix.EOPNOTSUPP:
-		return locked{}, notLockFile(path, "a socket")
+		return locked{}, notLockFile(l.path(name), "a socket")
 	case err != nil:
-		return locked{}, pathError("open", path, err)
+		return locked{}, pathError("open", l.path(name), err)
 	}
-	f := locked{fd: fd, created: created}
-	if err := flock(ctx, fd, how); err != nil {
+	f := locked{fd: fd}
+	if err := l.flock(ctx, fd, how); err != nil {
 		_ = unix.Close(fd)
-		return locked{}, pathError("flock", path, err)
+		if err == errBusyWait {
+			return locked{}, &busyError{path: l.path(name), wait: l.cfg.busyWait}
+		}
+		return locked{}, pathError("flock", l.path(name), err)
 	}
 	if f.info, err = fstat(fd); err != nil {
 		f.close()
-		return locked{}, pathError("fstat", path, err)
+		return locked{}, pathError("fstat", l.path(name), err)
 	}
 	if f.info.nlink == 0 {
 		f.close()
@@ -158,9 +200,33 @@ func (l *Locker) openLocked(ctx context.Context, path string, create bool, how i
 	}
 	if what := l.strange(f.info); what != "" {
 		f.close()
-		return locked{}, notLockFile(path, what)
+		return locked{}, notLockFile(l.path(name), what)
+	}
+	if l.wrongMode(f.info) {
+		// Best effort: a read-only filesystem refuses, and reading goes on.
+		_ = unix.Fchmod(fd, l.fileMode())
 	}
 	return f, nil
+}
+
+// wrongMode reports whether a file this Locker owns needs its mode set:
+// it grants more than this Locker's files get (0644 left by an older
+// version or another implementation), or, in a shared directory, less
+// than the group needs (the umask took it when the file was made).
+func (l *Locker) wrongMode(info fileInfo) bool {
+	mode, have := l.fileMode(), info.mode&0o7777
+	return info.uid == l.uid && (have&^mode != 0 || l.cfg.shared && have != mode)
+}
+
+// openat opens name in the lock directory, retrying an interrupted open
+// (of a FIFO, say).
+func (l *Locker) openat(name string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Openat(l.dirfd, name, flags, mode)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
 }
 
 // strange says what is wrong with an open directory entry named like a
@@ -177,37 +243,9 @@ func (l *Locker) strange(info fileInfo) string {
 	return ""
 }
 
-// openLockFile opens path, and with create makes it if it is missing.
-// created says this call made the file.
-func (l *Locker) openLockFile(path string, create bool) (fd int, created bool, err error) {
-	for {
-		fd, err = unix.Open(path, openFlags, 0)
-		if err != unix.ENOENT || !create {
-			return fd, false, err
-		}
-		fd, err = unix.Open(path, openFlags|unix.O_CREAT|unix.O_EXCL, l.fileMode())
-		if err == nil && l.cfg.shared {
-			// The umask may have taken the group's write access.
-			err = unix.Fchmod(fd, l.fileMode())
-			if err != nil {
-				_ = unix.Close(fd)
-				_ = unix.Unlink(path)
-			}
-		}
-		if err == nil {
-			return fd, true, nil
-		}
-		if err != unix.EEXIST {
-			return fd, false, err
-		}
-		// Someone else made it just now; it may even be gone again if a
-		// cleanup removed it meanwhile, so start over.
-	}
-}
-
 // readRecord reads the lock file's content into buf in one pread (a
 // regular file reads short only at its end). oversized is true, and
-// content nil, when the file holds more than maxRecordSize bytes.
+// content nil, when the file holds more than len(buf)-1 bytes.
 func readRecord(fd int, buf []byte) (content []byte, oversized bool, err error) {
 	n, err := unix.Pread(fd, buf, 0)
 	switch {
@@ -220,62 +258,163 @@ func readRecord(fd int, buf []byte) (content []byte, oversized bool, err error) 
 }
 
 // update runs fn on key's lock file under an exclusive flock and writes the
-// record fn returns, if any, in place. Without create a missing file is
-// shown to fn as a view with exists false. Every call opens the file anew:
-// a descriptor kept across calls could outlive the file at its path.
-func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v *view) (*record, error)) error {
+// record fn returns, if any, in place, and returns what it wrote. Without
+// create a missing file is shown to fn as a view with exists false, and
+// nothing is written. With create, a missing file is shown to fn the same
+// way, and the record fn returns becomes the new file, published whole
+// (see publish): nobody ever sees it empty or half written. fn may be
+// called twice, when the file turns out to exist after all.
+func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v *view) (*record, error)) (record, error) {
 	id := idOf(key)
-	path := filepath.Join(l.dir, id.name())
+	name := id.name()
 	s := l.getScratch()
 	defer l.scratch.Put(s)
+	tryNew := create && !l.known(id)
 	for {
 		if err := ctx.Err(); err != nil {
-			return err
+			return record{}, err
 		}
-		f, err := l.openLocked(ctx, path, create, unix.LOCK_EX)
+		if tryNew {
+			rec, done, err := l.createWith(ctx, name, s, id, fn)
+			if done || err != nil {
+				return rec, err
+			}
+			tryNew = false // it exists: update it
+		}
+		f, err := l.openLocked(ctx, name, lockFlags, unix.LOCK_EX)
 		switch {
 		case err == errMissing:
-			_, err := fn(&view{dir: l.dir, id: id})
-			return err
+			l.forget(id)
+			if create {
+				tryNew = true
+				continue
+			}
+			s.v = view{id: id}
+			_, err := fn(&s.v)
+			return record{}, err
 		case err == errRemoved:
 			continue
 		case err != nil:
-			return err
+			return record{}, err
 		}
-		err = l.updateLocked(f, path, id, s, fn)
+		l.remember(id)
+		rec, err := l.updateLocked(f, name, id, s, fn)
 		f.close()
-		return err
+		return rec, err
 	}
 }
 
+// createWith shows fn a missing file and publishes the record it returns
+// as the new file name. done is false when the file exists.
+func (l *Locker) createWith(ctx context.Context, name string, s *scratch, id fileID, fn func(v *view) (*record, error)) (rec record, done bool, err error) {
+	s.v = view{id: id}
+	out, err := fn(&s.v)
+	if out == nil || err != nil {
+		return record{}, true, err
+	}
+	s.out = encodePadded(s.out[:0], out, 0)
+	fd, err := l.publish(name, s.out)
+	switch {
+	case err == unix.EEXIST:
+		return record{}, false, nil
+	case err != nil:
+		return record{}, true, pathError("create", l.path(name), err)
+	}
+	defer unix.Close(fd)
+	l.remember(id)
+	if !s.v.floorAt.IsZero() && time.Since(s.v.floorAt) >= floorFresh {
+		if err := l.confirmFence(ctx, fd, name, out, s); err != nil {
+			return record{}, true, err
+		}
+	}
+	return *out, true, nil
+}
+
+// confirmFence makes sure the new file name, published with rec on fd,
+// carries a token above the floor as it is now, rewriting it if not: the
+// floor reading rec's token came from is older than floorFresh (see
+// floorCache). It fails if the file is no longer rec's.
+func (l *Locker) confirmFence(ctx context.Context, fd int, name string, rec *record, s *scratch) error {
+	floor, _, err := l.readFloor(ctx)
+	if err != nil || rec.Fence > floor {
+		return err
+	}
+	if err := l.flock(ctx, fd, unix.LOCK_EX); err != nil {
+		return pathError("flock", l.path(name), err)
+	}
+	defer tryFlock(fd, unix.LOCK_UN)
+	content, _, err := readRecord(fd, s.buf)
+	if err != nil {
+		return pathError("read", l.path(name), err)
+	}
+	if cur, ok := parseRecord(content); !ok || cur.LockID != rec.LockID {
+		return fmt.Errorf("filelock: %s was taken from this obtain before it returned: %w", l.path(name), errRetake)
+	}
+	if floor >= maxFence {
+		return fmt.Errorf("%w: %s holds %d", ErrFenceExhausted, l.floorPath(), floor)
+	}
+	rec.Fence = floor + 1
+	s.out = encodePadded(s.out[:0], rec, len(content))
+	if err := l.writeSized(fd, s.out, int64(len(content))); err != nil {
+		return pathError("write", l.path(name), err)
+	}
+	return nil
+}
+
+// errRetake: a new lock file was taken over before its creator returned,
+// which only a TTL shorter than the creation can cause.
+var errRetake = errors.New("lease lost at once")
+
 // updateLocked is update's work on a file it holds under flock.
-func (l *Locker) updateLocked(f locked, path string, id fileID, s *scratch, fn func(v *view) (*record, error)) error {
+func (l *Locker) updateLocked(f locked, name string, id fileID, s *scratch, fn func(v *view) (*record, error)) (record, error) {
 	content, oversized, err := readRecord(f.fd, s.buf)
 	if err != nil {
-		return pathError("read", path, err)
+		return record{}, pathError("read", l.path(name), err)
 	}
-	s.v = view{dir: l.dir, id: id, exists: true, created: f.created, content: content, oversized: oversized, info: f.info}
+	s.v = view{id: id, exists: true, content: content, oversized: oversized, info: f.info}
 	rec, err := fn(&s.v)
 	if rec == nil || err != nil {
-		return err
+		return record{}, err
 	}
 	// A shorter record is padded over a longer one instead of truncating
 	// the file, which keeps the write to one pwrite; an oversized file is
 	// cut down once.
 	s.out = encodePadded(s.out[:0], rec, len(content))
-	if err := writeAll(f.fd, s.out); err != nil {
-		return pathError("write", path, err)
+	if err := l.writeSized(f.fd, s.out, f.info.size); err != nil {
+		return record{}, pathError("write", l.path(name), err)
 	}
 	if oversized {
 		if err := unix.Ftruncate(f.fd, int64(len(s.out))); err != nil {
-			return pathError("truncate", path, err)
+			return record{}, pathError("truncate", l.path(name), err)
 		}
 	}
-	return nil
+	return *rec, nil
 }
 
-func writeAll(fd int, b []byte) error {
-	var off int64
+// writeSized writes b over a file of size bytes that holds one JSON value
+// padded with spaces, so that a full disk cannot leave it half written: a
+// file that must grow first grows by spaces (which leave the old value
+// valid), and only then, with its blocks in place, is b written over it.
+func (l *Locker) writeSized(fd int, b []byte, size int64) error {
+	for off := size; off < int64(len(b)); {
+		n := min(int64(len(b))-off, int64(len(spaces)))
+		if err := writeAll(fd, spaces[:n], off); err != nil {
+			return err
+		}
+		off += n
+	}
+	return writeAll(fd, b, 0)
+}
+
+var spaces = func() []byte {
+	b := make([]byte, 4096)
+	for i := range b {
+		b[i] = ' '
+	}
+	return b
+}()
+
+func writeAll(fd int, b []byte, off int64) error {
 	for len(b) > 0 {
 		n, err := unix.Pwrite(fd, b, off)
 		if err != nil {
@@ -290,23 +429,32 @@ func writeAll(fd int, b []byte) error {
 	return nil
 }
 
-// flock takes a flock without blocking the thread, polling until ctx ends:
-// other holders keep it for microseconds, and a stuck outside holder must
-// not hang the caller.
-func flock(ctx context.Context, fd, how int) error {
-	pause := 5 * time.Microsecond
-	for {
-		err := tryFlock(fd, how|unix.LOCK_NB)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		time.Sleep(pause)
-		pause = min(2*pause, time.Millisecond)
+// The seen table remembers, per Locker, which keys' files were there the
+// last time it looked, so that Obtain tries the likelier of its two ways
+// first: creating the file, or opening it. It only ever costs a wasted
+// system call when wrong; both ways handle either case.
+const seenSlots = 1024
+
+func seenSlot(id fileID) (int, uint64) {
+	return int(binary.LittleEndian.Uint16(id[:2]) % seenSlots), binary.LittleEndian.Uint64(id[8:]) | 1
+}
+
+func (l *Locker) known(id fileID) bool {
+	i, tag := seenSlot(id)
+	return l.seen[i].Load() == tag
+}
+
+func (l *Locker) remember(id fileID) {
+	i, tag := seenSlot(id)
+	if l.seen[i].Load() != tag {
+		l.seen[i].Store(tag)
 	}
 }
+
+func (l *Locker) forget(id fileID) {
+	i, tag := seenSlot(id)
+	l.seen[i].CompareAndSwap(tag, 0)
+}
+
+// isPermission reports whether err says this process may not open a file.
+func isPermission(err error) bool { return errors.Is(err, fs.ErrPermission) }

@@ -2,11 +2,11 @@ package filelock
 
 import "golang.org/x/sys/unix"
 
-// networkFS names the filesystem at dir when it is one whose locks do not
-// hold across hosts, and "" otherwise.
-func networkFS(dir string) (string, error) {
+// networkFS names the filesystem of the open directory dirfd when it is
+// one whose locks do not hold across hosts, and "" otherwise.
+func networkFS(dirfd int) (string, error) {
 	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
+	if err := unix.Fstatfs(dirfd, &st); err != nil {
 		return "", err
 	}
 	name := unix.ByteSliceToString(st.Fstypename[:])

@@ -26,7 +26,7 @@ func parseRecord(b []byte) (record, bool) {
 		}
 		r = *slow
 	}
-	if r.Key == "" || r.LockID == "" || !r.saneTimes() {
+	if r.Key == "" || r.LockID == "" || !r.saneTimes() || r.Fence > maxFence || r.Limit < 0 {
 		return record{}, false
 	}
 	return r, true
@@ -167,7 +167,7 @@ func (r *record) setString(name, val []byte) bool {
 		r.State = string(val)
 	case "boot_id":
 		r.BootID = string(val)
-	case "expires_at", "acquired_at", "pid", "fence", "expires_at_ms", "acquired_at_ms", "boot_expires_ns":
+	case "expires_at", "acquired_at", "pid", "fence", "expires_at_ms", "acquired_at_ms", "boot_expires_ns", "limit":
 		return false
 	default:
 		return plainName(name)
@@ -208,6 +208,8 @@ func (r *record) setInt(name []byte, n int64, neg bool) bool {
 		r.AcquiredAtMs = n
 	case "boot_expires_ns":
 		r.BootExpires = n
+	case "limit":
+		r.Limit = int(n)
 	case "lock_id", "key", "host", "state", "boot_id":
 		return false
 	default:

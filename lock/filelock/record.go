@@ -13,9 +13,9 @@ import (
 // the PHP LockManager and `jq` read the files; the rest are this engine's.
 type record struct {
 	LockID     string `json:"lock_id"`
-	Key        string `json:"key"`
-	ExpiresAt  int64  `json:"expires_at"`  // unix seconds, rounded up
-	AcquiredAt int64  `json:"acquired_at"` // unix seconds
+	Key        string `json:"key,omitempty"` // always set but in a slot, whose key is its slots file's
+	ExpiresAt  int64  `json:"expires_at"`    // unix seconds, rounded up
+	AcquiredAt int64  `json:"acquired_at"`   // unix seconds
 	PID        int    `json:"pid"`
 
 	Host         string `json:"host,omitempty"`
@@ -27,9 +27,22 @@ type record struct {
 	// with a clock that wall-clock steps cannot move.
 	BootID      string `json:"boot_id,omitempty"`
 	BootExpires int64  `json:"boot_expires_ns,omitempty"`
+	// Limit, over one, makes the record a marker of the key's slots (see
+	// slots.go): the key is held, by slots taken with that limit, until
+	// the last of them expires.
+	Limit int `json:"limit,omitempty"`
 }
 
+// isMarker reports whether the record marks a key held by slots.
+func (r *record) isMarker() bool { return r.Limit > 1 }
+
 const stateReleased = "released"
+
+// maxFence is the largest fencing token this engine hands out or believes,
+// 2^53: every token up to it is exact as a JSON number in any language
+// (JavaScript, PHP's floats). A record or floor file holding more was
+// forged, and is not folded into anything.
+const maxFence = 1 << 53
 
 // expiresMs is the record's expiry in unix milliseconds, from whichever
 // field the writer filled in. Records come from files anyone may have

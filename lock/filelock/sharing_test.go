@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/joblock/joblock/lock"
+	"github.com/joblock/joblock/lock/filelock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -72,4 +73,46 @@ func TestLockFileRemovedUnderLongLivedLocker(t *testing.T) {
 	assert.True(t, locked, "IsLocked on the long-lived Locker sees its new lock")
 	require.ErrorIs(t, long.Release(ctx, old), lock.ErrNotHeld, "the deleted lease must not release the new one")
 	require.NoError(t, long.Release(ctx, lease))
+}
+
+func TestRacingFirstObtainsNameTheRealHolder(t *testing.T) {
+	// Four Lockers (as four processes would) race for keys nobody used
+	// before: each round exactly one wins, and the others are refused
+	// naming the winner, never an "unknown" holder of a half-made file.
+	const lockers, rounds = 4, 300
+	ctx := context.Background()
+	dir := t.TempDir()
+	ls := make([]*filelock.Locker, lockers)
+	for i := range ls {
+		ls[i] = newLocker(t, dir)
+	}
+	for r := range rounds {
+		key := fmt.Sprintf("first-%d", r)
+		leases := make([]lock.Lease, lockers)
+		errs := make([]error, lockers)
+		var wg sync.WaitGroup
+		for i, l := range ls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				leases[i], errs[i] = l.Obtain(ctx, key, time.Minute)
+			}()
+		}
+		wg.Wait()
+		var winner string
+		for i, err := range errs {
+			if err == nil {
+				require.Empty(t, winner, "round %d: two holders", r)
+				winner = leases[i].Token
+			}
+		}
+		require.NotEmpty(t, winner, "round %d: nobody won", r)
+		for _, err := range errs {
+			if err != nil {
+				var held *lock.HeldError
+				require.ErrorAs(t, err, &held, "round %d", r)
+				require.Equal(t, winner, held.Holder, "round %d", r)
+			}
+		}
+	}
 }

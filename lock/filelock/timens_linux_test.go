@@ -36,12 +36,49 @@ type timeNSReport struct {
 	ObtainErr string        `json:"obtain_err"` // any other error
 }
 
+// envTimeNSStep, with envTimeNS, asks a child in a time namespace of its
+// own for one step of TestReusedTimeNamespaceID: "take" the key "ns" for
+// 30s, or "try" it; either way it reports its namespace and what it got.
+const envTimeNSStep = "JOBLOCK_FILELOCK_TIMENS_STEP"
+
+// stepReport is what a step child saw.
+type stepReport struct {
+	NS     string `json:"ns"`      // its time namespace, as /proc/self/ns/time names it
+	Token  string `json:"token"`   // the lease it got, if any
+	HeldBy string `json:"held_by"` // who held the key, if it was refused
+	Err    string `json:"err"`
+}
+
+func timeNSStep(dir, step string) {
+	var r stepReport
+	r.NS, _ = os.Readlink("/proc/self/ns/time")
+	l, err := filelock.New(dir)
+	if err == nil {
+		defer l.Close()
+		var lease lock.Lease
+		lease, err = l.Obtain(context.Background(), "ns", 30*time.Second)
+		r.Token = lease.Token
+		var held *lock.HeldError
+		if errors.As(err, &held) {
+			r.HeldBy, err = held.Holder, nil
+		}
+	}
+	if err != nil {
+		r.Err = err.Error()
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(r)
+}
+
 // runTimeNSChild serves TestTimeNamespace's child: it runs Cleanup, tries
 // the parent's live key and takes one of its own, then reports.
 func runTimeNSChild() bool {
 	dir := os.Getenv(envTimeNS)
 	if dir == "" {
 		return false
+	}
+	if step := os.Getenv(envTimeNSStep); step != "" {
+		timeNSStep(dir, step)
+		return true
 	}
 	var r timeNSReport
 	if err := timeNSChild(dir, &r); err != nil {
@@ -124,4 +161,53 @@ func TestTimeNamespaceFallsBackToTheWallClock(t *testing.T) {
 	assert.Equal(t, lock.Held, rec.State)
 	assert.LessOrEqual(t, rec.TTL, r.ChildTTL, "the child's lock looks longer here than it is")
 	require.NoError(t, l.Release(ctx, lease), "the parent's lease must still be its own")
+}
+
+func TestReusedTimeNamespaceID(t *testing.T) {
+	// A time namespace's id is reused as soon as the namespace is gone, by
+	// the next one, whatever its offsets. A process in a namespace whose
+	// boot clock is 27 h behind takes a key for 30s and exits; one in the
+	// next namespace, clock 27 h ahead, very likely under the same id, must
+	// still find the key held, not 27 h expired.
+	if out, err := exec.Command("unshare", "--time", "--boottime", "1", "true").CombinedOutput(); err != nil {
+		t.Skipf("cannot create a time namespace here (unshare --time: %v %s)", err, bytes.TrimSpace(out))
+	}
+	dir := t.TempDir()
+	step := func(step string, shift int) stepReport {
+		cmd := exec.Command("unshare", "--time", "--boottime", strconv.Itoa(shift), os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), envTimeNS+"="+dir, envTimeNSStep+"="+step)
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		require.NoError(t, err)
+		var r stepReport
+		require.NoError(t, json.Unmarshal(out, &r), "%s", out)
+		require.Empty(t, r.Err)
+		return r
+	}
+	took := step("take", 1)
+	require.NotEmpty(t, took.Token)
+	tried := step("try", 2*bootShift)
+	if tried.NS != took.NS {
+		t.Logf("the namespace id was not reused (%s, then %s): the check holds all the same", took.NS, tried.NS)
+	}
+	assert.Empty(t, tried.Token, "a process whose boot clock is ahead took over a live lock")
+	assert.Equal(t, took.Token, tried.HeldBy)
+}
+
+func TestBoottimeOffset(t *testing.T) {
+	tests := []struct {
+		give string
+		want string
+		ok   bool
+	}{
+		{"monotonic           0         0\nboottime         1000         0\n", "1000.0", true},
+		{"monotonic 5 0\nboottime -3 250\n", "-3.250", true},
+		{"monotonic 0 0\n", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := filelock.BoottimeOffset(tt.give)
+		assert.Equal(t, tt.ok, ok, tt.give)
+		assert.Equal(t, tt.want, got, tt.give)
+	}
 }

@@ -84,6 +84,7 @@ func Run(t *testing.T, newLocker NewLocker, opts ...Option) {
 		{"LateOrForeignRelease", testLateOrForeignRelease, false, false},
 		{"ContextCancelled", testContextCancelled, false, false},
 		{"FencingMonotonic", testFencingMonotonic, true, false},
+		{"MixedLimits", testMixedLimits, false, true},
 		{"ManyGoroutines", func(t *testing.T, nl NewLocker) { testManyGoroutines(t, nl, n) }, false, false},
 		{"ScanCleanup", testScanCleanup, true, false},
 		{"Manager", testManager, true, true},
@@ -434,6 +435,46 @@ func testFencingMonotonic(t *testing.T, newLocker NewLocker) {
 			require.NoError(t, err)
 		}
 	}
+}
+
+// testMixedLimits: holders of one key that ask different limits (a plain
+// lock is a limit of 1) exclude each other: each side is refused while the
+// other holds the key, with an error naming the holders' limit, and
+// fencing tokens keep increasing across them.
+func testMixedLimits(t *testing.T, newLocker NewLocker) {
+	l, ok := newLocker(t).(lock.Limiter)
+	if !ok {
+		t.Skip("the engine is not a lock.Limiter")
+	}
+	ctx := context.Background()
+	key := Key(t, "k")
+	plain, err := l.Obtain(ctx, key, time.Minute)
+	require.NoError(t, err)
+	_, err = l.ObtainLimit(ctx, key, 2, time.Minute)
+	var held *lock.HeldError
+	require.ErrorAs(t, err, &held)
+	assert.Equal(t, 1, held.HeldLimit)
+	assert.Equal(t, plain.Token, held.Holder)
+	assert.ErrorContains(t, err, "with a limit of 1: every holder of a key must ask for the same limit")
+	require.NoError(t, l.Release(ctx, plain))
+
+	slot, err := l.ObtainLimit(ctx, key, 2, time.Minute)
+	require.NoError(t, err)
+	assert.Greater(t, slot.Fence, plain.Fence)
+	_, err = l.Obtain(ctx, key, time.Minute)
+	require.ErrorAs(t, err, &held)
+	assert.Equal(t, 2, held.HeldLimit)
+	assert.Equal(t, slot.Token, held.Holder)
+	_, err = l.ObtainLimit(ctx, key, 3, time.Minute)
+	require.ErrorAs(t, err, &held)
+	assert.Equal(t, 2, held.HeldLimit)
+	assert.ErrorIs(t, err, lock.ErrNotObtained, "a mismatch is a refusal, not an engine failure")
+	require.NoError(t, l.Release(ctx, slot))
+
+	again, err := l.Obtain(ctx, key, time.Minute)
+	require.NoError(t, err, "free once the slots are gone")
+	assert.Greater(t, again.Fence, slot.Fence)
+	require.NoError(t, l.Release(ctx, again))
 }
 
 func testManyGoroutines(t *testing.T, newLocker NewLocker, limit int) {

@@ -271,43 +271,6 @@ func TestRestartWithoutPersistenceTellsTheHolder(t *testing.T) {
 	require.ErrorIs(t, err, lock.ErrNotHeld, "a renewal found the lock gone")
 }
 
-// TestMixedLimitsExcludeEachOther: holders of one key that ask different
-// limits (a plain lock is a limit of 1) exclude each other: each side is
-// refused while the other holds the key, with an error naming the
-// holders' limit, and fencing tokens keep increasing across them.
-func TestMixedLimitsExcludeEachOther(t *testing.T) {
-	srv := redistest.New(t)
-	l := redislock.New(srv.Client(t), redislock.WithPrefix(srv.Prefix), redislock.WithRestartGrace(0))
-	ctx := context.Background()
-	plain, err := l.Obtain(ctx, "k", time.Minute)
-	require.NoError(t, err)
-	_, err = l.ObtainLimit(ctx, "k", 2, time.Minute)
-	var held *lock.HeldError
-	require.ErrorAs(t, err, &held)
-	assert.Equal(t, 1, held.HeldLimit)
-	assert.Equal(t, plain.Token, held.Holder)
-	assert.ErrorContains(t, err, "with a limit of 1: every holder of a key must ask for the same limit")
-	require.NoError(t, l.Release(ctx, plain))
-
-	slot, err := l.ObtainLimit(ctx, "k", 2, time.Minute)
-	require.NoError(t, err)
-	assert.Greater(t, slot.Fence, plain.Fence)
-	_, err = l.Obtain(ctx, "k", time.Minute)
-	require.ErrorAs(t, err, &held)
-	assert.Equal(t, 2, held.HeldLimit)
-	assert.Equal(t, slot.Token, held.Holder)
-	_, err = l.ObtainLimit(ctx, "k", 3, time.Minute)
-	require.ErrorAs(t, err, &held)
-	assert.Equal(t, 2, held.HeldLimit)
-	assert.ErrorIs(t, err, lock.ErrNotObtained, "a mismatch is a refusal, not an engine failure")
-	require.NoError(t, l.Release(ctx, slot))
-
-	again, err := l.Obtain(ctx, "k", time.Minute)
-	require.NoError(t, err, "free once the slots are gone")
-	assert.Greater(t, again.Fence, slot.Fence)
-	require.NoError(t, l.Release(ctx, again))
-}
-
 // TestScanSkipsKeysOfAnotherType: keys under the prefix that someone else
 // made, of another type than the engine's, are reported as Skipped and
 // counted, never an error that stops Scan, and are left alone.
