@@ -139,8 +139,13 @@ func checkUnique(r *Rule) error {
 
 // uniqueKey is the lock key that a queued task of key holds in queue.
 func (m *middleware) uniqueKey(queue, key string) string {
-	return m.prefix + "unique:" + queue + ":" + strings.TrimPrefix(key, m.prefix)
+	return m.prefix + "unique:" + queueEscaper.Replace(queue) + ":" + strings.TrimPrefix(key, m.prefix)
 }
+
+// queueEscaper writes a queue name with no ':' in it, so that the ':'
+// after it in a unique key ends it: queue "a:b" with key "c" and queue "a"
+// with key "b:c" get two unique keys, not one.
+var queueEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
 
 // resentBase is the ID a task was first enqueued under, before the
 // middleware sent it back (see requeue): the holder of its unique key.

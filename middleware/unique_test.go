@@ -629,3 +629,20 @@ func TestUniqueAndWhileRedeliveredAfterACrash(t *testing.T) {
 		})
 	}
 }
+
+// TestUniqueKeysOfQueuesWithColons: a queue name with ':' in it does not
+// run into the key after it: queue "Q:x" with key "k" and queue "Q" with
+// key "x:k" are two keys, each refusing only its own duplicates.
+func TestUniqueKeysOfQueuesWithColons(t *testing.T) {
+	p, l := startInProcess(t, fileEngine(t), middleware.Rule{}, func(context.Context, *asynq.Task) error { return nil })
+	idle := "idle-" + p.queue // no server works it: tasks stay
+	c := uniqueClient(t, p, l, middleware.Rule{Template: "{{.k}}", Unique: middleware.UniqueUntilExecuted})
+	_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"k":"k"}`)), asynq.Queue(idle+":x"))
+	require.NoError(t, err)
+	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"k":"x:k"}`)), asynq.Queue(idle))
+	require.NoError(t, err, "another queue and another key")
+	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"k":"x:k","v":2}`)), asynq.Queue(idle))
+	require.ErrorIs(t, err, asynq.ErrDuplicateTask)
+	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"k":"k","v":2}`)), asynq.Queue(idle+":x"))
+	require.ErrorIs(t, err, asynq.ErrDuplicateTask)
+}
