@@ -53,7 +53,8 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 		}
 	}
 	redisEngine := func() (lock.Locker, func(), error) {
-		return redislock.New(rdb, redislock.WithPrefix("joblockbench:"+rand.Text()[:8]+":")), func() {}, nil
+		prefix := "joblockbench:" + rand.Text()[:8] + ":"
+		return redislock.New(rdb, redislock.WithPrefix(prefix)), func() { deleteRedisPrefix(ctx, rdb, prefix) }, nil
 	}
 	setups := []asynqSetup{
 		{name: "no middleware"},

@@ -67,7 +67,9 @@ type drained struct {
 // servers running them all under a rule of limit r.limit.
 func drain(ctx context.Context, rdb *redis.Client, r drainRun) (drained, error) {
 	queue := "bench-limits-" + rand.Text()[:10]
-	locker := redislock.New(rdb, redislock.WithPrefix("joblockbench:"+rand.Text()[:8]+":"))
+	prefix := "joblockbench:" + rand.Text()[:8] + ":"
+	defer deleteRedisPrefix(ctx, rdb, prefix)
+	locker := redislock.New(rdb, redislock.WithPrefix(prefix))
 	var out drained
 	var refusals, handedOff atomic.Int64
 	opts := []middleware.Option{

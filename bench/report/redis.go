@@ -24,9 +24,9 @@ var (
 	handRelease = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
 )
 
-// redisPairs are the contenders: one obtain and release of key each.
-func redisPairs(c *redis.Client) (names []string, pairs map[string]func(ctx context.Context, key string) error) {
-	run := "joblockbench:" + rand.Text()[:8] + ":"
+// redisPairs are the contenders: one obtain and release of key each, under
+// prefix run.
+func redisPairs(c *redis.Client, run string) (names []string, pairs map[string]func(ctx context.Context, key string) error) {
 	jl := redislock.New(c, redislock.WithPrefix(run))
 	bl := bsm.New(c)
 	rs := redsync.New(goredis.NewPool(c))
@@ -100,7 +100,9 @@ func parallelPairs(ctx context.Context, g int, d time.Duration, pair func(ctx co
 }
 
 func redisSection(ctx context.Context, o options, rdb *redis.Client) error {
-	names, pairs := redisPairs(rdb)
+	run := "joblockbench:" + rand.Text()[:8] + ":"
+	defer deleteRedisPrefix(ctx, rdb, run) // the fencing counters the pairs leave
+	names, pairs := redisPairs(rdb, run)
 	fmt.Printf("\n### Redis engine\n\nOne obtain + release per op, each goroutine on a key of its own, 1s per measurement, the local redis-server.\n")
 	for _, g := range []int{1, 8, 32, 128} {
 		ms, err := interleave(o.rounds, names, func(name string) (float64, error) {
