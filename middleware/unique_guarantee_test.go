@@ -71,6 +71,7 @@ func withObserver(l *eventLog) serverOption {
 // run at once.
 func TestUniqueUntilExecutedRetryAndNewCopy(t *testing.T) {
 	var o overlap
+	var events eventLog
 	release := make(chan struct{})
 	retrying := make(chan struct{}, 1)
 	ran := make(chan string, 10)
@@ -87,14 +88,15 @@ func TestUniqueUntilExecutedRetryAndNewCopy(t *testing.T) {
 		}
 		ran <- string(task.Payload())
 		return nil
-	})
+	}, withObserver(&events))
 	c := uniqueClient(t, p, l, rule)
 	_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":"A"}`)), asynq.Queue(p.queue), asynq.MaxRetry(3))
 	require.NoError(t, err)
 	<-retrying
 	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":"B"}`)), asynq.Queue(p.queue))
 	require.NoError(t, err, "the failed task freed its key")
-	time.Sleep(300 * time.Millisecond) // B is picked up and refused meanwhile
+	require.Eventually(t, func() bool { return events.count(middleware.Duplicate) >= 1 }, 30*time.Second, 10*time.Millisecond,
+		"B was not picked up and refused while A's retry ran: events %v", events.kinds())
 	assert.Empty(t, ran, "B ran while A's retry did")
 	close(release)
 	assert.Equal(t, `{"id":1,"v":"A"}`, <-ran)
