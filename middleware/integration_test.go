@@ -19,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/locktest"
 	"github.com/joblock/joblock/lock/redislock"
@@ -169,7 +170,7 @@ func newWorkerSetup(t *testing.T, kind string) *workerSetup {
 // environment.
 func (ws *workerSetup) start(t *testing.T, policy string, hold, ttl time.Duration, env ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(append(append(os.Environ(), ws.engine.Env()...), envChild+"=1", envRedis+"="+ws.redis.Addr, envQueue+"="+ws.queue,
+	cmd.Env = append(append(testenv.ChildEnviron(ws.engine.Env()...), envChild+"=1", envRedis+"="+ws.redis.Addr, envQueue+"="+ws.queue,
 		envPolicy+"="+policy, envLog+"="+ws.log, envHold+"="+hold.String(), envTTL+"="+ttl.String()), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()

@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/middleware"
 	"github.com/redis/go-redis/v9"
@@ -339,7 +340,7 @@ func TestUniqueReplaceAcrossEnqueuers(t *testing.T) {
 			var cmds []*exec.Cmd
 			for _, name := range []string{"a", "b"} {
 				cmd := exec.Command(os.Args[0], "-test.run=^$")
-				cmd.Env = append(append(os.Environ(), ws.engine.Env()...), envChild+"=enqueuer", envEnqueuer+"="+name,
+				cmd.Env = append(testenv.ChildEnviron(ws.engine.Env()...), envChild+"=enqueuer", envEnqueuer+"="+name,
 					envCount+"=1000", envRedis+"="+ws.redis.Addr, envQueue+"="+ws.queue, envLog+"="+ws.log)
 				cmd.Stderr = os.Stderr
 				require.NoError(t, cmd.Start())

@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/locktest"
 	"github.com/joblock/joblock/scheduler"
@@ -167,7 +168,7 @@ func (h *hosts) run(t *testing.T, mode string, runFor time.Duration, hs []host) 
 	var cmds []*exec.Cmd
 	for _, hst := range hs {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(append(os.Environ(), h.engine.Env()...), envChild+"="+mode, envRedis+"="+h.redis.Addr,
+		cmd.Env = append(testenv.ChildEnviron(h.engine.Env()...), envChild+"="+mode, envRedis+"="+h.redis.Addr,
 			envOffset+"="+hst.offset.String(), envLog+"="+h.log, envFor+"="+runFor.String(), envQueue+"="+h.queue)
 		if hst.tz != "" {
 			cmd.Env = append(cmd.Env, "TZ="+hst.tz)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -146,7 +147,7 @@ func (unlocked) Release(context.Context, lock.Lease) error { return nil }
 
 func childCmd(t *testing.T, env ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = testenv.ChildEnviron(env...)
 	cmd.Stderr = os.Stderr
 	return cmd
 }
