@@ -76,11 +76,13 @@ func TestMain(m *testing.M) {
 func workerMain() error {
 	addr := os.Getenv(envRedis)
 	cfg := engine.FromEnv()
-	locker, closeLocker, err := cfg.Open(context.Background())
+	engineLocker, closeLocker, err := cfg.Open(context.Background())
 	if err != nil {
 		return err
 	}
 	defer closeLocker()
+	// Leases whose expiry the section log can trust, whatever the engine.
+	locker := locktest.Deadlined(engineLocker)
 	ttl, _ := time.ParseDuration(os.Getenv(envTTL))
 	hold, _ := time.ParseDuration(os.Getenv(envHold))
 	policy := map[string]middleware.Policy{"skip": middleware.Skip, "retry": middleware.Retry, "wait": middleware.Wait}[os.Getenv(envPolicy)]
