@@ -94,10 +94,11 @@ func childMain(mode string) error {
 		}
 	case "tick":
 		job.Run = func(ctx context.Context) error {
-			// The tick as this host sees it, by plain rounding of its own
-			// clock (cron fired when it read the tick), not by Tick: the
-			// check must not trust the code it checks.
-			write("tick %s", time.Now().Add(offset).Round(time.Second).UTC().Format(time.RFC3339))
+			// The tick as this host sees it, by its own clock cut to the
+			// second (cron fires when that clock reads the tick, never
+			// before, so this holds for a run up to a second late), not by
+			// Tick: the check must not trust the code it checks.
+			write("tick %s", time.Now().Add(offset).Truncate(time.Second).UTC().Format(time.RFC3339))
 			return nil
 		}
 	case "overlap":
@@ -118,7 +119,7 @@ func childMain(mode string) error {
 			if err := enqueue(ctx); err != nil {
 				return err
 			}
-			write("enq %s", time.Now().Add(offset).Round(time.Second).UTC().Format(time.RFC3339))
+			write("enq %s", time.Now().Add(offset).Truncate(time.Second).UTC().Format(time.RFC3339))
 			return nil
 		}
 	}
