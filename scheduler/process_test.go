@@ -249,7 +249,7 @@ func TestNoOverlapAcrossProcesses(t *testing.T) {
 			lines := h.run(t, "overlap", 5*time.Second, skews)
 			s, err := locktest.CheckHammerLog(strings.Join(lines, "\n"))
 			require.NoError(t, err, "a NoOverlap job overlapped itself")
-			assert.GreaterOrEqual(t, s.Sections, 2, "too few runs to show anything")
+			assert.GreaterOrEqual(t, s.Sections-s.Late, 2, "too few runs within their lease to show anything")
 		})
 	}
 }

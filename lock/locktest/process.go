@@ -182,6 +182,10 @@ func RunHammerLimit(t *testing.T, procs, limit int, ttl, d time.Duration, env ..
 	s, err := CheckHammerLogLimit(runHammer(t, "hammer", procs, ttl, d, env...), limit)
 	require.NoError(t, err, "the engine let more holders in than the key admits")
 	assert.Equal(t, procs, s.Processes, "every process must have held the lock")
+	// Only sections whose holders kept their leases are checked; a few
+	// run late on a loaded machine, but a run where most did checked
+	// little.
+	assert.Greater(t, s.Sections-s.Late, s.Sections/2, "most sections outlived their TTL: too few checked to prove anything")
 	return s
 }
 
