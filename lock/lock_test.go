@@ -192,7 +192,9 @@ func TestRenewerNoticesALockTakenAway(t *testing.T) {
 func TestRenewerKeepsRenewingAfterItsParentEnds(t *testing.T) {
 	engine := newEngine(t)
 	parent, cancel := context.WithCancel(context.Background())
-	const ttl = 150 * time.Millisecond
+	// Renewed every ttl/3: a renewal may come up to 2*ttl/3 late, on a
+	// loaded machine, before the lease could run out.
+	const ttl = 450 * time.Millisecond
 	lease, err := engine.Obtain(parent, "k", ttl)
 	require.NoError(t, err)
 	workCtx, held := lock.NewRenewer(engine).Hold(parent, lease, ttl, 0)
