@@ -375,12 +375,14 @@ func TestRunWaitWakesOnRelease(t *testing.T) {
 	}()
 	<-holding
 	got := make(chan error, 1)
+	waiting := make(chan struct{})
 	go func() {
 		_, err := r.Run(ctx, "k", func(context.Context) error { return nil },
-			lock.WithWait(lock.Wait{MaxWait: 10 * time.Minute, Interval: 5 * time.Minute}))
+			lock.WithWait(lock.Wait{MaxWait: 10 * time.Minute, Interval: 5 * time.Minute}),
+			lock.OnWait(func(string) func() { close(waiting); return func() {} }))
 		got <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // let it try once and start waiting
+	<-waiting // it tried once and waits
 	close(release)
 	select {
 	case err := <-got:
