@@ -123,6 +123,7 @@ func heldKeys(t *testing.T, l lock.Locker) []string {
 }
 
 func TestAsynqLostLockCancelsHandler(t *testing.T) {
+	t.Parallel()
 	for name, engine := range engines(t) {
 		t.Run(name, func(t *testing.T) { testAsynqLostLock(t, engine) })
 	}
@@ -207,6 +208,7 @@ func testRetryNeverArchives(t *testing.T, engine func(*redistest.Server) lock.Lo
 // so asynq's retry of it is not refused as a duplicate of itself (under
 // Fail it would be archived), and the server goes on.
 func TestAsynqPanickingHandler(t *testing.T) {
+	t.Parallel()
 	for name, engine := range engines(t) {
 		t.Run(name, func(t *testing.T) {
 			var calls atomic.Int32
@@ -229,6 +231,7 @@ func TestAsynqPanickingHandler(t *testing.T) {
 }
 
 func TestAsynqShutdownReleasesEveryLock(t *testing.T) {
+	t.Parallel()
 	for name, engine := range engines(t) {
 		t.Run(name, func(t *testing.T) { testAsynqShutdown(t, engine) })
 	}

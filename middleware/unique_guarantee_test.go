@@ -70,6 +70,7 @@ func withObserver(l *eventLog) serverOption {
 // key, so a new copy can be enqueued while the retry runs; the two never
 // run at once.
 func TestUniqueUntilExecutedRetryAndNewCopy(t *testing.T) {
+	t.Parallel()
 	var o overlap
 	var events eventLog
 	release := make(chan struct{})
@@ -110,6 +111,7 @@ func TestUniqueUntilExecutedRetryAndNewCopy(t *testing.T) {
 // runs; the attempts share the task's ID, and with it its unique key, but
 // never run at once: the next attempt is refused as a duplicate.
 func TestUniqueAttemptsOfOneTaskNeverOverlap(t *testing.T) {
+	t.Parallel()
 	var o overlap
 	var runs atomic.Int32
 	var events eventLog
@@ -135,6 +137,7 @@ func TestUniqueAttemptsOfOneTaskNeverOverlap(t *testing.T) {
 // both enqueued (uniqueness is per queue, as asynq's), but never run at
 // once: runs of a key are kept apart whatever the queue.
 func TestUniqueUntilExecutedAcrossQueues(t *testing.T) {
+	t.Parallel()
 	var o overlap
 	var runs atomic.Int32
 	rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilExecuted, Lease: 5 * time.Second}
@@ -158,6 +161,7 @@ func TestUniqueUntilExecutedAcrossQueues(t *testing.T) {
 // a task picked up by a worker but waiting for its turn still holds its
 // queued place: a newer copy replaces it, and it completes without running.
 func TestUniqueReplaceWhileWaitingForTurn(t *testing.T) {
+	t.Parallel()
 	g := newGate()
 	var events eventLog
 	rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting, OnConflict: middleware.Replace,
@@ -193,6 +197,7 @@ func TestUniqueReplaceWhileWaitingForTurn(t *testing.T) {
 // sent back as a copy, which holds the task's unique key in its place: a
 // third copy is refused, and the copy is handed the key.
 func TestUniqueSentBackCopyKeepsTheKey(t *testing.T) {
+	t.Parallel()
 	g := newGate()
 	var events eventLog
 	rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting, Lease: 5 * time.Second}
@@ -217,6 +222,7 @@ func TestUniqueSentBackCopyKeepsTheKey(t *testing.T) {
 // the key is ended by its own asynq Timeout is a duplicate still: not an
 // engine failure, never archived, and it runs once the holder is done.
 func TestWaitOutlastingTheTaskTimeoutIsNotLost(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name     string
 		maxRetry int
@@ -246,6 +252,7 @@ func TestWaitOutlastingTheTaskTimeoutIsNotLost(t *testing.T) {
 // task of that ID was sent back and its copy archived, is sent back under
 // a new copy ID and runs.
 func TestReusedTaskIDIsSentBackAgain(t *testing.T) {
+	t.Parallel()
 	g := newGate()
 	var events eventLog
 	rule := middleware.Rule{Template: "job-{{.id}}", Lease: 5 * time.Second}
