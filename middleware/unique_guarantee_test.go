@@ -130,6 +130,11 @@ func TestUniqueAttemptsOfOneTaskNeverOverlap(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return events.count(middleware.Duplicate) >= 1 && runs.Load() >= 2 }, 30*time.Second, 10*time.Millisecond,
 		"asynq did not start an attempt while the first ran, or none ran after it: %d runs, events %v", runs.Load(), events.kinds())
+	// Shutdown gives up on a handler still asleep after a second; wait for
+	// it here, or it outlives the test and goleak finds it when this test
+	// ends last.
+	p.server.Shutdown()
+	require.Eventually(t, func() bool { return o.running.Load() == 0 }, 10*time.Second, 10*time.Millisecond, "a handler still runs")
 	assert.EqualValues(t, 1, o.most.Load(), "attempts of one task ran at once")
 }
 
