@@ -192,7 +192,9 @@ func TestRenewerNoticesALockTakenAway(t *testing.T) {
 func TestRenewerKeepsRenewingAfterItsParentEnds(t *testing.T) {
 	engine := newEngine(t)
 	parent, cancel := context.WithCancel(context.Background())
-	const ttl = 150 * time.Millisecond
+	// Renewed every ttl/3: a renewal may come up to 2*ttl/3 late, on a
+	// loaded machine, before the lease could run out.
+	const ttl = 450 * time.Millisecond
 	lease, err := engine.Obtain(parent, "k", ttl)
 	require.NoError(t, err)
 	workCtx, held := lock.NewRenewer(engine).Hold(parent, lease, ttl, 0)
@@ -373,12 +375,14 @@ func TestRunWaitWakesOnRelease(t *testing.T) {
 	}()
 	<-holding
 	got := make(chan error, 1)
+	waiting := make(chan struct{})
 	go func() {
 		_, err := r.Run(ctx, "k", func(context.Context) error { return nil },
-			lock.WithWait(lock.Wait{MaxWait: 10 * time.Minute, Interval: 5 * time.Minute}))
+			lock.WithWait(lock.Wait{MaxWait: 10 * time.Minute, Interval: 5 * time.Minute}),
+			lock.OnWait(func(string) func() { close(waiting); return func() {} }))
 		got <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // let it try once and start waiting
+	<-waiting // it tried once and waits
 	close(release)
 	select {
 	case err := <-got:

@@ -20,6 +20,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/locktest"
 	"github.com/joblock/joblock/lock/redislock"
@@ -76,11 +77,13 @@ func TestMain(m *testing.M) {
 func workerMain() error {
 	addr := os.Getenv(envRedis)
 	cfg := engine.FromEnv()
-	locker, closeLocker, err := cfg.Open(context.Background())
+	engineLocker, closeLocker, err := cfg.Open(context.Background())
 	if err != nil {
 		return err
 	}
 	defer closeLocker()
+	// Leases whose expiry the section log can trust, whatever the engine.
+	locker := locktest.Deadlined(engineLocker)
 	ttl, _ := time.ParseDuration(os.Getenv(envTTL))
 	hold, _ := time.ParseDuration(os.Getenv(envHold))
 	policy := map[string]middleware.Policy{"skip": middleware.Skip, "retry": middleware.Retry, "wait": middleware.Wait}[os.Getenv(envPolicy)]
@@ -168,7 +171,7 @@ func newWorkerSetup(t *testing.T, kind string) *workerSetup {
 // environment.
 func (ws *workerSetup) start(t *testing.T, policy string, hold, ttl time.Duration, env ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(append(append(os.Environ(), ws.engine.Env()...), envChild+"=1", envRedis+"="+ws.redis.Addr, envQueue+"="+ws.queue,
+	cmd.Env = append(append(testenv.ChildEnviron(ws.engine.Env()...), envChild+"=1", envRedis+"="+ws.redis.Addr, envQueue+"="+ws.queue,
 		envPolicy+"="+policy, envLog+"="+ws.log, envHold+"="+hold.String(), envTTL+"="+ttl.String()), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()

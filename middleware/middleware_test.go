@@ -129,11 +129,17 @@ func TestPolicies(t *testing.T) {
 		userIsFailure := func(error) bool { return false }
 		assert.False(t, middleware.IsFailure(userIsFailure)(errors.New("other")), "the user's own IsFailure decides other errors")
 
+		// Between a quarter of what was left of the holder's lease when the
+		// duplicate was refused and all of it, however late that was.
+		var dup *middleware.DuplicateError
+		require.ErrorAs(t, err, &dup)
+		require.Positive(t, dup.TTL)
+		assert.LessOrEqual(t, dup.TTL, 8*time.Second)
 		delay := middleware.RetryDelayFunc(nil)
 		for range 20 {
 			d := delay(3, err, asynq.NewTask("job", nil))
-			assert.GreaterOrEqual(t, d, 7*time.Second/4)
-			assert.LessOrEqual(t, d, 8*time.Second)
+			assert.GreaterOrEqual(t, d, max(dup.TTL/4, middleware.MinRetryDelay))
+			assert.LessOrEqual(t, d, max(dup.TTL, middleware.MinRetryDelay))
 		}
 		fallback := func(int, error, *asynq.Task) time.Duration { return 42 * time.Second }
 		assert.Equal(t, 42*time.Second, middleware.RetryDelayFunc(fallback)(1, errors.New("x"), nil))

@@ -72,7 +72,9 @@ func withObserver(l *eventLog) serverOption {
 // key, so a new copy can be enqueued while the retry runs; the two never
 // run at once.
 func TestUniqueUntilExecutedRetryAndNewCopy(t *testing.T) {
+	t.Parallel()
 	var o overlap
+	var events eventLog
 	release := make(chan struct{})
 	retrying := make(chan struct{}, 1)
 	ran := make(chan string, 10)
@@ -89,14 +91,15 @@ func TestUniqueUntilExecutedRetryAndNewCopy(t *testing.T) {
 		}
 		ran <- string(task.Payload())
 		return nil
-	})
+	}, withObserver(&events))
 	c := uniqueClient(t, p, l, rule)
 	_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":"A"}`)), asynq.Queue(p.queue), asynq.MaxRetry(3))
 	require.NoError(t, err)
 	<-retrying
 	_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":1,"v":"B"}`)), asynq.Queue(p.queue))
 	require.NoError(t, err, "the failed task freed its key")
-	time.Sleep(300 * time.Millisecond) // B is picked up and refused meanwhile
+	require.Eventually(t, func() bool { return events.count(middleware.Duplicate) >= 1 }, 30*time.Second, 10*time.Millisecond,
+		"B was not picked up and refused while A's retry ran: events %v", events.kinds())
 	assert.Empty(t, ran, "B ran while A's retry did")
 	close(release)
 	assert.Equal(t, `{"id":1,"v":"A"}`, <-ran)
@@ -110,6 +113,7 @@ func TestUniqueUntilExecutedRetryAndNewCopy(t *testing.T) {
 // runs; the attempts share the task's ID, and with it its unique key, but
 // never run at once: the next attempt is refused as a duplicate.
 func TestUniqueAttemptsOfOneTaskNeverOverlap(t *testing.T) {
+	t.Parallel()
 	var o overlap
 	var runs atomic.Int32
 	var events eventLog
@@ -128,6 +132,11 @@ func TestUniqueAttemptsOfOneTaskNeverOverlap(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return events.count(middleware.Duplicate) >= 1 && runs.Load() >= 2 }, 30*time.Second, 10*time.Millisecond,
 		"asynq did not start an attempt while the first ran, or none ran after it: %d runs, events %v", runs.Load(), events.kinds())
+	// Shutdown gives up on a handler still asleep after a second; wait for
+	// it here, or it outlives the test and goleak finds it when this test
+	// ends last.
+	p.server.Shutdown()
+	require.Eventually(t, func() bool { return o.running.Load() == 0 }, 10*time.Second, 10*time.Millisecond, "a handler still runs")
 	assert.EqualValues(t, 1, o.most.Load(), "attempts of one task ran at once")
 }
 
@@ -135,6 +144,7 @@ func TestUniqueAttemptsOfOneTaskNeverOverlap(t *testing.T) {
 // both enqueued (uniqueness is per queue, as asynq's), but never run at
 // once: runs of a key are kept apart whatever the queue.
 func TestUniqueUntilExecutedAcrossQueues(t *testing.T) {
+	t.Parallel()
 	var o overlap
 	var runs atomic.Int32
 	rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilExecuted, Lease: 5 * time.Second}
@@ -158,6 +168,7 @@ func TestUniqueUntilExecutedAcrossQueues(t *testing.T) {
 // a task picked up by a worker but waiting for its turn still holds its
 // queued place: a newer copy replaces it, and it completes without running.
 func TestUniqueReplaceWhileWaitingForTurn(t *testing.T) {
+	t.Parallel()
 	g := newGate()
 	var events eventLog
 	rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting, OnConflict: middleware.Replace,
@@ -194,6 +205,7 @@ func TestUniqueReplaceWhileWaitingForTurn(t *testing.T) {
 // sent back as a copy, which holds the task's unique key in its place: a
 // third copy is refused, and the copy is handed the key.
 func TestUniqueSentBackCopyKeepsTheKey(t *testing.T) {
+	t.Parallel()
 	g := newGate()
 	var events eventLog
 	rule := middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting, Lease: 5 * time.Second}
@@ -218,6 +230,7 @@ func TestUniqueSentBackCopyKeepsTheKey(t *testing.T) {
 // the key is ended by its own asynq Timeout is a duplicate still: not an
 // engine failure, never archived, and it runs once the holder is done.
 func TestWaitOutlastingTheTaskTimeoutIsNotLost(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name     string
 		maxRetry int
@@ -247,6 +260,7 @@ func TestWaitOutlastingTheTaskTimeoutIsNotLost(t *testing.T) {
 // task of that ID was sent back and its copy archived, is sent back under
 // a new copy ID and runs.
 func TestReusedTaskIDIsSentBackAgain(t *testing.T) {
+	t.Parallel()
 	g := newGate()
 	var events eventLog
 	rule := middleware.Rule{Template: "job-{{.id}}", Lease: 5 * time.Second}

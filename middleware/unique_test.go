@@ -340,7 +340,7 @@ func TestUniqueReplaceAcrossEnqueuers(t *testing.T) {
 			var cmds []*exec.Cmd
 			for _, name := range []string{"a", "b"} {
 				cmd := exec.Command(os.Args[0], "-test.run=^$")
-				cmd.Env = append(append(os.Environ(), ws.engine.Env()...), envChild+"=enqueuer", envEnqueuer+"="+name,
+				cmd.Env = append(testenv.ChildEnviron(ws.engine.Env()...), envChild+"=enqueuer", envEnqueuer+"="+name,
 					envCount+"=1000", envRedis+"="+ws.redis.Addr, envQueue+"="+ws.queue, envLog+"="+ws.log)
 				cmd.Stderr = os.Stderr
 				require.NoError(t, cmd.Start())

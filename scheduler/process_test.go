@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/locktest"
 	"github.com/joblock/joblock/scheduler"
@@ -47,11 +48,13 @@ func TestMain(m *testing.M) {
 // envOffset, running one job for envFor.
 func childMain(mode string) error {
 	cfg := engine.FromEnv()
-	locker, closeLocker, err := cfg.Open(context.Background())
+	engineLocker, closeLocker, err := cfg.Open(context.Background())
 	if err != nil {
 		return err
 	}
 	defer closeLocker()
+	// Leases whose expiry the section log can trust, whatever the engine.
+	locker := locktest.Deadlined(engineLocker)
 	offset, _ := time.ParseDuration(os.Getenv(envOffset))
 	runFor, _ := time.ParseDuration(os.Getenv(envFor))
 	clock := func() time.Time { return time.Now().Add(offset) }
@@ -91,10 +94,11 @@ func childMain(mode string) error {
 		}
 	case "tick":
 		job.Run = func(ctx context.Context) error {
-			// The tick as this host sees it, by plain rounding of its own
-			// clock (cron fired when it read the tick), not by Tick: the
-			// check must not trust the code it checks.
-			write("tick %s", time.Now().Add(offset).Round(time.Second).UTC().Format(time.RFC3339))
+			// The tick as this host sees it, by its own clock cut to the
+			// second (cron fires when that clock reads the tick, never
+			// before, so this holds for a run up to a second late), not by
+			// Tick: the check must not trust the code it checks.
+			write("tick %s", time.Now().Add(offset).Truncate(time.Second).UTC().Format(time.RFC3339))
 			return nil
 		}
 	case "overlap":
@@ -104,7 +108,7 @@ func childMain(mode string) error {
 			lease, _ := lock.LeaseFromContext(ctx)
 			_ = runs.Enter(lease.Fence)
 			time.Sleep(1500 * time.Millisecond)   // slower than the interval
-			lease, _ = lock.LeaseFromContext(ctx) // as last renewed
+			lease, _ = lock.LeaseFromContext(ctx) // as last renewed, by Deadlined
 			return runs.Exit(lease.Fence, lease.ExpiresAt)
 		}
 	case "enqueue":
@@ -115,7 +119,7 @@ func childMain(mode string) error {
 			if err := enqueue(ctx); err != nil {
 				return err
 			}
-			write("enq %s", time.Now().Add(offset).Round(time.Second).UTC().Format(time.RFC3339))
+			write("enq %s", time.Now().Add(offset).Truncate(time.Second).UTC().Format(time.RFC3339))
 			return nil
 		}
 	}
@@ -167,7 +171,7 @@ func (h *hosts) run(t *testing.T, mode string, runFor time.Duration, hs []host) 
 	var cmds []*exec.Cmd
 	for _, hst := range hs {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(append(os.Environ(), h.engine.Env()...), envChild+"="+mode, envRedis+"="+h.redis.Addr,
+		cmd.Env = append(testenv.ChildEnviron(h.engine.Env()...), envChild+"="+mode, envRedis+"="+h.redis.Addr,
 			envOffset+"="+hst.offset.String(), envLog+"="+h.log, envFor+"="+runFor.String(), envQueue+"="+h.queue)
 		if hst.tz != "" {
 			cmd.Env = append(cmd.Env, "TZ="+hst.tz)
@@ -245,7 +249,7 @@ func TestNoOverlapAcrossProcesses(t *testing.T) {
 			lines := h.run(t, "overlap", 5*time.Second, skews)
 			s, err := locktest.CheckHammerLog(strings.Join(lines, "\n"))
 			require.NoError(t, err, "a NoOverlap job overlapped itself")
-			assert.GreaterOrEqual(t, s.Sections, 2, "too few runs to show anything")
+			assert.GreaterOrEqual(t, s.Sections-s.Late, 2, "too few runs within their lease to show anything")
 		})
 	}
 }

@@ -22,6 +22,7 @@ import (
 	cli "github.com/joblock/joblock/cmd/lockctl"
 	"github.com/joblock/joblock/internal/redistest"
 	"github.com/joblock/joblock/internal/secrettest"
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -57,7 +58,7 @@ func first[A, B any](a A, _ B) A { return a }
 
 func lockctl(env []string, args ...string) *exec.Cmd {
 	c := exec.Command(os.Args[0], args...)
-	c.Env = append(append(os.Environ(), envAsLockctl+"=1"), env...)
+	c.Env = append(testenv.ChildEnviron(envAsLockctl+"=1"), env...)
 	return c
 }
 

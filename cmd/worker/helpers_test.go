@@ -19,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/joblock/joblock/internal/engine"
 	"github.com/joblock/joblock/internal/redistest"
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -27,7 +28,7 @@ import (
 // environment env adds to this process's.
 func workerCmd(env []string, args ...string) *exec.Cmd {
 	c := exec.Command(os.Args[0], args...)
-	c.Env = append(append(os.Environ(), envAsWorker+"=1"), env...)
+	c.Env = append(testenv.ChildEnviron(envAsWorker+"=1"), env...)
 	return c
 }
 

@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -21,11 +22,14 @@ type Cluster struct {
 // StartCluster starts masters cluster-enabled redis-servers, joins them
 // with redis-cli --cluster create (no replicas), waits for cluster_state:ok
 // and stops them when t ends. It skips the test without redis-server or
-// redis-cli.
+// redis-cli, and fails it instead when JOBLOCK_TEST_REDIS is "server".
 func StartCluster(t testing.TB, masters int) *Cluster {
 	t.Helper()
 	if _, err := exec.LookPath("redis-cli"); err != nil {
-		t.Skip("redistest: no redis-cli on PATH")
+		if os.Getenv("JOBLOCK_TEST_REDIS") == "server" {
+			t.Fatal("redistest: JOBLOCK_TEST_REDIS=server but no redis-cli on PATH")
+		}
+		t.Skip("redistest: a Redis Cluster needs real redis-server and redis-cli (miniredis cannot stand in) and redis-cli is not on PATH: install redis-tools")
 	}
 	c := &Cluster{}
 	for range masters {

@@ -136,7 +136,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		if os.Getenv("JOBLOCK_TEST_REDIS") == "server" {
 			t.Fatal("redistest: JOBLOCK_TEST_REDIS=server but no redis-server on PATH")
 		}
-		t.Skip("redistest: no redis-server on PATH")
+		t.Skip("redistest: needs a real redis-server of the test's own (miniredis cannot stand in) and none is on PATH: install redis-server")
 	}
 	s := &Server{Kind: KindServer, dir: t.TempDir(), Prefix: "joblocktest:" + rand.Text()[:10] + ":", argsFor: serverArgs}
 	s.port = FreePort(t)

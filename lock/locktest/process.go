@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -146,7 +147,7 @@ func (unlocked) Release(context.Context, lock.Lease) error { return nil }
 
 func childCmd(t *testing.T, env ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = testenv.ChildEnviron(env...)
 	cmd.Stderr = os.Stderr
 	return cmd
 }
@@ -181,6 +182,10 @@ func RunHammerLimit(t *testing.T, procs, limit int, ttl, d time.Duration, env ..
 	s, err := CheckHammerLogLimit(runHammer(t, "hammer", procs, ttl, d, env...), limit)
 	require.NoError(t, err, "the engine let more holders in than the key admits")
 	assert.Equal(t, procs, s.Processes, "every process must have held the lock")
+	// Only sections whose holders kept their leases are checked; a few
+	// run late on a loaded machine, but a run where most did checked
+	// little.
+	assert.Greater(t, s.Sections-s.Late, s.Sections/2, "most sections outlived their TTL: too few checked to prove anything")
 	return s
 }
 
@@ -209,10 +214,13 @@ type section struct {
 }
 
 // CheckHammerLog checks a log of critical sections written with a
-// SectionLog and returns every violation it finds, joined. A section is
-// checked for overlap only if its "held" line says its lease still ran
-// when its exit was written; a section without one (its process died
-// inside) is not.
+// SectionLog and returns every violation it finds, joined. A section
+// counts only if its "held" line says its lease still ran when its exit
+// was written; a section without one (its process died inside, or its
+// lease ran out) is not checked, neither as the one entering nor as one
+// inside. Two counted sections that overlap in the log held their leases
+// at one instant, whatever the order their writers were scheduled in, so
+// every violation reported is one the lock allowed.
 func CheckHammerLog(log string) (HammerSummary, error) { return CheckHammerLogLimit(log, 1) }
 
 // CheckHammerLogLimit is CheckHammerLog for a key that admits limit
@@ -268,7 +276,11 @@ func CheckHammerLogLimit(log string, limit int) (HammerSummary, error) {
 		s.Sections++
 		s.MaxFence = max(s.MaxFence, fence)
 		if !sec.held {
+			// Its writer may have been descheduled between Obtain and the
+			// enter line for longer than its TTL: where its enter line
+			// falls says nothing about when it held the lock.
 			s.Late++
+			continue
 		}
 		// The in-TTL holders inside when this section entered.
 		var inside []uint64
@@ -281,7 +293,7 @@ func CheckHammerLogLimit(log string, limit int) (HammerSummary, error) {
 		if len(inside) >= limit {
 			errs = append(errs, fmt.Errorf("%d entering at line %d while %d held section(s) %v were inside (the key admits %d)", fence, sec.enter, len(inside), inside, limit))
 		}
-		if !sec.held || limit > 1 {
+		if limit > 1 {
 			continue
 		}
 		// Fencing tokens of in-TTL holders strictly increase in log order.
@@ -291,6 +303,8 @@ func CheckHammerLogLimit(log string, limit int) (HammerSummary, error) {
 		last = fence
 	}
 	// A release that succeeded must not come after someone else entered.
+	// Only a counted section is someone else: a late one may have obtained
+	// the lock before this holder did, its enter line written late.
 	releasing := map[uint64]int{}
 	for i, line := range lines {
 		fence := fences[i]
@@ -313,7 +327,7 @@ func CheckHammerLogLimit(log string, limit int) (HammerSummary, error) {
 			}
 			for _, other := range enters {
 				o := sections[other]
-				if other != fence && o.enter > sections[fence].enter && o.enter < releasing[fence] {
+				if other != fence && o.held && o.enter > sections[fence].enter && o.enter < releasing[fence] {
 					errs = append(errs, fmt.Errorf("line %d: release of %d succeeded after %d took over at line %d", i, fence, other, o.enter))
 				}
 			}

@@ -62,6 +62,26 @@ exit 1 10
 exit 2 11
 held 2 true 11
 held 1 true 10`, "2 entering at line"},
+		// The writer of section 1 took the lock first, then was descheduled
+		// before its enter line for longer than its TTL; section 2 took
+		// the expired lock over and logged its entry first. Only the late
+		// section's own lines are out of place: no violation.
+		{"descheduled before its enter line", `enter 2 10
+enter 1 11
+exit 2 10
+held 2 true 10
+exit 1 11
+held 1 false 11`, ""},
+		{"descheduled before its enter line, then a release", `enter 2 10
+enter 1 11
+exit 2 10
+held 2 true 10
+releasing 2 10
+released 2 true 10
+exit 1 11
+held 1 false 11
+releasing 1 11
+released 1 false 11`, ""},
 		{"died inside: not checked", `enter 1 10
 enter 2 11
 exit 2 11
@@ -180,6 +200,20 @@ held 2 true 11
 exit 3 12
 held 3 true 12`
 	_, err = CheckHammerLogLimit(late, 2)
+	require.NoError(t, err)
+
+	// Nor does one entering late: it may have taken its slot before the
+	// two inside took theirs, and been descheduled before its enter line.
+	lateEntry := `enter 2 11
+enter 3 12
+enter 1 10
+exit 2 11
+held 2 true 11
+exit 3 12
+held 3 true 12
+exit 1 10
+held 1 false 10`
+	_, err = CheckHammerLogLimit(lateEntry, 2)
 	require.NoError(t, err)
 }
 

@@ -86,13 +86,17 @@ func (h slowHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 }
 
 // gateHook holds every command until its gate is closed, as a server that
-// stopped answering would.
-type gateHook struct{ gate chan struct{} }
+// stopped answering would, and counts the calls it holds.
+type gateHook struct {
+	gate chan struct{}
+	held *atomic.Int32
+}
 
 func (h gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.held.Add(1)
 		select {
 		case <-h.gate:
 		case <-ctx.Done():
@@ -104,6 +108,7 @@ func (h gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.held.Add(1)
 		select {
 		case <-h.gate:
 		case <-ctx.Done():
@@ -118,7 +123,8 @@ func TestQueuedCallerWithdrawsOnDeadline(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { _ = c.Close() })
 	gate := make(chan struct{})
-	c.AddHook(gateHook{gate})
+	var gated atomic.Int32
+	c.AddHook(gateHook{gate: gate, held: &gated})
 	l := redislock.New(c, redislock.WithPrefix(srv.Prefix), noGrace)
 
 	// Fill every in-flight slot with slow calls, then queue callers with a
@@ -135,12 +141,14 @@ func TestQueuedCallerWithdrawsOnDeadline(t *testing.T) {
 			assert.NoError(t, err)
 		}()
 	}
-	time.Sleep(50 * time.Millisecond) // let them take every in-flight slot
+	require.Eventually(t, func() bool { return gated.Load() == 4 }, 10*time.Second, time.Millisecond,
+		"the slow calls did not take every in-flight slot")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_, err := l.Obtain(ctx, "queued", 5*time.Second)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Zero(t, slowDone.Load(), "a queued caller waited for the calls ahead of it, past its deadline")
+	assert.EqualValues(t, 4, gated.Load(), "the queued call went out")
 	close(gate)
 	wg.Wait()
 

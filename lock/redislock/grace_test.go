@@ -76,6 +76,7 @@ func TestBrandNewRedisWaitsOutTheGrace(t *testing.T) {
 // error until the grace ends, and by then the holder has been told, with
 // lock.ErrLost, that its lock is gone.
 func TestRestartGraceKeepsNewHoldersOut(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	const grace = 3 * time.Second
 	lease := grace // a holder's lease may be as long as the grace
@@ -133,6 +134,7 @@ func TestRestartGraceKeepsNewHoldersOut(t *testing.T) {
 }
 
 func TestNoGraceCostOnANodeUpLongerThanTheGrace(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	c := srv.Client(t)
 	const grace = time.Second
@@ -165,6 +167,7 @@ func TestNoGraceCostOnANodeUpLongerThanTheGrace(t *testing.T) {
 }
 
 func TestRestartGraceOnCluster(t *testing.T) {
+	t.Parallel()
 	cl := redistest.StartCluster(t, 3)
 	c := cl.Client(t)
 	const grace = 5 * time.Second // the cluster must be ok again within it
@@ -250,6 +253,7 @@ func otherKeyOn(ctx context.Context, t *testing.T, c *redis.ClusterClient, addr 
 }
 
 func TestRestartGraceBehindSentinel(t *testing.T) {
+	t.Parallel()
 	s := redistest.StartSentinel(t, 1)
 	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.Addrs})
 	t.Cleanup(func() { _ = c.Close() })
@@ -280,6 +284,7 @@ func TestRestartGraceBehindSentinel(t *testing.T) {
 type scripterOnly struct{ redis.Scripter }
 
 func TestRestartGraceThroughABareScripter(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	c := srv.Client(t)
 	ctx := context.Background()
