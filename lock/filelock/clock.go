@@ -27,9 +27,14 @@ type instant struct {
 	boot   time.Duration
 }
 
+// readClock reads the wall clock first: a lease's ExpiresAt is the wall
+// reading plus its TTL and its expiry the boot reading plus the same TTL,
+// so the lease then says it ends no later than it does, whatever the
+// process's pause between the two reads.
 func readClock(c Clock) instant {
+	wall := c.Now()
 	id, d := c.Boot()
-	return instant{wall: c.Now(), bootID: id, boot: d}
+	return instant{wall: wall, bootID: id, boot: d}
 }
 
 // systemClock reads the host's clocks. The boot clock is read off Go's

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/filelock"
 	"github.com/stretchr/testify/assert"
@@ -25,7 +26,7 @@ import (
 func stoppedHolder(t *testing.T, path string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envFlock+"="+path)
+	cmd.Env = testenv.ChildEnviron(envFlock + "=" + path)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -127,7 +128,7 @@ func asNobody(t *testing.T, env ...string) []byte {
 	require.NoError(t, dst.Close())
 
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = testenv.ChildEnviron(env...)
 	cmd.Dir = bin
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 	cmd.Stderr = os.Stderr

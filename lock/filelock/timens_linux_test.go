@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/joblock/joblock/internal/testenv"
 	"github.com/joblock/joblock/lock"
 	"github.com/joblock/joblock/lock/filelock"
 	"github.com/stretchr/testify/assert"
@@ -143,7 +144,7 @@ func TestTimeNamespaceFallsBackToTheWallClock(t *testing.T) {
 	require.NoError(t, err)
 
 	cmd := exec.Command("unshare", "--time", "--boottime", strconv.Itoa(bootShift), os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envTimeNS+"="+dir)
+	cmd.Env = testenv.ChildEnviron(envTimeNS + "=" + dir)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	require.NoError(t, err)
@@ -175,7 +176,7 @@ func TestReusedTimeNamespaceID(t *testing.T) {
 	dir := t.TempDir()
 	step := func(step string, shift int) stepReport {
 		cmd := exec.Command("unshare", "--time", "--boottime", strconv.Itoa(shift), os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), envTimeNS+"="+dir, envTimeNSStep+"="+step)
+		cmd.Env = testenv.ChildEnviron(envTimeNS+"="+dir, envTimeNSStep+"="+step)
 		cmd.Stderr = os.Stderr
 		out, err := cmd.Output()
 		require.NoError(t, err)
