@@ -266,17 +266,8 @@ func TestUniqueWorkerKilledMidTask(t *testing.T) {
 			t.Parallel()
 			ws := newWorkerSetup(t, eng)
 			const lease = 2 * time.Second
-			victim := ws.start(t, "unique", time.Hour, lease)
-			c, err := middleware.NewClient(ws.redis.Client(t), ws.locker(t),
-				middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilExecuted}),
-				middleware.WithPrefix("mwtest:"))
-			require.NoError(t, err)
-			_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":3}`)), asynq.Queue(ws.queue))
-			require.NoError(t, err)
-			require.Eventually(t, func() bool { return ws.count(t, "enter") == 1 }, 20*time.Second, 20*time.Millisecond)
-			require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
-			_ = victim.Wait()
-			_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":3}`)), asynq.Queue(ws.queue))
+			c := killedMidTask(t, ws, "unique", middleware.UniqueUntilExecuted, `{"id":3}`, lease)
+			_, err := c.Enqueue(asynq.NewTask("job", []byte(`{"id":3}`)), asynq.Queue(ws.queue))
 			require.ErrorIs(t, err, asynq.ErrDuplicateTask, "taken until the dead run's lease ends")
 			// Free within one lease; 5 leases are generous against a loaded
 			// machine.
@@ -286,6 +277,24 @@ func TestUniqueWorkerKilledMidTask(t *testing.T) {
 			}, 5*lease, 50*time.Millisecond, "the killed worker's task kept its key")
 		})
 	}
+}
+
+// killedMidTask starts a worker process of the given kind, enqueues payload
+// through a Client of the given mode, SIGKILLs the worker once the task
+// has entered its handler, and returns the Client.
+func killedMidTask(t *testing.T, ws *workerSetup, kind string, mode middleware.Uniqueness, payload string, lease time.Duration) *middleware.Client {
+	t.Helper()
+	victim := ws.start(t, kind, time.Hour, lease)
+	c, err := middleware.NewClient(ws.redis.Client(t), ws.locker(t),
+		middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Unique: mode}),
+		middleware.WithPrefix("mwtest:"))
+	require.NoError(t, err)
+	_, err = c.Enqueue(asynq.NewTask("job", []byte(payload)), asynq.Queue(ws.queue))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return ws.count(t, "enter") == 1 }, 20*time.Second, 20*time.Millisecond)
+	require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
+	_ = victim.Wait()
+	return c
 }
 
 // Environment of an enqueuer child process.
@@ -611,16 +620,7 @@ func TestUniqueAndWhileRedeliveredAfterACrash(t *testing.T) {
 			t.Parallel()
 			ws := newWorkerSetup(t, eng)
 			const lease = 2 * time.Second
-			victim := ws.start(t, "unique-and-while", time.Hour, lease)
-			c, err := middleware.NewClient(ws.redis.Client(t), ws.locker(t),
-				middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}", Unique: middleware.UniqueUntilAndWhileExecuting}),
-				middleware.WithPrefix("mwtest:"))
-			require.NoError(t, err)
-			_, err = c.Enqueue(asynq.NewTask("job", []byte(`{"id":4}`)), asynq.Queue(ws.queue))
-			require.NoError(t, err)
-			require.Eventually(t, func() bool { return ws.count(t, "enter") == 1 }, 20*time.Second, 20*time.Millisecond)
-			require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
-			_ = victim.Wait()
+			killedMidTask(t, ws, "unique-and-while", middleware.UniqueUntilAndWhileExecuting, `{"id":4}`, lease)
 			rescuer := ws.start(t, "unique-and-while", 10*time.Millisecond, lease)
 			require.Eventually(t, func() bool { return ws.count(t, "exit") == 1 && ws.idle(t) }, 150*time.Second, 200*time.Millisecond,
 				"the redelivered task did not run")
