@@ -289,7 +289,7 @@ func cmdList(ctx context.Context, e *env) error {
 		return err
 	}
 	if len(skipped) > 0 {
-		_, err := fmt.Fprintf(e.stdout, "skipped %d entries that are not lock records (left alone; remove them by hand): %s\n",
+		_, err := fmt.Fprintf(e.stdout, "skipped %d entries that are not lock records (left alone; remove strays by hand, never a busy file): %s\n",
 			len(skipped), strings.Join(skipped, "; "))
 		return err
 	}

@@ -65,6 +65,25 @@ func TestFullDisk(t *testing.T) {
 	}
 }
 
+func TestFullDiskKeepsUsedKeys(t *testing.T) {
+	// A key whose file exists needs no new file: a Locker that never saw
+	// it (another process) rewrites it in place on a full disk.
+	dir := fsfault.Tmpfs(t, "size=64k")
+	ctx := context.Background()
+	first := newLocker(t, dir)
+	lease, err := first.Obtain(ctx, "plain", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, first.Release(ctx, lease))
+	fsfault.Fill(t, dir)
+
+	l := newLocker(t, dir)
+	lease, err = l.Obtain(ctx, "plain", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx, lease))
+	_, err = l.Obtain(ctx, "new key", time.Second)
+	requireIOError(t, err, syscall.ENOSPC, dir)
+}
+
 func TestFullDiskCannotTearARecord(t *testing.T) {
 	// Slots files grow with every slot: on a full disk the slot that does
 	// not fit is refused, and the file still reads whole.

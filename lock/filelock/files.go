@@ -304,6 +304,12 @@ func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v 
 	}
 }
 
+// exists reports whether name is an entry of the lock directory.
+func (l *Locker) exists(name string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(l.dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+}
+
 // createWith shows fn a missing file and publishes the record it returns
 // as the new file name. done is false when the file exists.
 func (l *Locker) createWith(ctx context.Context, name string, s *scratch, id fileID, fn func(v *view) (*record, error)) (rec record, done bool, err error) {
@@ -315,7 +321,9 @@ func (l *Locker) createWith(ctx context.Context, name string, s *scratch, id fil
 	s.out = encodePadded(s.out[:0], out, 0)
 	fd, err := l.publish(name, s.out)
 	switch {
-	case err == unix.EEXIST:
+	case err == unix.EEXIST || err != nil && l.exists(name):
+		// A full disk or quota fails a new file before its link could
+		// find the name taken; a file already there is rewritten in place.
 		return record{}, false, nil
 	case err != nil:
 		return record{}, true, pathError("create", l.path(name), err)

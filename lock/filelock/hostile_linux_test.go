@@ -82,6 +82,8 @@ func TestStoppedFlockHolderHangsNothing(t *testing.T) {
 	}))
 	require.Len(t, notes, 1)
 	assert.Contains(t, notes[0], filepath.Base(lockPath(dir, "stuck"))+" is busy")
+	assert.Contains(t, notes[0], "do not remove it", "a busy file may hold a live lock")
+	assert.NotContains(t, notes[0], "not a lock file")
 	n, err := l.Cleanup(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n, "the expired record goes, the busy one stays")

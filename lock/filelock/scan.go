@@ -20,7 +20,11 @@ import (
 type visitor struct {
 	file  func(v *view, name string) bool
 	slots func(s *slots, name string) bool
-	skip  func(name, what string) bool
+	// skip is shown an entry that is not read: what it is, and whether
+	// it is a stray (not a lock file at all) rather than a lock file this
+	// process could not read now (busy, or not its to open), whose
+	// record may be live.
+	skip func(name, what string, stray bool) bool
 	// temp, if set, is shown the name of every file left by publish.
 	temp func(name string)
 }
@@ -47,7 +51,7 @@ func (l *Locker) eachFile(ctx context.Context, how int, vis visitor) error {
 			case isTempFile(name) && vis.temp != nil:
 				vis.temp(name)
 			case looksLikeLockFile(name) || isSlotsFile(lowerStem(name)):
-				more = vis.skip(name, "named in uppercase hex, as this engine never names a file")
+				more = vis.skip(name, "named in uppercase hex, as this engine never names a file", true)
 			}
 			if !more {
 				return nil
@@ -58,7 +62,7 @@ func (l *Locker) eachFile(ctx context.Context, how int, vis visitor) error {
 			return err
 		}
 		if t := de.Type(); !t.IsRegular() {
-			if !vis.skip(name, typeName(t)) {
+			if !vis.skip(name, typeName(t), true) {
 				return nil
 			}
 			continue
@@ -115,11 +119,12 @@ func (l *Locker) openEntry(ctx context.Context, name string, how int, vis visito
 	case err == errMissing || err == errRemoved:
 		return f, false, true, nil
 	case errors.As(err, &stray):
-		return f, false, vis.skip(name, stray.what), nil
+		return f, false, vis.skip(name, stray.what, true), nil
 	case errors.As(err, &busy):
-		return f, false, vis.skip(name, "busy: another process has held its flock for over "+l.cfg.busyWait.String()), nil
+		return f, false, vis.skip(name, "busy: another process has held its flock for over "+l.cfg.busyWait.String()+
+			" (stopped or stuck mid-operation; its lock may be live: do not remove it)", false), nil
 	case isPermission(err):
-		return f, false, vis.skip(name, "a file this process may not open"), nil
+		return f, false, vis.skip(name, "a file this process may not open", false), nil
 	}
 	return f, false, false, err
 }
@@ -157,7 +162,7 @@ func (l *Locker) visitSlots(ctx context.Context, name string, how int, _ *scratc
 		if len(content) == 0 && !oversized {
 			return true, nil // being created
 		}
-		return vis.skip(name, "not a slots file"), nil
+		return vis.skip(name, "not a slots file", true), nil
 	}
 	return vis.slots(&sl, name), nil
 }
@@ -208,8 +213,12 @@ func (l *Locker) Scan(ctx context.Context, fn func(lock.Record) bool) error {
 			}
 			return true
 		},
-		skip: func(name, what string) bool {
-			return fn(lock.Record{State: lock.Skipped, Note: name + " is " + what + ", not a lock file"})
+		skip: func(name, what string, stray bool) bool {
+			note := name + " is " + what
+			if stray {
+				note += ", not a lock file"
+			}
+			return fn(lock.Record{State: lock.Skipped, Note: note})
 		},
 	})
 }
@@ -282,7 +291,7 @@ func (c *cleanup) visitor(canWait bool) visitor {
 			fence, ok := s.removable(readClock(l.cfg.clock), l.cfg.cleanupAge)
 			return !ok || c.remove(fence, name, canWait)
 		},
-		skip: func(string, string) bool { return true },
+		skip: func(string, string, bool) bool { return true },
 		temp: c.removeTemp,
 	}
 }
