@@ -32,7 +32,8 @@ func (l *Locker) fileMode() uint32 {
 // checks that it can be used safely. The descriptor it returns is the
 // directory every later operation works in (openat, unlinkat, linkat), so
 // whatever replaces the path afterwards (a symlink swapped in, the
-// directory renamed away) cannot redirect them. The last component of the
+// directory renamed away) cannot redirect them; atPath then stops the
+// Locker from granting or renewing locks there. The last component of the
 // path is never followed: a symlink there is refused, since whoever owns
 // the symlink could point it elsewhere.
 func (l *Locker) openDir() (int, error) {

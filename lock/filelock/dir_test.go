@@ -102,7 +102,7 @@ func TestSquattedDirectoryErrorSaysWhatToDo(t *testing.T) {
 func TestSymlinkSwappedInAfterNewIsNotFollowed(t *testing.T) {
 	// New opened the directory; someone then moves it away and puts a
 	// symlink to a directory of their choosing at its path. The Locker
-	// goes on working in the directory it opened.
+	// never follows it.
 	ctx := context.Background()
 	base := t.TempDir()
 	dir := filepath.Join(base, "locks")
@@ -112,11 +112,11 @@ func TestSymlinkSwappedInAfterNewIsNotFollowed(t *testing.T) {
 	elsewhere := t.TempDir()
 	require.NoError(t, os.Symlink(elsewhere, dir))
 
-	lease, err := l.Obtain(ctx, "k", time.Minute)
-	require.NoError(t, err)
-	assert.FileExists(t, lockPath(moved, "k"), "the lock file is in the directory New opened")
+	// It refuses, rather than lock in a directory nobody else sees now.
+	_, err := l.Obtain(ctx, "k", time.Minute)
+	require.ErrorIs(t, err, filelock.ErrDirMoved)
 	assert.NoFileExists(t, lockPath(elsewhere, "k"), "the lock file followed the symlink")
-	require.NoError(t, l.Release(ctx, lease))
+	assert.NoFileExists(t, lockPath(moved, "k"))
 }
 
 func TestSharedDirectoryFilesGetTheSharedMode(t *testing.T) {
@@ -215,4 +215,35 @@ func TestLockFileOfAnotherUser(t *testing.T) {
 	lease, err := shared.Obtain(ctx, "k", time.Second)
 	require.NoError(t, err, "a shared directory's files may belong to any member")
 	require.NoError(t, shared.Release(ctx, lease))
+}
+
+// TestDirectoryRenamedAway: a Locker works through the directory it
+// opened, so once the directory is renamed away, processes started since
+// lock in a new directory at the path; the old Locker must then neither
+// renew its leases (they are lost) nor grant new ones.
+func TestDirectoryRenamedAway(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "locks")
+	old, err := filelock.New(dir)
+	require.NoError(t, err)
+	defer old.Close()
+	lease, err := old.Obtain(ctx, "report", time.Minute)
+	require.NoError(t, err)
+
+	require.NoError(t, os.Rename(dir, dir+".old"))
+	fresh, err := filelock.New(dir)
+	require.NoError(t, err)
+	defer fresh.Close()
+	_, err = fresh.Obtain(ctx, "report", time.Minute)
+	require.NoError(t, err, "a process started since sees an empty directory")
+
+	_, err = old.Refresh(ctx, lease, time.Minute)
+	require.ErrorIs(t, err, lock.ErrNotHeld)
+	require.ErrorIs(t, err, filelock.ErrDirMoved)
+	require.ErrorContains(t, err, dir+" is no longer the directory this process opened")
+	time.Sleep(20 * time.Millisecond) // past the Obtain check's reuse
+	_, err = old.Obtain(ctx, "other", time.Minute)
+	require.ErrorIs(t, err, filelock.ErrDirMoved)
+	_, err = old.ObtainLimit(ctx, "pool", 2, time.Minute)
+	require.ErrorIs(t, err, filelock.ErrDirMoved)
 }

@@ -38,3 +38,11 @@ var ErrBusy = errors.New("filelock: lock file busy")
 
 // ErrClosed is returned by operations on a Locker after its Close.
 var ErrClosed = errors.New("filelock: Locker closed")
+
+// ErrDirMoved is wrapped by the error of an operation of a Locker whose
+// directory's path no longer names the directory it opened: the directory
+// was renamed, removed or replaced under it. Processes started since work
+// in whatever is at the path now, so this Locker's locks exclude nobody:
+// Obtain refuses to grant any, Refresh reports its lease lost (the error
+// also matches lock.ErrNotHeld). Open a new Locker.
+var ErrDirMoved = errors.New("filelock: lock directory moved")

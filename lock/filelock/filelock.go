@@ -32,6 +32,9 @@ type Locker struct {
 	closeMu sync.RWMutex // held for reading by every operation, so Close waits for them
 	closed  bool
 
+	dirDev, dirIno uint64       // the opened directory's identity: see atPath
+	pathChecked    atomic.Int64 // when atPath last found it at l.dir, in Unix ns
+
 	floor      floorCache
 	seen       [seenSlots]atomic.Uint64 // see known
 	publishVia atomic.Int32             // see publish
@@ -66,6 +69,12 @@ func New(dir string, opts ...Option) (*Locker, error) {
 		return nil, err
 	}
 	l.dirfd = fd
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		_ = unix.Close(fd)
+		return nil, pathError("stat", l.dir, err)
+	}
+	l.dirDev, l.dirIno = uint64(st.Dev), uint64(st.Ino)
 	l.host, _ = os.Hostname()
 	if _, _, err := l.readFloor(context.Background()); err != nil {
 		_ = unix.Close(fd)
@@ -102,6 +111,37 @@ func (l *Locker) enter() error {
 }
 
 func (l *Locker) leave() { l.closeMu.RUnlock() }
+
+// pathCheckEvery is how long a check that the directory is still at its
+// path holds for Obtain.
+const pathCheckEvery = 10 * time.Millisecond
+
+// atPath returns an error wrapping ErrDirMoved when l.dir no longer names
+// the directory this Locker opened (renamed, removed or replaced). The
+// Locker works through the descriptor it opened, which keeps it safe from
+// a symlink swapped in, but a directory renamed away would otherwise leave
+// it granting and renewing locks nobody else sees. Obtain checks at most
+// every pathCheckEvery (a stat per obtain would cost a system call on the
+// hot path); Refresh checks every time (fresh), so a holder learns of it at
+// its next renewal, as it does of a directory removed.
+func (l *Locker) atPath(fresh bool) error {
+	now := time.Now().UnixNano()
+	if !fresh && now-l.pathChecked.Load() < int64(pathCheckEvery) {
+		return nil
+	}
+	var st unix.Stat_t
+	err := unix.Fstatat(unix.AT_FDCWD, l.dir, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil && uint64(st.Dev) == l.dirDev && uint64(st.Ino) == l.dirIno {
+		l.pathChecked.Store(now)
+		return nil
+	}
+	const why = "%w: %s is no longer the directory this process opened (renamed, removed or replaced since): " +
+		"its locks exclude nobody who opened the path since; restart with the directory in place"
+	if err != nil {
+		return fmt.Errorf(why+" (%w)", ErrDirMoved, l.dir, pathError("stat", l.dir, err))
+	}
+	return fmt.Errorf(why, ErrDirMoved, l.dir)
+}
 
 func newToken() string { return "lock_" + rand.Text() }
 
@@ -146,6 +186,9 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 		return lock.Lease{}, err
 	}
 	defer l.leave()
+	if err := l.atPath(false); err != nil {
+		return lock.Lease{}, err
+	}
 	return l.obtain(ctx, key, ttl)
 }
 
@@ -298,6 +341,9 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 		return lock.Lease{}, err
 	}
 	defer l.leave()
+	if err := l.atPath(true); err != nil {
+		return lock.Lease{}, fmt.Errorf("%w: %w", lock.ErrNotHeld, err)
+	}
 	if isSlotToken(lease.Token) {
 		return l.refreshSlot(ctx, lease, ttl)
 	}

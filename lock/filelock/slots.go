@@ -209,6 +209,9 @@ func (l *Locker) ObtainLimit(ctx context.Context, key string, limit int, ttl tim
 		return lock.Lease{}, err
 	}
 	defer l.leave()
+	if err := l.atPath(false); err != nil {
+		return lock.Lease{}, err
+	}
 	for {
 		var lease lock.Lease
 		placed := false
