@@ -108,7 +108,7 @@ func machine(w *os.File, o options) {
 	fmt.Fprintf(w, "Measured %s on %s, %d CPUs (%s), %s, %s; Redis %s; medians of %d interleaved rounds.\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU(), cpu,
 		strings.TrimSpace(string(kernel)), runtime.Version(), redisField(string(redisVersion)), o.rounds)
-	fmt.Fprintln(w, "Regenerate with `cd bench && go run ./report`.")
+	fmt.Fprintf(w, "Regenerate with `cd bench && go run ./report -rounds %d`.\n", o.rounds)
 }
 
 func redisField(v string) string {
