@@ -199,16 +199,23 @@ func TestRedact(t *testing.T) {
 	}
 }
 
-func TestHelpShowsNoPassword(t *testing.T) {
-	t.Setenv("JOBLOCK_REDIS_URL", "redis://:"+pw+"@127.0.0.1:6379/0")
+// boundHelp binds a Config to a new flag set, from the environment, and
+// returns them with the set's help text.
+func boundHelp() (*Config, *flag.FlagSet, string) {
 	var c Config
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	var help strings.Builder
 	fs.SetOutput(&help)
 	c.Bind(fs, "asynq's Redis")
 	fs.PrintDefaults()
-	assert.Contains(t, help.String(), "redis://:xxxxx@127.0.0.1:6379/0")
-	assert.NotContains(t, help.String(), pw)
+	return &c, fs, help.String()
+}
+
+func TestHelpShowsNoPassword(t *testing.T) {
+	t.Setenv("JOBLOCK_REDIS_URL", "redis://:"+pw+"@127.0.0.1:6379/0")
+	c, fs, help := boundHelp()
+	assert.Contains(t, help, "redis://:xxxxx@127.0.0.1:6379/0")
+	assert.NotContains(t, help, pw)
 	assert.Equal(t, "redis://:"+pw+"@127.0.0.1:6379/0", c.RedisURL, "the value itself is intact")
 	require.NoError(t, fs.Parse([]string{"-redis-url", "redis://other:6379/1"}))
 	assert.Equal(t, "redis://other:6379/1", c.RedisURL)
@@ -434,14 +441,9 @@ func TestLockRedisURL(t *testing.T) {
 	asynqURL, lockURL := "redis://:"+pw+"@127.0.0.1:6379/0", "redis://:lock-"+pw+"@127.0.0.1:6380/2"
 	t.Setenv("JOBLOCK_REDIS_URL", asynqURL)
 	t.Setenv("JOBLOCK_LOCK_REDIS_URL", lockURL)
-	var c Config
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
-	var help strings.Builder
-	fs.SetOutput(&help)
-	c.Bind(fs, "asynq's Redis")
-	fs.PrintDefaults()
-	assert.Contains(t, help.String(), "redis://:xxxxx@127.0.0.1:6380/2")
-	secrettest.AssertNone(t, "the help", help.String(), pw)
+	c, fs, help := boundHelp()
+	assert.Contains(t, help, "redis://:xxxxx@127.0.0.1:6380/2")
+	secrettest.AssertNone(t, "the help", help, pw)
 	require.NoError(t, fs.Parse(nil))
 	assert.Equal(t, lockURL, c.LockRedisURL)
 	assert.Contains(t, c.Env(), "JOBLOCK_LOCK_REDIS_URL="+lockURL)
@@ -470,7 +472,7 @@ func TestLockRedisURL(t *testing.T) {
 	assert.NoError(t, c.Check(true), "the file engine keeps no lock in Redis")
 
 	// Unset, the locks share asynq's Redis.
-	c = Config{Engine: Redis, RedisURL: asynqURL}
+	c = &Config{Engine: Redis, RedisURL: asynqURL}
 	lc2, err := c.LockRedisClient()
 	require.NoError(t, err)
 	defer lc2.Close()

@@ -35,8 +35,20 @@ func TestBatchedObtainAfterScriptFlush(t *testing.T) {
 
 	// Enough concurrent callers that some are batched into pipelines, whose
 	// EVALSHA fails with NOSCRIPT and must fall back to EVAL.
+	obtainReleaseConcurrently(t, l, 32)
+	assert.Positive(t, evals.pipelined.Load(), "no batched EVAL ran: the NOSCRIPT fallback was not exercised")
+}
+
+// evalCounter counts EVAL commands sent inside pipelines.
+type evalCounter struct{ pipelined atomic.Int32 }
+
+// obtainReleaseConcurrently obtains and releases n keys of its own, each
+// on a goroutine of its own, all at once, and waits for them.
+func obtainReleaseConcurrently(t *testing.T, l *redislock.Locker, n int) {
+	t.Helper()
+	ctx := context.Background()
 	var wg sync.WaitGroup
-	for i := range 32 {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -47,11 +59,7 @@ func TestBatchedObtainAfterScriptFlush(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	assert.Positive(t, evals.pipelined.Load(), "no batched EVAL ran: the NOSCRIPT fallback was not exercised")
 }
-
-// evalCounter counts EVAL commands sent inside pipelines.
-type evalCounter struct{ pipelined atomic.Int32 }
 
 func (h *evalCounter) DialHook(next redis.DialHook) redis.DialHook          { return next }
 func (h *evalCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }

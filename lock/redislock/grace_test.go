@@ -319,18 +319,7 @@ func TestBatchedGatedObtainAfterScriptFlush(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c.ScriptFlush(ctx).Err()) // as a restart would, but the node is up for longer than the grace
 
-	var wg sync.WaitGroup
-	for i := range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lease, err := l.Obtain(ctx, "k"+strconv.Itoa(i), time.Second)
-			if assert.NoError(t, err) {
-				assert.NoError(t, l.Release(ctx, lease))
-			}
-		}()
-	}
-	wg.Wait()
+	obtainReleaseConcurrently(t, l, 32)
 	assert.Zero(t, loaded.whole, "a gated obtain script was sent whole (EVAL), which loads it unchecked")
 	assert.Positive(t, loaded.noscript, "no obtain met NOSCRIPT")
 }
