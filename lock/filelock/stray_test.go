@@ -52,6 +52,21 @@ var plants = []plant{
 	}},
 }
 
+// requireSkippedAndKept checks that l's directory holds no lock record but
+// one entry the engine will not use, path: GetStats counts it as skipped
+// and Cleanup leaves it in place.
+func requireSkippedAndKept(t *testing.T, l *filelock.Locker, path string) {
+	t.Helper()
+	ctx := context.Background()
+	stats, err := lock.NewManager(l).GetStats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, lock.Stats{SkippedEntries: 1}, stats)
+	n, err := l.Cleanup(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	assert.FileExists(t, path)
+}
+
 func TestStrayEntriesAreSkippedAndCounted(t *testing.T) {
 	// Five expired records and one of every kind of stray entry: Cleanup
 	// removes the five, Scan and GetStats count the strays, and nothing
