@@ -35,6 +35,7 @@ type Locker struct {
 	dirDev, dirIno uint64       // the opened directory's identity: see atPath
 	pathChecked    atomic.Int64 // when atPath last found it at l.dir, in Unix ns
 
+	fds        fdPool
 	floor      floorCache
 	seen       [seenSlots]atomic.Uint64 // see known
 	publishVia atomic.Int32             // see publish
@@ -96,6 +97,7 @@ func (l *Locker) Close() error {
 		return nil
 	}
 	l.closed = true
+	l.fds.close()
 	return unix.Close(l.dirfd)
 }
 

@@ -182,8 +182,15 @@ func (l *Locker) openLocked(ctx context.Context, name string, flags, how int) (l
 	case err != nil:
 		return locked{}, pathError("open", l.path(name), err)
 	}
+	return l.lockOpened(ctx, fd, name, how)
+}
+
+// lockOpened is openLocked's work once name is open on fd; it closes fd
+// when it fails.
+func (l *Locker) lockOpened(ctx context.Context, fd int, name string, how int) (locked, error) {
 	f := locked{fd: fd}
-	if err := l.flock(ctx, fd, how); err != nil {
+	err := l.flock(ctx, fd, how)
+	if err != nil {
 		_ = unix.Close(fd)
 		if err == errBusyWait {
 			return locked{}, &busyError{path: l.path(name), wait: l.cfg.busyWait}
@@ -281,7 +288,7 @@ func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v 
 			}
 			tryNew = false // it exists: update it
 		}
-		f, err := l.openLocked(ctx, name, lockFlags, unix.LOCK_EX)
+		f, err := l.openPooled(ctx, id, name)
 		switch {
 		case err == errMissing:
 			l.forget(id)
@@ -299,9 +306,23 @@ func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v 
 		}
 		l.remember(id)
 		rec, err := l.updateLocked(f, name, id, s, fn)
-		f.close()
+		_ = tryFlock(f.fd, unix.LOCK_UN)
+		l.fds.put(id, f.fd)
 		return rec, err
 	}
+}
+
+// openPooled is openLocked for update: it starts from id's pooled
+// descriptor when there is one (see fdPool), and opens name when there is
+// none or its file was removed since.
+func (l *Locker) openPooled(ctx context.Context, id fileID, name string) (locked, error) {
+	if fd, ok := l.fds.get(id); ok {
+		f, err := l.lockOpened(ctx, fd, name, unix.LOCK_EX)
+		if err != errRemoved {
+			return f, err
+		}
+	}
+	return l.openLocked(ctx, name, lockFlags, unix.LOCK_EX)
 }
 
 // exists reports whether name is an entry of the lock directory.
@@ -328,7 +349,7 @@ func (l *Locker) createWith(ctx context.Context, name string, s *scratch, id fil
 	case err != nil:
 		return record{}, true, pathError("create", l.path(name), err)
 	}
-	defer unix.Close(fd)
+	defer l.fds.put(id, fd)
 	l.remember(id)
 	if !s.v.floorAt.IsZero() && time.Since(s.v.floorAt) >= floorFresh {
 		if err := l.confirmFence(ctx, fd, name, out, s); err != nil {

@@ -1,0 +1,83 @@
+//go:build linux || darwin
+
+package filelock
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/joblock/joblock/lock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func poolLocker(t *testing.T, dir string) *Locker {
+	t.Helper()
+	l, err := New(dir)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+func pooled(l *Locker) int {
+	l.fds.mu.Lock()
+	defer l.fds.mu.Unlock()
+	return len(l.fds.byID)
+}
+
+// A descriptor kept in the pool whose file another process removed and
+// replaced with a live lock must not be used: the Locker that pooled it
+// sees the new holder.
+func TestPooledDescriptorOfARemovedFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, b := poolLocker(t, dir), poolLocker(t, dir)
+	lease, err := a.Obtain(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, a.Release(ctx, lease))
+	require.Equal(t, 1, pooled(a), "the released key's descriptor is pooled")
+
+	removed, err := b.Cleanup(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, removed, "Cleanup removes the released lock file")
+	held, err := b.Obtain(ctx, "k", time.Minute)
+	require.NoError(t, err)
+
+	_, err = a.Obtain(ctx, "k", time.Minute)
+	var he *lock.HeldError
+	require.ErrorAs(t, err, &he, "the pooled descriptor names the removed file, not the live lock")
+	assert.Equal(t, held.Token, he.Holder)
+	rec, ok, err := a.Inspect(ctx, "k")
+	require.NoError(t, err)
+	assert.True(t, ok && rec.Token == held.Token)
+	assert.Error(t, a.Release(ctx, lease), "the old lease releases nothing")
+	require.NoError(t, b.Release(ctx, held))
+}
+
+// The pool keeps at most fdPoolSize descriptors, and Close closes them.
+func TestFDPoolIsBounded(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("counts descriptors in /proc/self/fd")
+	}
+	ctx := context.Background()
+	l := poolLocker(t, t.TempDir())
+	openFDs := func() int {
+		entries, err := os.ReadDir("/proc/self/fd")
+		require.NoError(t, err)
+		return len(entries)
+	}
+	before := openFDs()
+	for i := range 3 * fdPoolSize {
+		lease, err := l.Obtain(ctx, "key-"+strconv.Itoa(i), time.Minute)
+		require.NoError(t, err)
+		require.NoError(t, l.Release(ctx, lease))
+	}
+	assert.Equal(t, fdPoolSize, pooled(l))
+	assert.LessOrEqual(t, openFDs(), before+fdPoolSize)
+	require.NoError(t, l.Close())
+	assert.LessOrEqual(t, openFDs(), before, "Close closes the pooled descriptors")
+}
