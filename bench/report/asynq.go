@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -19,6 +23,7 @@ import (
 	"github.com/joblock/joblock/lock/redislock"
 	"github.com/joblock/joblock/middleware"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sys/unix"
 )
 
 // asynqSetup is one way of running the throughput benchmark's tasks.
@@ -63,6 +68,7 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 		{name: fmt.Sprintf("file engine, a new key per task, default directory (%s, %s)", defaultDir, fsType(defaultDir)), locker: fileIn(defaultDir)},
 		{name: "Redis engine, a new key per task", locker: redisEngine},
 		{name: "the middleware over an engine that does nothing (its own cost)", locker: func() (lock.Locker, func(), error) { return nopLocker{}, func() {}, nil }},
+		{name: "floor: a record read and rewritten under flock before and after each task, files kept open, no middleware, 100 keys", floor: recordFloor(defaultDir), keys: 100},
 		{name: "floor: the spec's create-write-close-unlink per task, no middleware, tmpfs", floor: specFloor("/dev/shm/joblock-bench")},
 		{name: "floor: SET NX PX + compare-and-delete EVAL per task, no middleware", floor: redisFloor(rdb)},
 	}
@@ -245,5 +251,74 @@ func redisFloor(c *redis.Client) func() (asynq.MiddlewareFunc, func(), error) {
 				return next.ProcessTask(ctx, t)
 			})
 		}, func() {}, nil
+	}
+}
+
+// recordFloor keeps one file per key open and, per task, reads and rewrites
+// a record in it under flock before the handler and again after it: the
+// least a lock whose record (owner, expiry, fencing token) outlives its
+// holder can do with reused files, with no open, close, stat or check of
+// any kind.
+func recordFloor(parent string) func() (asynq.MiddlewareFunc, func(), error) {
+	return func() (asynq.MiddlewareFunc, func(), error) {
+		dir, cleanup, err := tempDir(parent)
+		if err != nil {
+			return nil, nil, err
+		}
+		type keyFile struct {
+			sync.Mutex // the flock excludes other files, not this one's users
+			fd         int
+		}
+		var mu sync.Mutex
+		files := map[string]*keyFile{}
+		fileOf := func(key string) (*keyFile, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if f := files[key]; f != nil {
+				return f, nil
+			}
+			sum := md5.Sum([]byte(key))
+			fd, err := unix.Open(filepath.Join(dir, hex.EncodeToString(sum[:])+".lock"), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+			if err != nil {
+				return nil, err
+			}
+			files[key] = &keyFile{fd: fd}
+			return files[key], nil
+		}
+		rec := []byte(`{"lock_id":"lock_AAAAAAAAAAAAAAAAAAAAAAAAAA","key":"job-0000","acquired_at":1700000000,"acquired_at_ms":1700000000000,` +
+			`"expires_at":1700000030,"expires_at_ms":1700000030000,"pid":1,"host":"h","fence":1700000000000001,"state":"held"}`)
+		casRecord := func(fd int, buf []byte) error {
+			if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+				return err
+			}
+			defer unix.Flock(fd, unix.LOCK_UN)
+			if _, err := unix.Pread(fd, buf, 0); err != nil {
+				return err
+			}
+			_, err := unix.Pwrite(fd, rec, 0)
+			return err
+		}
+		closeAll := func() {
+			for _, f := range files {
+				_ = unix.Close(f.fd)
+			}
+			cleanup()
+		}
+		return func(next asynq.Handler) asynq.Handler {
+			return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+				f, err := fileOf(taskKey(t))
+				if err != nil {
+					return err
+				}
+				var buf [512]byte
+				f.Lock()
+				defer f.Unlock()
+				if err := casRecord(f.fd, buf[:]); err != nil {
+					return err
+				}
+				defer casRecord(f.fd, buf[:])
+				return next.ProcessTask(ctx, t)
+			})
+		}, closeAll, nil
 	}
 }
