@@ -63,9 +63,11 @@
 // # Speed
 //
 // A key used before costs no inode creation or deletion: the file is
-// rewritten in place. Each operation opens the file, locks it and closes it
-// again; no lock file's descriptor is kept between operations, so no
-// operation can act on a file that is no longer at its path. A new key
+// rewritten in place. A Locker keeps the descriptors of the last 128 lock
+// files it used (never under a flock), so a key that comes back costs no
+// open; under its flock, an operation on a kept descriptor checks that the
+// file at the path is still the one it has open, and opens the path again
+// when not (removed by cleanup, or moved away). A new key
 // costs an open, a write and a link (and no failed open first: a Locker
 // remembers which keys' files it has seen); the floor file is read at most
 // once per 10ms per Locker, and the boot clock is read off Go's monotonic

@@ -16,11 +16,10 @@ const fdPoolSize = 128
 // descriptor belongs to one operation at a time: get takes it out of the
 // pool and put gives it back, never under a flock (a flock belongs to the
 // open file description, which two operations sharing a descriptor would
-// share). A pooled descriptor may name a file removed since; the operation
-// that gets it finds out under its flock (no links left) and opens the path
-// again, as it does for a file removed between its open and its flock.
-// Nothing in this engine renames a file over a lock file's name, so a
-// descriptor whose file still has a link names the file at the path.
+// share). A pooled descriptor may name a file that is no longer at its
+// path (removed, or moved away by hand); the operation that gets it
+// compares, under its flock, the file at the path with the one it
+// remembers, and opens the path again when they differ (see openPooled).
 type fdPool struct {
 	mu     sync.Mutex
 	byID   map[fileID]*fdNode
@@ -33,27 +32,29 @@ type fdPool struct {
 type fdNode struct {
 	id           fileID
 	fd           int
+	file         fileIdent // the file fd was open on when it was put
 	newer, older *fdNode
 }
 
-// get takes id's descriptor out of the pool, if it has one.
-func (p *fdPool) get(id fileID) (int, bool) {
+// get takes id's descriptor out of the pool, if it has one, with the
+// file it is open on.
+func (p *fdPool) get(id fileID) (int, fileIdent, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := p.byID[id]
 	if n == nil {
-		return -1, false
+		return -1, fileIdent{}, false
 	}
 	p.unlink(n)
-	fd := n.fd
+	fd, file := n.fd, n.file
 	n.older, p.spare = p.spare, n
-	return fd, true
+	return fd, file, true
 }
 
-// put gives fd, id's descriptor with no flock held, to the pool, closing
-// the least recently used one when the pool is full, or fd itself when
-// the pool already has one for id or is closed.
-func (p *fdPool) put(id fileID, fd int) {
+// put gives fd, id's descriptor open on file with no flock held, to the
+// pool, closing the least recently used one when the pool is full, or fd
+// itself when the pool already has one for id or is closed.
+func (p *fdPool) put(id fileID, fd int, file fileIdent) {
 	drop := -1
 	p.mu.Lock()
 	switch {
@@ -75,7 +76,7 @@ func (p *fdPool) put(id fileID, fd int) {
 		} else {
 			n = &fdNode{}
 		}
-		*n = fdNode{id: id, fd: fd, older: p.newest}
+		*n = fdNode{id: id, fd: fd, file: file, older: p.newest}
 		if p.newest != nil {
 			p.newest.newer = n
 		} else {

@@ -5,6 +5,7 @@ package filelock
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"testing"
@@ -80,4 +81,50 @@ func TestFDPoolIsBounded(t *testing.T) {
 	assert.LessOrEqual(t, openFDs(), before+fdPoolSize)
 	require.NoError(t, l.Close())
 	assert.LessOrEqual(t, openFDs(), before, "Close closes the pooled descriptors")
+}
+
+// A pooled descriptor whose file was moved away from its name (mv, or a
+// hard link elsewhere and the name removed) still has a link, but is no
+// longer the key's lock file: the Locker that pooled it must see the file
+// now at the path, and a holder whose file was moved loses its lock at its
+// next renewal, as it did when every operation opened the path.
+func TestPooledDescriptorOfAFileMovedAway(t *testing.T) {
+	ctx := context.Background()
+	moves := map[string]func(t *testing.T, path, aside string){
+		"renamed": func(t *testing.T, path, aside string) {
+			require.NoError(t, os.Rename(path, filepath.Join(aside, "k.lock.old")))
+		},
+		"linked and unlinked": func(t *testing.T, path, aside string) {
+			require.NoError(t, os.Link(path, filepath.Join(aside, "k.lock.bak")))
+			require.NoError(t, os.Remove(path))
+		},
+	}
+	for name, move := range moves {
+		t.Run(name+"/released", func(t *testing.T) {
+			dir, aside := t.TempDir(), t.TempDir()
+			a, b := poolLocker(t, dir), poolLocker(t, dir)
+			lease, err := a.Obtain(ctx, "k", time.Minute)
+			require.NoError(t, err)
+			require.NoError(t, a.Release(ctx, lease))
+			require.Equal(t, 1, pooled(a))
+			move(t, filepath.Join(dir, idOf("k").name()), aside)
+			held, err := b.Obtain(ctx, "k", time.Minute)
+			require.NoError(t, err, "b creates a new file at the path")
+			_, err = a.Obtain(ctx, "k", time.Minute)
+			var he *lock.HeldError
+			require.ErrorAs(t, err, &he, "a must see b's live lock")
+			assert.Equal(t, held.Token, he.Holder)
+		})
+		t.Run(name+"/held", func(t *testing.T) {
+			dir, aside := t.TempDir(), t.TempDir()
+			a, b := poolLocker(t, dir), poolLocker(t, dir)
+			lease, err := a.Obtain(ctx, "k", time.Minute)
+			require.NoError(t, err)
+			move(t, filepath.Join(dir, idOf("k").name()), aside)
+			_, err = b.Obtain(ctx, "k", time.Minute)
+			require.NoError(t, err)
+			_, err = a.Refresh(ctx, lease, time.Minute)
+			require.ErrorIs(t, err, lock.ErrNotHeld, "renewal of a lock whose file is no longer at the path")
+		})
+	}
 }

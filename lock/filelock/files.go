@@ -182,12 +182,14 @@ func (l *Locker) openLocked(ctx context.Context, name string, flags, how int) (l
 	case err != nil:
 		return locked{}, pathError("open", l.path(name), err)
 	}
-	return l.lockOpened(ctx, fd, name, how)
+	return l.lockOpened(ctx, fd, name, how, nil)
 }
 
 // lockOpened is openLocked's work once name is open on fd; it closes fd
-// when it fails.
-func (l *Locker) lockOpened(ctx context.Context, fd int, name string, how int) (locked, error) {
+// when it fails. With pooled, fd was kept from an earlier operation (see
+// fdPool) open on the file pooled names, and the checks are made on the
+// file now at the path instead: errRemoved when it is another one.
+func (l *Locker) lockOpened(ctx context.Context, fd int, name string, how int, pooled *fileIdent) (locked, error) {
 	f := locked{fd: fd}
 	err := l.flock(ctx, fd, how)
 	if err != nil {
@@ -197,7 +199,17 @@ func (l *Locker) lockOpened(ctx context.Context, fd int, name string, how int) (
 		}
 		return locked{}, pathError("flock", l.path(name), err)
 	}
-	if f.info, err = fstat(fd); err != nil {
+	if pooled != nil {
+		f.info, err = l.statName(name)
+		if err == nil && f.info.id != *pooled || err == unix.ENOENT {
+			f.close()
+			return locked{}, errRemoved
+		}
+		if err != nil {
+			f.close()
+			return locked{}, pathError("stat", l.path(name), err)
+		}
+	} else if f.info, err = fstat(fd); err != nil {
 		f.close()
 		return locked{}, pathError("fstat", l.path(name), err)
 	}
@@ -307,22 +319,32 @@ func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v 
 		l.remember(id)
 		rec, err := l.updateLocked(f, name, id, s, fn)
 		_ = tryFlock(f.fd, unix.LOCK_UN)
-		l.fds.put(id, f.fd)
+		l.fds.put(id, f.fd, f.info.id)
 		return rec, err
 	}
 }
 
 // openPooled is openLocked for update: it starts from id's pooled
 // descriptor when there is one (see fdPool), and opens name when there is
-// none or its file was removed since.
+// none or its file is no longer the one at the path.
 func (l *Locker) openPooled(ctx context.Context, id fileID, name string) (locked, error) {
-	if fd, ok := l.fds.get(id); ok {
-		f, err := l.lockOpened(ctx, fd, name, unix.LOCK_EX)
+	if fd, file, ok := l.fds.get(id); ok {
+		f, err := l.lockOpened(ctx, fd, name, unix.LOCK_EX, &file)
 		if err != errRemoved {
 			return f, err
 		}
 	}
 	return l.openLocked(ctx, name, lockFlags, unix.LOCK_EX)
+}
+
+// statName stats the entry name of the lock directory, not following a
+// symlink.
+func (l *Locker) statName(name string) (fileInfo, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(l.dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fileInfo{}, err
+	}
+	return infoOf(&st), nil
 }
 
 // exists reports whether name is an entry of the lock directory.
@@ -349,7 +371,7 @@ func (l *Locker) createWith(ctx context.Context, name string, s *scratch, id fil
 	case err != nil:
 		return record{}, true, pathError("create", l.path(name), err)
 	}
-	defer l.fds.put(id, fd)
+	defer l.pool(id, fd)
 	l.remember(id)
 	if !s.v.floorAt.IsZero() && time.Since(s.v.floorAt) >= floorFresh {
 		if err := l.confirmFence(ctx, fd, name, out, s); err != nil {
@@ -357,6 +379,17 @@ func (l *Locker) createWith(ctx context.Context, name string, s *scratch, id fil
 		}
 	}
 	return *out, true, nil
+}
+
+// pool gives fd, open on id's file with no flock held, to the pool, or
+// closes it if it cannot tell which file it is.
+func (l *Locker) pool(id fileID, fd int) {
+	info, err := fstat(fd)
+	if err != nil {
+		_ = unix.Close(fd)
+		return
+	}
+	l.fds.put(id, fd, info.id)
 }
 
 // confirmFence makes sure the new file name, published with rec on fd,

@@ -15,10 +15,14 @@ type fileInfo struct {
 	uid     uint32
 	gid     uint32
 	size    int64
+	id      fileIdent
 	// ctime is the last change of content or metadata. Unlike the
 	// modification time, nobody can set it (touch -d cannot).
 	ctime time.Time
 }
+
+// fileIdent tells files apart: the device and inode numbers.
+type fileIdent struct{ dev, ino uint64 }
 
 func fstat(fd int) (fileInfo, error) {
 	var st unix.Stat_t
@@ -37,6 +41,7 @@ func infoOf(st *unix.Stat_t) fileInfo {
 		uid:     st.Uid,
 		gid:     st.Gid,
 		size:    st.Size,
+		id:      fileIdent{dev: uint64(st.Dev), ino: uint64(st.Ino)},
 		ctime:   time.Unix(st.Ctim.Unix()),
 	}
 }
