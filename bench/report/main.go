@@ -142,7 +142,10 @@ func interleave(rounds int, names []string, measure func(name string) (float64, 
 		ms[i] = &measurement{name: n}
 	}
 	for r := range rounds {
-		for _, m := range ms {
+		// Each round starts one place further along, so no setup is always
+		// the one measured first (or right after a given other).
+		for i := range ms {
+			m := ms[(i+r)%len(ms)]
 			v, err := measure(m.name)
 			if err != nil {
 				return nil, fmt.Errorf("%s, round %d: %w", m.name, r+1, err)
