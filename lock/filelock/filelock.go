@@ -197,35 +197,38 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration) (loc
 func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration) (lock.Lease, error) {
 	rec, err := l.update(ctx, key, true, func(v *view) (*record, error) {
 		now := readClock(l.cfg.clock)
-		old := l.look(v, now)
-		if err := l.refuseHeld(v, old, key, now, 1); err != nil {
+		var old looked
+		l.look(v, now, &old)
+		if err := l.refuseHeld(v, &old, key, now, 1); err != nil {
 			return nil, err
 		}
-		fence, err := l.lastFence(ctx, v, old)
+		fence, err := l.lastFence(ctx, v, &old)
 		if err != nil {
 			return nil, err
 		}
 		if fence >= maxFence {
-			return nil, fmt.Errorf("%w: key %q: %s in %s holds fencing token %d, the largest this engine hands out, so no later holder can get a greater one; remove the forged file",
-				ErrFenceExhausted, key, v.name(), l.dir, fence)
+			return nil, l.fenceExhausted(v, key, fence)
 		}
-		v.out = record{
-			LockID:       newToken(),
-			Key:          key,
-			AcquiredAt:   now.wall.Unix(),
-			AcquiredAtMs: now.wall.UnixMilli(),
-			PID:          l.pid,
-			Host:         l.host,
-			Fence:        fence + 1,
-			State:        "held",
-		}
-		v.out.setExpiry(now, ttl)
-		return &v.out, nil
+		// Field by field, in place (see view.reset).
+		out := &v.out
+		*out = record{}
+		out.LockID, out.Key, out.State = newToken(), key, "held"
+		out.AcquiredAt, out.AcquiredAtMs = now.wall.Unix(), now.wall.UnixMilli()
+		out.PID, out.Host, out.Fence = l.pid, l.host, fence+1
+		out.setExpiry(now, ttl)
+		return out, nil
 	})
 	if err != nil {
 		return lock.Lease{}, l.obtainError(key, err)
 	}
-	return lock.Lease{Key: key, Token: rec.LockID, Fence: rec.Fence, ExpiresAt: time.UnixMilli(rec.ExpiresAtMs)}, nil
+	return lock.Lease{Key: key, Token: rec.token, Fence: rec.fence, ExpiresAt: time.UnixMilli(rec.expiresMs)}, nil
+}
+
+// fenceExhausted is the error of an obtain of key whose file v holds
+// fence, the largest token there is.
+func (l *Locker) fenceExhausted(v *view, key string, fence uint64) error {
+	return fmt.Errorf("%w: key %q: %s in %s holds fencing token %d, the largest this engine hands out, so no later holder can get a greater one; remove the forged file",
+		ErrFenceExhausted, key, v.name(), l.dir, fence)
 }
 
 // obtainError turns a lock file too busy to look at into a refusal with
@@ -246,19 +249,19 @@ type looked struct {
 	ok  bool // rec was read: the file exists and holds a record
 }
 
-// look reads v's record once for the helpers below.
-func (l *Locker) look(v *view, now instant) looked {
+// look reads v's record once, into *old, for the helpers below.
+func (l *Locker) look(v *view, now instant, old *looked) {
 	if !v.exists {
-		return looked{}
+		*old = looked{}
+		return
 	}
-	rec, ok := l.parseAt(v, now)
-	return looked{rec, ok}
+	old.ok = l.parseAtInto(v, now, &old.rec)
 }
 
 // refuseHeld returns a *lock.HeldError when v's record (old) is live, or
 // unreadable within its grace, for an obtain asking for limit: the
 // record's holders took the key with their own limit (1 for a plain lock).
-func (l *Locker) refuseHeld(v *view, old looked, key string, now instant, limit int) error {
+func (l *Locker) refuseHeld(v *view, old *looked, key string, now instant, limit int) error {
 	if !v.exists {
 		return nil
 	}
@@ -283,7 +286,7 @@ func (l *Locker) refuseHeld(v *view, old looked, key string, now instant, limit 
 // to get the one after it; old is v's record. A file without one (new,
 // unreadable, or written by another implementation) starts above the floor
 // and the wall clock in microseconds.
-func (l *Locker) lastFence(ctx context.Context, v *view, old looked) (uint64, error) {
+func (l *Locker) lastFence(ctx context.Context, v *view, old *looked) (uint64, error) {
 	if old.ok && old.rec.Fence > 0 {
 		return old.rec.Fence, nil
 	}
@@ -305,29 +308,36 @@ func (l *Locker) lastFence(ctx context.Context, v *view, old looked) (uint64, er
 // parseAt is view.parse, refusing as forged a record whose expiry lies
 // further from now than any TTL could put it.
 func (l *Locker) parseAt(v *view, now instant) (record, bool) {
-	rec, ok := v.parse()
-	if ok && rec.State != stateReleased && rec.remaining(now) > lock.MaxTTL+forgeSlack {
-		return record{}, false
+	var r record
+	ok := l.parseAtInto(v, now, &r)
+	return r, ok
+}
+
+// parseAtInto is parseAt writing into *r (see parseRecordInto).
+func (l *Locker) parseAtInto(v *view, now instant, r *record) bool {
+	ok := v.parseInto(r)
+	if ok && r.State != stateReleased && r.remaining(now) > lock.MaxTTL+forgeSlack {
+		*r = record{}
+		return false
 	}
-	return rec, ok
+	return ok
 }
 
 // forgeSlack is how far past lock.MaxTTL a record's expiry may lie, for a
 // wall clock stepped back a little since it was written.
 const forgeSlack = time.Minute
 
-// owned returns v's record if lease's token owns it and has not released
-// it. Nobody can have taken the lock over from a record that still carries
-// the lease's token.
-func owned(v *view, lease lock.Lease) (record, error) {
+// owned reads v's record into *rec and returns ErrNotHeld unless lease's
+// token owns it and has not released it. Nobody can have taken the lock
+// over from a record that still carries the lease's token.
+func owned(v *view, lease lock.Lease, rec *record) error {
 	if !v.exists {
-		return record{}, lock.ErrNotHeld
+		return lock.ErrNotHeld
 	}
-	rec, ok := v.parse()
-	if !ok || rec.Key != lease.Key || rec.LockID != lease.Token || rec.State == stateReleased || rec.isMarker() {
-		return record{}, lock.ErrNotHeld
+	if !v.parseInto(rec) || rec.Key != lease.Key || rec.LockID != lease.Token || rec.State == stateReleased || rec.isMarker() {
+		return lock.ErrNotHeld
 	}
-	return rec, nil
+	return nil
 }
 
 // Refresh implements lock.Locker. A lock file busy for the busy wait gives
@@ -350,23 +360,21 @@ func (l *Locker) Refresh(ctx context.Context, lease lock.Lease, ttl time.Duratio
 		return l.refreshSlot(ctx, lease, ttl)
 	}
 	rec, err := l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
-		rec, err := owned(v, lease)
-		if err != nil {
+		if err := owned(v, lease, &v.out); err != nil {
 			return nil, err
 		}
 		// Only a live lease on the file at the path may be extended.
 		now := readClock(l.cfg.clock)
-		if st, _ := rec.judge(now); st != lock.Held {
+		if st, _ := v.out.judge(now); st != lock.Held {
 			return nil, lock.ErrNotHeld
 		}
-		rec.setExpiry(now, ttl)
-		v.out = rec
+		v.out.setExpiry(now, ttl)
 		return &v.out, nil
 	})
 	if err != nil {
 		return lock.Lease{}, err
 	}
-	lease.Fence, lease.ExpiresAt = rec.Fence, time.UnixMilli(rec.ExpiresAtMs)
+	lease.Fence, lease.ExpiresAt = rec.fence, time.UnixMilli(rec.expiresMs)
 	return lease, nil
 }
 
@@ -386,14 +394,12 @@ func (l *Locker) Release(ctx context.Context, lease lock.Lease) error {
 		return l.releaseSlot(ctx, lease)
 	}
 	_, err := l.update(ctx, lease.Key, false, func(v *view) (*record, error) {
-		rec, err := owned(v, lease)
-		if err != nil {
+		if err := owned(v, lease, &v.out); err != nil {
 			return nil, err
 		}
 		// The wall clock is enough here: a released record is never judged
 		// by time.
-		rec.release(instant{wall: l.cfg.clock.Now()})
-		v.out = rec
+		v.out.release(instant{wall: l.cfg.clock.Now()})
 		return &v.out, nil
 	})
 	return err
@@ -414,8 +420,9 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 	var found bool
 	_, err := l.update(ctx, key, false, func(v *view) (*record, error) {
 		now := readClock(l.cfg.clock)
-		if old := l.look(v, now); v.exists && !(old.ok && old.rec.isMarker()) {
-			out, found = l.toRecord(v, old, now), true
+		var old looked
+		if l.look(v, now, &old); v.exists && !(old.ok && old.rec.isMarker()) {
+			out, found = l.toRecord(v, &old, now), true
 		}
 		return nil, nil
 	})
@@ -426,7 +433,7 @@ func (l *Locker) Inspect(ctx context.Context, key string) (lock.Record, bool, er
 }
 
 // toRecord describes a lock file, readable or not, whose record is old.
-func (l *Locker) toRecord(v *view, old looked, now instant) lock.Record {
+func (l *Locker) toRecord(v *view, old *looked, now instant) lock.Record {
 	if old.ok {
 		return old.rec.toRecord(now)
 	}

@@ -109,13 +109,36 @@ type view struct {
 
 func (v *view) name() string { return v.id.name() }
 
+// reset makes v the view of id's missing file. It and found write v in
+// place: a view is large, and building one as a value would take that
+// much room on the stack of every operation (see parseRecordInto).
+func (v *view) reset(id fileID) {
+	*v = view{}
+	v.id = id
+}
+
+// found makes v the view of id's file, which holds content (oversized: more
+// than was read) and is described by info.
+func (v *view) found(id fileID, content []byte, oversized bool, info *fileInfo) {
+	v.reset(id)
+	v.exists, v.content, v.oversized, v.info = true, content, oversized, *info
+}
+
 // parse returns the file's record; ok is false when it holds none this
 // engine can read: empty, half written, corrupt or oversized.
 func (v *view) parse() (record, bool) {
+	var r record
+	ok := v.parseInto(&r)
+	return r, ok
+}
+
+// parseInto is parse writing into *r (see parseRecordInto).
+func (v *view) parseInto(r *record) bool {
 	if v.oversized {
-		return record{}, false
+		*r = record{}
+		return false
 	}
-	return parseRecord(v.content)
+	return parseRecordInto(v.content, r)
 }
 
 // path is name's path in the lock directory, for errors.
@@ -283,7 +306,7 @@ func readRecord(fd int, buf []byte) (content []byte, oversized bool, err error) 
 // way, and the record fn returns becomes the new file, published whole
 // (see publish): nobody ever sees it empty or half written. fn may be
 // called twice, when the file turns out to exist after all.
-func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v *view) (*record, error)) (record, error) {
+func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v *view) (*record, error)) (written, error) {
 	id := idOf(key)
 	name := id.name()
 	s := l.getScratch()
@@ -291,7 +314,7 @@ func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v 
 	tryNew := create && !l.known(id)
 	for {
 		if err := ctx.Err(); err != nil {
-			return record{}, err
+			return written{}, err
 		}
 		if tryNew {
 			rec, done, err := l.createWith(ctx, name, s, id, fn)
@@ -308,13 +331,13 @@ func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v 
 				tryNew = true
 				continue
 			}
-			s.v = view{id: id}
+			s.v.reset(id)
 			_, err := fn(&s.v)
-			return record{}, err
+			return written{}, err
 		case err == errRemoved:
 			continue
 		case err != nil:
-			return record{}, err
+			return written{}, err
 		}
 		l.remember(id)
 		rec, err := l.updateLocked(f, name, id, s, fn)
@@ -355,11 +378,11 @@ func (l *Locker) exists(name string) bool {
 
 // createWith shows fn a missing file and publishes the record it returns
 // as the new file name. done is false when the file exists.
-func (l *Locker) createWith(ctx context.Context, name string, s *scratch, id fileID, fn func(v *view) (*record, error)) (rec record, done bool, err error) {
-	s.v = view{id: id}
+func (l *Locker) createWith(ctx context.Context, name string, s *scratch, id fileID, fn func(v *view) (*record, error)) (w written, done bool, err error) {
+	s.v.reset(id)
 	out, err := fn(&s.v)
 	if out == nil || err != nil {
-		return record{}, true, err
+		return written{}, true, err
 	}
 	s.out = encodePadded(s.out[:0], out, 0)
 	fd, err := l.publish(name, s.out)
@@ -367,18 +390,18 @@ func (l *Locker) createWith(ctx context.Context, name string, s *scratch, id fil
 	case err == unix.EEXIST || err != nil && l.exists(name):
 		// A full disk or quota fails a new file before its link could
 		// find the name taken; a file already there is rewritten in place.
-		return record{}, false, nil
+		return written{}, false, nil
 	case err != nil:
-		return record{}, true, pathError("create", l.path(name), err)
+		return written{}, true, pathError("create", l.path(name), err)
 	}
 	defer l.pool(id, fd)
 	l.remember(id)
 	if !s.v.floorAt.IsZero() && time.Since(s.v.floorAt) >= floorFresh {
 		if err := l.confirmFence(ctx, fd, name, out, s); err != nil {
-			return record{}, true, err
+			return written{}, true, err
 		}
 	}
-	return *out, true, nil
+	return out.written(), true, nil
 }
 
 // pool gives fd, open on id's file with no flock held, to the pool, or
@@ -428,29 +451,29 @@ func (l *Locker) confirmFence(ctx context.Context, fd int, name string, rec *rec
 var errRetake = errors.New("lease lost at once")
 
 // updateLocked is update's work on a file it holds under flock.
-func (l *Locker) updateLocked(f locked, name string, id fileID, s *scratch, fn func(v *view) (*record, error)) (record, error) {
+func (l *Locker) updateLocked(f locked, name string, id fileID, s *scratch, fn func(v *view) (*record, error)) (written, error) {
 	content, oversized, err := readRecord(f.fd, s.buf)
 	if err != nil {
-		return record{}, pathError("read", l.path(name), err)
+		return written{}, pathError("read", l.path(name), err)
 	}
-	s.v = view{id: id, exists: true, content: content, oversized: oversized, info: f.info}
+	s.v.found(id, content, oversized, &f.info)
 	rec, err := fn(&s.v)
 	if rec == nil || err != nil {
-		return record{}, err
+		return written{}, err
 	}
 	// A shorter record is padded over a longer one instead of truncating
 	// the file, which keeps the write to one pwrite; an oversized file is
 	// cut down once.
 	s.out = encodePadded(s.out[:0], rec, len(content))
 	if err := l.writeSized(f.fd, s.out, f.info.size); err != nil {
-		return record{}, pathError("write", l.path(name), err)
+		return written{}, pathError("write", l.path(name), err)
 	}
 	if oversized {
 		if err := unix.Ftruncate(f.fd, int64(len(s.out))); err != nil {
-			return record{}, pathError("truncate", l.path(name), err)
+			return written{}, pathError("truncate", l.path(name), err)
 		}
 	}
-	return *rec, nil
+	return rec.written(), nil
 }
 
 // writeSized writes b over a file of size bytes that holds one JSON value

@@ -16,20 +16,32 @@ import (
 // another writer) goes to encoding/json. FuzzParseRecord holds the two to
 // the same results.
 func parseRecord(b []byte) (record, bool) {
-	r, ok := scanFlat(b)
-	if !ok {
+	var r record
+	ok := parseRecordInto(b, &r)
+	return r, ok
+}
+
+// parseRecordInto is parseRecord writing into *r, which it zeroes first,
+// and leaves zero when ok is false. The operations on a lock file use it:
+// a record is large, and copies of it up and down their calls would make
+// their stacks, which a goroutine per task grows afresh, deeper.
+func parseRecordInto(b []byte, r *record) bool {
+	*r = record{}
+	if !scanFlat(b, r) {
 		// Declared here so only this path pays for the heap copy that
 		// encoding/json's pointer forces.
 		slow := new(record)
 		if err := json.Unmarshal(b, slow); err != nil {
-			return record{}, false
+			*r = record{}
+			return false
 		}
-		r = *slow
+		*r = *slow
 	}
 	if r.Key == "" || r.LockID == "" || !r.saneTimes() || r.Fence > maxFence || r.Limit < 0 {
-		return record{}, false
+		*r = record{}
+		return false
 	}
-	return r, true
+	return true
 }
 
 // maxUnixMs is the last millisecond of year 9999, the last a time can
@@ -49,55 +61,55 @@ func (r *record) saneTimes() bool {
 }
 
 // scanFlat parses {"name":value,...} where every value is a string without
-// escapes or an integer, followed only by whitespace. ok is false for
-// anything else.
-func scanFlat(b []byte) (r record, ok bool) {
+// escapes or an integer, followed only by whitespace, into *r, which must
+// be zero. It returns false for anything else, with *r part filled.
+func scanFlat(b []byte, r *record) bool {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return r, false
+		return false
 	}
 	i++
 	for {
 		i = skipSpace(b, i)
 		name, j, ok := plainString(b, i)
 		if !ok {
-			return r, false
+			return false
 		}
 		i = skipSpace(b, j)
 		if i >= len(b) || b[i] != ':' {
-			return r, false
+			return false
 		}
 		i = skipSpace(b, i+1)
 		if i >= len(b) {
-			return r, false
+			return false
 		}
 		if b[i] == '"' {
 			val, j, ok := plainString(b, i)
 			if !ok || !r.setString(name, val) {
-				return r, false
+				return false
 			}
 			i = j
 		} else {
 			n, neg, j, ok := plainInt(b, i)
 			if !ok || !r.setInt(name, n, neg) {
-				return r, false
+				return false
 			}
 			i = j
 		}
 		i = skipSpace(b, i)
 		if i >= len(b) {
-			return r, false
+			return false
 		}
 		if b[i] == '}' {
 			i++
 			break
 		}
 		if b[i] != ',' {
-			return r, false
+			return false
 		}
 		i++
 	}
-	return r, skipSpace(b, i) == len(b)
+	return skipSpace(b, i) == len(b)
 }
 
 func skipSpace(b []byte, i int) int {

@@ -33,6 +33,19 @@ type record struct {
 	Limit int `json:"limit,omitempty"`
 }
 
+// written is what an operation reports of the record it wrote: what a
+// lease needs. Small, unlike a record, so the operations' stacks stay
+// shallow (see parseRecordInto).
+type written struct {
+	token     string
+	fence     uint64
+	expiresMs int64
+}
+
+func (r *record) written() written {
+	return written{token: r.LockID, fence: r.Fence, expiresMs: r.ExpiresAtMs}
+}
+
 // isMarker reports whether the record marks a key held by slots.
 func (r *record) isMarker() bool { return r.Limit > 1 }
 

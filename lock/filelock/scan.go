@@ -141,7 +141,7 @@ func (l *Locker) visit(ctx context.Context, name string, how int, s *scratch, vi
 	}
 	var id fileID
 	_, _ = hex.Decode(id[:], []byte(name[:2*len(id)]))
-	s.v = view{id: id, exists: true, content: content, oversized: oversized, info: f.info}
+	s.v.found(id, content, oversized, &f.info)
 	return vis.file(&s.v, name), nil
 }
 
@@ -199,11 +199,11 @@ func (l *Locker) Scan(ctx context.Context, fn func(lock.Record) bool) error {
 	return l.eachFile(ctx, unix.LOCK_SH, visitor{
 		file: func(v *view, _ string) bool {
 			now := readClock(l.cfg.clock)
-			old := l.look(v, now)
-			if old.ok && old.rec.isMarker() {
+			var old looked
+			if l.look(v, now, &old); old.ok && old.rec.isMarker() {
 				return true
 			}
-			return fn(l.toRecord(v, old, now))
+			return fn(l.toRecord(v, &old, now))
 		},
 		slots: func(s *slots, _ string) bool {
 			for _, r := range s.records(readClock(l.cfg.clock)) {

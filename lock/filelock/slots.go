@@ -222,11 +222,12 @@ func (l *Locker) ObtainLimit(ctx context.Context, key string, limit int, ttl tim
 			if placed = !v.exists; placed {
 				return l.placeholder(ctx, v, key, limit, now)
 			}
-			old := l.look(v, now)
-			if err := l.refuseHeld(v, old, key, now, limit); err != nil {
+			var old looked
+			l.look(v, now, &old)
+			if err := l.refuseHeld(v, &old, key, now, limit); err != nil {
 				return nil, err
 			}
-			last, err := l.lastFence(ctx, v, old)
+			last, err := l.lastFence(ctx, v, &old)
 			if err != nil {
 				return nil, err
 			}
@@ -260,7 +261,7 @@ func (l *Locker) ObtainLimit(ctx context.Context, key string, limit int, ttl tim
 // take it: released, so that it holds nothing, with a fencing token for
 // the slots to go on from.
 func (l *Locker) placeholder(ctx context.Context, v *view, key string, limit int, now instant) (*record, error) {
-	last, err := l.lastFence(ctx, v, looked{})
+	last, err := l.lastFence(ctx, v, &looked{})
 	if err != nil {
 		return nil, err
 	}
