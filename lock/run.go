@@ -149,23 +149,7 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 	} else if cfg.limit == 1 && cfg.wait.MaxWait <= 0 {
 		lease, err = r.locker.Obtain(ctx, key, cfg.lease) // the common case, without closures
 	} else {
-		obtain, oerr := r.obtainer(key, cfg)
-		if oerr != nil {
-			return Outcome{}, oerr
-		}
-		var wake wakeups
-		if cfg.wait.MaxWait > 0 {
-			// Waiters try again the moment a Run of this Renewer releases
-			// the key, or Wake says it was released elsewhere; otherwise
-			// every interval.
-			// Copies, so that only a Run that waits pays for the closures.
-			k, waiting := key, cfg.waiting
-			wake.next = func() (<-chan struct{}, func(bool)) { return r.waitFor(k) }
-			if waiting != nil {
-				wake.waiting = func() func() { return waiting(k) }
-			}
-		}
-		lease, err = obtainWait(ctx, obtain, key, cfg.wait, wake)
+		lease, err = r.obtainSlow(ctx, key, &cfg)
 	}
 	if err != nil {
 		return Outcome{}, err
@@ -184,6 +168,28 @@ func (r *Renewer) Run(ctx context.Context, key string, fn func(ctx context.Conte
 	err = fn(workCtx)
 	ok = err == nil
 	return out, err
+}
+
+// obtainSlow takes key for a Run that waits for it or takes one of
+// several slots. A function of its own, so that the common case's stack
+// (on the goroutine asynq starts per task) stays shallow.
+func (r *Renewer) obtainSlow(ctx context.Context, key string, cfg *runConfig) (Lease, error) {
+	obtain, err := r.obtainer(key, *cfg)
+	if err != nil {
+		return Lease{}, err
+	}
+	var wake wakeups
+	if cfg.wait.MaxWait > 0 {
+		// Waiters try again the moment a Run of this Renewer releases
+		// the key, or Wake says it was released elsewhere; otherwise
+		// every interval.
+		waiting := cfg.waiting
+		wake.next = func() (<-chan struct{}, func(bool)) { return r.waitFor(key) }
+		if waiting != nil {
+			wake.waiting = func() func() { return waiting(key) }
+		}
+	}
+	return obtainWait(ctx, obtain, key, cfg.wait, wake)
 }
 
 // obtainer says how a Run takes key: a lock, or one of cfg.limit slots.

@@ -23,26 +23,37 @@ func (m *middleware) process(ctx context.Context, t *asynq.Task, next asynq.Hand
 	r := m.ruleFor(t.Type())
 	queue, _ := asynq.GetQueueName(ctx)
 	id, _ := asynq.GetTaskID(ctx)
-	ev := Event{TaskType: t.Type(), Queue: queue, TaskID: id, Policy: r.Policy}
-
+	c := &call{r: r, opts: r.opts, t: t, next: next, ev: Event{TaskType: t.Type(), Queue: queue, TaskID: id, Policy: r.Policy}, sendBack: true}
 	key, err := m.key(ctx, r, t)
 	if err != nil {
-		ev.Kind, ev.Err = Error, err
-		m.emit(ev)
-		m.log.WarnContext(ctx, "joblock: task failed without retry: no lock key", "task", t.Type(), "err", err)
-		// Bad input does not get better with retries.
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		return m.noKey(ctx, c, err)
 	}
-	ev.Key = key
-	c := &call{r: r, opts: r.opts, t: t, next: next, ev: ev, sendBack: true}
+	c.ev.Key = key
 	if r.Policy == Wait {
 		c.wait = r.MaxWait
 	}
 	if r.Unique == NotUnique {
 		return m.run(ctx, c)
 	}
+	return m.runUnique(ctx, c)
+}
+
+// noKey fails c's task, from which no lock key could be made, for good.
+func (m *middleware) noKey(ctx context.Context, c *call, err error) error {
+	ev := c.ev
+	ev.Kind, ev.Err = Error, err
+	m.emit(ev)
+	m.log.WarnContext(ctx, "joblock: task failed without retry: no lock key", "task", c.t.Type(), "err", err)
+	// Bad input does not get better with retries.
+	return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+}
+
+// runUnique runs c's task under its lock, freeing the unique key it took
+// when it was enqueued (see Client) when its rule's mode says.
+func (m *middleware) runUnique(ctx context.Context, c *call) error {
+	r, t, next := c.r, c.t, c.next
 	// The task holds its unique key under its first ID (see resentBase).
-	held := lock.Lease{Key: m.uniqueKey(queue, key), Token: resentBase(id)}
+	held := lock.Lease{Key: m.uniqueKey(c.ev.Queue, c.ev.Key), Token: resentBase(c.ev.TaskID)}
 	free := func(ctx context.Context) { m.freeUnique(ctx, held) }
 	switch r.Unique {
 	case UniqueUntilExecuting:
@@ -206,13 +217,11 @@ type call struct {
 // run calls the handler under the task's lock, as lock.Renewer.Run holds
 // it, and turns what happened into events and the error asynq sees.
 func (m *middleware) run(ctx context.Context, c *call) error {
-	r, t, next := c.r, c.t, c.next
-	ev := c.ev
 	opts := c.opts
 	if c.wait > 0 {
-		w := lock.Wait{MaxWait: untilDeadline(ctx, c.wait), Interval: r.WaitInterval, Jitter: 0.2}
-		opts = append(opts[:len(opts):len(opts)], lock.WithWait(w))
+		opts = c.waitOptions(ctx)
 	}
+	ev := c.ev
 	start := time.Now()
 	var obtained time.Time
 	returned := false
@@ -224,37 +233,67 @@ func (m *middleware) run(ctx context.Context, c *call) error {
 			m.emit(ev)
 		}
 	}()
+	// The work of this function is split over helpers that return before
+	// the engine is called, so the goroutine asynq starts per task needs a
+	// shallower stack (it grows one afresh for every task).
 	out, err := m.renewer.Run(ctx, ev.Key, func(ctx context.Context) error {
 		obtained = time.Now()
-		lease, _ := lock.LeaseFromContext(ctx)
-		ev.Kind, ev.Fence, ev.Duration, ev.Holder = Obtained, lease.Fence, obtained.Sub(start), ""
-		if r.Policy == Wait {
-			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key, Policy: Wait, Duration: ev.Duration})
-		}
-		m.emit(ev)
-		if m.debug(ctx) {
-			m.log.DebugContext(ctx, "joblock: lock obtained", "task", t.Type(), "key", ev.Key, "fence", lease.Fence)
-		}
-		if c.started != nil && !c.started(ctx) {
-			m.emit(Event{Kind: Replaced, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key})
-			m.log.InfoContext(ctx, "joblock: task replaced by a newer copy while it waited: not run", "task", t.Type(), "key", ev.Key)
+		if !m.obtained(ctx, c, &ev, start, obtained) {
 			return nil
 		}
-		return next.ProcessTask(ctx, t)
+		return c.next.ProcessTask(ctx, c.t)
 	}, opts...)
 	returned = true
 	if !out.Ran {
-		if r.Policy == Wait && errors.Is(err, lock.ErrNotObtained) {
-			m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key, Policy: Wait,
-				Duration: time.Since(start), Err: err})
-		}
-		return m.refused(ctx, c, &ev, err)
+		return m.notRun(ctx, c, &ev, start, err)
 	}
+	return m.ran(ctx, c, &ev, &out, err)
+}
+
+// waitOptions are the options of a Run that waits for the key.
+func (c *call) waitOptions(ctx context.Context) []lock.RunOption {
+	w := lock.Wait{MaxWait: untilDeadline(ctx, c.wait), Interval: c.r.WaitInterval, Jitter: 0.2}
+	return append(c.opts[:len(c.opts):len(c.opts)], lock.WithWait(w))
+}
+
+// obtained reports the lock taken for c's task and says whether its
+// handler runs.
+func (m *middleware) obtained(ctx context.Context, c *call, ev *Event, start, obtained time.Time) bool {
+	lease, _ := lock.LeaseFromContext(ctx)
+	ev.Kind, ev.Fence, ev.Duration, ev.Holder = Obtained, lease.Fence, obtained.Sub(start), ""
+	if c.r.Policy == Wait {
+		m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key, Policy: Wait, Duration: ev.Duration})
+	}
+	m.emit(*ev)
+	if m.debug(ctx) {
+		m.log.DebugContext(ctx, "joblock: lock obtained", "task", c.t.Type(), "key", ev.Key, "fence", lease.Fence)
+	}
+	if c.started != nil && !c.started(ctx) {
+		m.emit(Event{Kind: Replaced, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key})
+		m.log.InfoContext(ctx, "joblock: task replaced by a newer copy while it waited: not run", "task", c.t.Type(), "key", ev.Key)
+		return false
+	}
+	return true
+}
+
+// notRun applies the policy to c's task, whose lock was not taken.
+func (m *middleware) notRun(ctx context.Context, c *call, ev *Event, start time.Time, err error) error {
+	if c.r.Policy == Wait && errors.Is(err, lock.ErrNotObtained) {
+		m.emit(Event{Kind: Waited, TaskType: ev.TaskType, Queue: ev.Queue, TaskID: ev.TaskID, Key: ev.Key, Policy: Wait,
+			Duration: time.Since(start), Err: err})
+	}
+	return m.refused(ctx, c, ev, err)
+}
+
+// ran reports what happened to the lock of c's task, which ran and
+// returned err, and returns the error asynq sees.
+func (m *middleware) ran(ctx context.Context, c *call, ev *Event, out *lock.Outcome, err error) error {
+	t := c.t
 	ev.Fence, ev.Duration = out.Lease.Fence, out.Held
 	switch {
 	case out.Lost != nil:
 		ev.Kind, ev.Err = Lost, out.Lost
-		m.emit(ev)
+		m.emit(*ev)
 		m.log.WarnContext(ctx, "joblock: lock lost while the task ran; its context was cancelled",
 			"task", t.Type(), "key", ev.Key, "fence", ev.Fence, "err", out.Lost)
 		if err == nil {
@@ -265,14 +304,14 @@ func (m *middleware) run(ctx context.Context, c *call) error {
 		return errors.Join(err, out.Lost)
 	case out.ReleaseErr != nil:
 		ev.Kind, ev.Err = Error, out.ReleaseErr
-		m.emit(ev)
+		m.emit(*ev)
 		m.log.WarnContext(ctx, "joblock: release failed; the lock ends with its lease", "task", t.Type(), "key", ev.Key, "err", out.ReleaseErr)
 		return err
 	}
 	ev.Kind = Released
-	m.emit(ev)
+	m.emit(*ev)
 	if !out.Kept {
-		m.handOff(ctx, ev)
+		m.handOff(ctx, *ev)
 	}
 	switch {
 	case !m.debug(ctx):
