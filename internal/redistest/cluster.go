@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"os/exec"
@@ -33,16 +34,20 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 	}
 	c := &Cluster{}
 	for range masters {
-		s := Start(t) // a plain server first, to reuse launch and cleanup
-		s.Stop()
-		bus := FreePort(t) // the default, port+10000, may be taken or out of range
+		s := &Server{Kind: KindServer, dir: t.TempDir(), Prefix: "joblocktest:" + rand.Text()[:10] + ":"}
+		var bus int // the default, port+10000, may be taken or out of range
 		s.argsFor = func(port int, dir string) []string {
 			return append(serverArgs(port, dir), "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
 				"--cluster-config-file", "nodes-"+strconv.Itoa(port)+".conf", "--cluster-node-timeout", "5000")
 		}
-		if err := s.launch(); err != nil {
-			t.Fatal(err)
-		}
+		s.launchFresh(t, func() {
+			s.setPort(FreePort(t))
+			bus = FreePort(t)
+			for bus == s.port {
+				bus = FreePort(t)
+			}
+		})
+		t.Cleanup(s.Stop)
 		c.nodes = append(c.nodes, s)
 		c.Addrs = append(c.Addrs, s.Addr)
 	}

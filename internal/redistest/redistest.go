@@ -5,8 +5,10 @@
 package redistest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -14,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,7 +45,8 @@ type Server struct {
 
 	err     error // from an Option
 	cmd     *exec.Cmd
-	bin     string // redis-server unless set
+	exited  chan struct{} // closed when cmd has exited
+	bin     string        // redis-server unless set
 	dir     string
 	port    int
 	argsFor func(port int, dir string) []string
@@ -139,19 +143,44 @@ func Start(t testing.TB, opts ...Option) *Server {
 		t.Skip("redistest: needs a real redis-server of the test's own (miniredis cannot stand in) and none is on PATH: install redis-server")
 	}
 	s := &Server{Kind: KindServer, dir: t.TempDir(), Prefix: "joblocktest:" + rand.Text()[:10] + ":", argsFor: serverArgs}
-	s.port = FreePort(t)
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	for _, o := range opts {
 		o(s)
 	}
 	if s.err != nil {
 		t.Fatal(s.err)
 	}
-	if err := s.launch(); err != nil {
-		t.Fatal(err)
-	}
+	s.launchFresh(t, func() { s.setPort(FreePort(t)) })
 	t.Cleanup(s.Stop)
 	return s
+}
+
+func (s *Server) setPort(port int) {
+	s.port = port
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// errPortTaken: the server could not listen on a port chosen for it,
+// which another process took between the choice and the server's start.
+var errPortTaken = errors.New("redistest: a port chosen for the server was taken before it started")
+
+// launchRetries is how many times launchFresh chooses ports again.
+const launchRetries = 5
+
+// launchFresh launches the server on ports pick chooses (free when chosen:
+// tests running beside this one may take them before the server listens),
+// choosing again when one was taken.
+func (s *Server) launchFresh(t testing.TB, pick func()) {
+	t.Helper()
+	for try := 1; ; try++ {
+		pick()
+		err := s.launch()
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errPortTaken) || try == launchRetries {
+			t.Fatal(err)
+		}
+	}
 }
 
 func serverArgs(port int, dir string) []string {
@@ -164,11 +193,21 @@ func (s *Server) launch() error {
 	if bin == "" {
 		bin = "redis-server"
 	}
-	s.cmd = exec.Command(bin, s.argsFor(s.port, s.dir)...)
-	if err := s.cmd.Start(); err != nil {
+	cmd := exec.Command(bin, s.argsFor(s.port, s.dir)...)
+	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redistest: start %s: %w", bin, err)
 	}
-	return s.waitReady()
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	s.cmd, s.exited = cmd, exited
+	if err := s.waitReady(); err != nil {
+		s.Stop()
+		return err
+	}
+	return nil
 }
 
 // options returns go-redis options for the server: its address, password
@@ -181,24 +220,40 @@ func (s *Server) options() *redis.Options {
 	return opt
 }
 
-// waitReady waits until the server answers PING.
+// waitReady waits until the server this Server started answers at its
+// address: the process id it reports is the one started, so that another
+// server that took the port is not mistaken for it.
 func (s *Server) waitReady() error {
 	opt := s.options()
 	opt.MaxRetries = -1
 	c := redis.NewClient(opt)
 	defer c.Close()
-	addr, dir := s.Addr, s.dir
+	addr, dir, pid := s.Addr, s.dir, strconv.Itoa(s.cmd.Process.Pid)
+	log := func() []byte {
+		b, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+		return b
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		select {
+		case <-s.exited:
+			if l := log(); bytes.Contains(l, []byte("Address already in use")) {
+				return fmt.Errorf("%w: %s\n%s", errPortTaken, addr, l)
+			}
+			return fmt.Errorf("redistest: the server for %s exited at start:\n%s", addr, log())
+		default:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
+		info, err := c.Info(ctx, "server").Result()
 		cancel()
 		if err == nil {
-			return nil
+			if strings.Contains(info, "process_id:"+pid+"\r\n") {
+				return nil
+			}
+			err = fmt.Errorf("another server (not pid %s) answers there", pid)
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-			return fmt.Errorf("redistest: redis-server at %s not ready: %v\n%s", addr, err, log)
+			return fmt.Errorf("redistest: redis-server at %s not ready: %v\n%s", addr, err, log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -211,7 +266,7 @@ func (s *Server) Stop() {
 		return
 	}
 	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
+	<-s.exited
 	s.cmd = nil
 }
 

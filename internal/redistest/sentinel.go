@@ -52,26 +52,25 @@ func StartSentinel(t testing.TB, n int, opts ...Option) *Sentinel {
 	}
 	quorum := n/2 + 1
 	for range n {
-		sen := &Server{Kind: KindServer, bin: bin, dir: t.TempDir(), port: FreePort(t)}
-		sen.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(sen.port))
+		sen := &Server{Kind: KindServer, bin: bin, dir: t.TempDir()}
 		conf := filepath.Join(sen.dir, "sentinel.conf")
-		lines := []string{
-			"port " + strconv.Itoa(sen.port), "bind 127.0.0.1", "daemonize no", "dir " + sen.dir,
-			"logfile " + filepath.Join(sen.dir, "redis.log"),
-			fmt.Sprintf("sentinel monitor %s 127.0.0.1 %s %d", s.MasterName, port, quorum),
-			fmt.Sprintf("sentinel down-after-milliseconds %s %s", s.MasterName, downAfter),
-			fmt.Sprintf("sentinel failover-timeout %s 10000", s.MasterName),
-		}
-		if s.Password != "" {
-			lines = append(lines, fmt.Sprintf("sentinel auth-pass %s %s", s.MasterName, s.Password))
-		}
-		if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
 		sen.argsFor = func(int, string) []string { return append([]string{conf}, lead...) }
-		if err := sen.launch(); err != nil {
-			t.Fatal(err)
-		}
+		sen.launchFresh(t, func() {
+			sen.setPort(FreePort(t))
+			lines := []string{
+				"port " + strconv.Itoa(sen.port), "bind 127.0.0.1", "daemonize no", "dir " + sen.dir,
+				"logfile " + filepath.Join(sen.dir, "redis.log"),
+				fmt.Sprintf("sentinel monitor %s 127.0.0.1 %s %d", s.MasterName, port, quorum),
+				fmt.Sprintf("sentinel down-after-milliseconds %s %s", s.MasterName, downAfter),
+				fmt.Sprintf("sentinel failover-timeout %s 10000", s.MasterName),
+			}
+			if s.Password != "" {
+				lines = append(lines, fmt.Sprintf("sentinel auth-pass %s %s", s.MasterName, s.Password))
+			}
+			if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		})
 		t.Cleanup(sen.Stop)
 		s.Addrs = append(s.Addrs, sen.Addr)
 	}
