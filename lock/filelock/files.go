@@ -38,6 +38,18 @@ type fileID [md5.Size]byte
 
 func idOf(key string) fileID { return md5.Sum([]byte(key)) }
 
+// fileOf returns key's file id and name. It is not inlined, so that the
+// md5 and hex encoding's working memory is not part of the frame of the
+// operation that calls it and goes on to call the deep system call paths:
+// asynq runs each task on a goroutine of its own, whose stack grows by
+// copying when a task's calls go deeper than it.
+//
+//go:noinline
+func fileOf(key string) (fileID, string) {
+	id := idOf(key)
+	return id, id.name()
+}
+
 func (id fileID) name() string { return hex.EncodeToString(id[:]) + lockSuffix }
 
 // isLockFile reports whether name is one this engine gives a lock file:
@@ -307,8 +319,7 @@ func readRecord(fd int, buf []byte) (content []byte, oversized bool, err error) 
 // (see publish): nobody ever sees it empty or half written. fn may be
 // called twice, when the file turns out to exist after all.
 func (l *Locker) update(ctx context.Context, key string, create bool, fn func(v *view) (*record, error)) (written, error) {
-	id := idOf(key)
-	name := id.name()
+	id, name := fileOf(key)
 	s := l.getScratch()
 	defer l.scratch.Put(s)
 	tryNew := create && !l.known(id)
@@ -386,13 +397,9 @@ func (l *Locker) createWith(ctx context.Context, name string, s *scratch, id fil
 	}
 	s.out = encodePadded(s.out[:0], out, 0)
 	fd, err := l.publish(name, s.out)
-	switch {
-	case err == unix.EEXIST || err != nil && l.exists(name):
-		// A full disk or quota fails a new file before its link could
-		// find the name taken; a file already there is rewritten in place.
-		return written{}, false, nil
-	case err != nil:
-		return written{}, true, pathError("create", l.path(name), err)
+	if err != nil {
+		done, err := l.notCreated(name, err)
+		return written{}, done, err
 	}
 	defer l.pool(id, fd)
 	l.remember(id)
@@ -402,6 +409,19 @@ func (l *Locker) createWith(ctx context.Context, name string, s *scratch, id fil
 		}
 	}
 	return out.written(), true, nil
+}
+
+// notCreated is createWith's answer when publishing name failed with err:
+// not done when the file exists, to be rewritten in place. A full disk or
+// quota fails a new file before its link could find the name taken.
+// A function of its own, kept out of createWith's frame (see fileOf).
+//
+//go:noinline
+func (l *Locker) notCreated(name string, err error) (done bool, _ error) {
+	if err == unix.EEXIST || l.exists(name) {
+		return false, nil
+	}
+	return true, pathError("create", l.path(name), err)
 }
 
 // pool gives fd, open on id's file with no flock held, to the pool, or
