@@ -70,6 +70,7 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 		{name: "the middleware over an engine that does nothing (its own cost)", locker: func() (lock.Locker, func(), error) { return nopLocker{}, func() {}, nil }},
 		{name: "floor: a record read and rewritten under flock before and after each task, files kept open, no middleware, 100 keys", floor: recordFloor(defaultDir), keys: 100},
 		{name: "floor: the spec's create-write-close-unlink per task, no middleware, tmpfs", floor: specFloor("/dev/shm/joblock-bench")},
+		{name: "floor: a new key's record linked in whole, released by a compare-and-set under flock, no middleware, tmpfs", floor: guardedFloor("/dev/shm/joblock-bench")},
 		{name: "floor: SET NX PX + compare-and-delete EVAL per task, no middleware", floor: redisFloor(rdb)},
 	}
 	names := make([]string, len(setups))
@@ -320,5 +321,80 @@ func recordFloor(parent string) func() (asynq.MiddlewareFunc, func(), error) {
 				return next.ProcessTask(ctx, t)
 			})
 		}, closeAll, nil
+	}
+}
+
+// guardedFloor does per task, around the handler, the system calls the
+// file engine cannot do without for a new key and keep its guarantees,
+// and nothing else: the record written into an unnamed file and linked
+// into place whole (no reader sees it empty, a full disk leaves nothing),
+// then, after the handler, a compare-and-set under flock (the file at the
+// path checked to be the one held, the record read, the released record
+// written) before the file is closed. No record is encoded or checked.
+func guardedFloor(parent string) func() (asynq.MiddlewareFunc, func(), error) {
+	return func() (asynq.MiddlewareFunc, func(), error) {
+		dir, cleanup, err := tempDir(parent)
+		if err != nil {
+			return nil, nil, err
+		}
+		dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		rec := []byte(`{"lock_id":"lock_AAAAAAAAAAAAAAAAAAAAAAAAAA","key":"job-0000","acquired_at":1700000000,"acquired_at_ms":1700000000000,` +
+			`"expires_at":1700000030,"expires_at_ms":1700000030000,"pid":1,"host":"h","fence":1700000000000001,"state":"held"}`)
+		obtain := func(name string) (int, error) {
+			fd, err := unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+			if err != nil {
+				return -1, err
+			}
+			if _, err = unix.Pwrite(fd, rec, 0); err == nil {
+				err = unix.Linkat(fd, "", dirfd, name, unix.AT_EMPTY_PATH)
+				if err == unix.ENOENT || err == unix.EPERM { // no CAP_DAC_READ_SEARCH
+					err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+				}
+			}
+			if err != nil {
+				_ = unix.Close(fd)
+				return -1, err
+			}
+			return fd, nil
+		}
+		release := func(fd int, name string) error {
+			defer unix.Close(fd)
+			if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+				return err
+			}
+			defer unix.Flock(fd, unix.LOCK_UN)
+			var st unix.Stat_t
+			if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
+			var buf [512]byte
+			if _, err := unix.Pread(fd, buf[:], 0); err != nil {
+				return err
+			}
+			_, err := unix.Pwrite(fd, rec, 0)
+			return err
+		}
+		return func(next asynq.Handler) asynq.Handler {
+				return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+					sum := md5.Sum([]byte(taskKey(t)))
+					name := hex.EncodeToString(sum[:]) + ".lock"
+					fd, err := obtain(name)
+					if err != nil {
+						return err
+					}
+					err = next.ProcessTask(ctx, t)
+					if rerr := release(fd, name); err == nil {
+						err = rerr
+					}
+					return err
+				})
+			}, func() {
+				_ = unix.Close(dirfd)
+				cleanup()
+			}, nil
 	}
 }
