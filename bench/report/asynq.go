@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -278,26 +276,12 @@ func recordFloor(parent string) func() (asynq.MiddlewareFunc, func(), error) {
 			if f := files[key]; f != nil {
 				return f, nil
 			}
-			sum := md5.Sum([]byte(key))
-			fd, err := unix.Open(filepath.Join(dir, hex.EncodeToString(sum[:])+".lock"), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+			fd, err := unix.Open(filepath.Join(dir, specName(key)), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 			if err != nil {
 				return nil, err
 			}
 			files[key] = &keyFile{fd: fd}
 			return files[key], nil
-		}
-		rec := []byte(`{"lock_id":"lock_AAAAAAAAAAAAAAAAAAAAAAAAAA","key":"job-0000","acquired_at":1700000000,"acquired_at_ms":1700000000000,` +
-			`"expires_at":1700000030,"expires_at_ms":1700000030000,"pid":1,"host":"h","fence":1700000000000001,"state":"held"}`)
-		casRecord := func(fd int, buf []byte) error {
-			if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
-				return err
-			}
-			defer unix.Flock(fd, unix.LOCK_UN)
-			if _, err := unix.Pread(fd, buf, 0); err != nil {
-				return err
-			}
-			_, err := unix.Pwrite(fd, rec, 0)
-			return err
 		}
 		closeAll := func() {
 			for _, f := range files {
@@ -311,13 +295,12 @@ func recordFloor(parent string) func() (asynq.MiddlewareFunc, func(), error) {
 				if err != nil {
 					return err
 				}
-				var buf [512]byte
 				f.Lock()
 				defer f.Unlock()
-				if err := casRecord(f.fd, buf[:]); err != nil {
+				if err := rewriteRecord(f.fd, nil); err != nil {
 					return err
 				}
-				defer casRecord(f.fd, buf[:])
+				defer rewriteRecord(f.fd, nil)
 				return next.ProcessTask(ctx, t)
 			})
 		}, closeAll, nil
@@ -342,14 +325,12 @@ func guardedFloor(parent string) func() (asynq.MiddlewareFunc, func(), error) {
 			cleanup()
 			return nil, nil, err
 		}
-		rec := []byte(`{"lock_id":"lock_AAAAAAAAAAAAAAAAAAAAAAAAAA","key":"job-0000","acquired_at":1700000000,"acquired_at_ms":1700000000000,` +
-			`"expires_at":1700000030,"expires_at_ms":1700000030000,"pid":1,"host":"h","fence":1700000000000001,"state":"held"}`)
 		obtain := func(name string) (int, error) {
 			fd, err := unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 			if err != nil {
 				return -1, err
 			}
-			if _, err = unix.Pwrite(fd, rec, 0); err == nil {
+			if _, err = unix.Pwrite(fd, floorRecord, 0); err == nil {
 				err = unix.Linkat(fd, "", dirfd, name, unix.AT_EMPTY_PATH)
 				if err == unix.ENOENT || err == unix.EPERM { // no CAP_DAC_READ_SEARCH
 					err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
@@ -363,25 +344,14 @@ func guardedFloor(parent string) func() (asynq.MiddlewareFunc, func(), error) {
 		}
 		release := func(fd int, name string) error {
 			defer unix.Close(fd)
-			if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
-				return err
-			}
-			defer unix.Flock(fd, unix.LOCK_UN)
-			var st unix.Stat_t
-			if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return err
-			}
-			var buf [512]byte
-			if _, err := unix.Pread(fd, buf[:], 0); err != nil {
-				return err
-			}
-			_, err := unix.Pwrite(fd, rec, 0)
-			return err
+			return rewriteRecord(fd, func() error {
+				var st unix.Stat_t
+				return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+			})
 		}
 		return func(next asynq.Handler) asynq.Handler {
 				return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-					sum := md5.Sum([]byte(taskKey(t)))
-					name := hex.EncodeToString(sum[:]) + ".lock"
+					name := specName(taskKey(t))
 					fd, err := obtain(name)
 					if err != nil {
 						return err
@@ -397,4 +367,29 @@ func guardedFloor(parent string) func() (asynq.MiddlewareFunc, func(), error) {
 				cleanup()
 			}, nil
 	}
+}
+
+// floorRecord is the record the floors write: a lock record of the size
+// the file engine writes, encoded once.
+var floorRecord = []byte(`{"lock_id":"lock_AAAAAAAAAAAAAAAAAAAAAAAAAA","key":"job-0000","acquired_at":1700000000,"acquired_at_ms":1700000000000,` +
+	`"expires_at":1700000030,"expires_at_ms":1700000030000,"pid":1,"host":"h","fence":1700000000000001,"state":"held"}`)
+
+// rewriteRecord is the floors' compare-and-set: under an exclusive flock
+// of fd, check (if any), read the record and write floorRecord over it.
+func rewriteRecord(fd int, check func() error) error {
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		return err
+	}
+	defer unix.Flock(fd, unix.LOCK_UN)
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	var buf [512]byte
+	if _, err := unix.Pread(fd, buf[:], 0); err != nil {
+		return err
+	}
+	_, err := unix.Pwrite(fd, floorRecord, 0)
+	return err
 }

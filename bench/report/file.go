@@ -145,11 +145,17 @@ func specRun(parent string) func() (float64, error) {
 	}
 }
 
+// specName is key's lock file name as the spec gives it: md5 in hex and
+// ".lock".
+func specName(key string) string {
+	sum := md5.Sum([]byte(key))
+	return hex.EncodeToString(sum[:]) + ".lock"
+}
+
 // specCreate is the spec's acquire of a new key: create md5(key).lock
 // exclusively, write the record, close. It returns the file's path.
 func specCreate(dir, key string) (string, error) {
-	sum := md5.Sum([]byte(key))
-	path := filepath.Join(dir, hex.EncodeToString(sum[:])+".lock")
+	path := filepath.Join(dir, specName(key))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return "", err
