@@ -121,6 +121,27 @@ func timeNSChild(dir string, r *timeNSReport) error {
 	return nil
 }
 
+// requireTimeNS skips t where this process cannot make a time namespace.
+func requireTimeNS(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("unshare", "--time", "--boottime", "1", "true").CombinedOutput(); err != nil {
+		t.Skipf("cannot create a time namespace here (unshare --time: %v %s)", err, bytes.TrimSpace(out))
+	}
+}
+
+// inTimeNS runs this test binary as a child with env, in a time namespace
+// of its own whose boot clock is shift seconds ahead, and decodes the JSON
+// report it prints into r.
+func inTimeNS(t *testing.T, shift int, r any, env ...string) {
+	t.Helper()
+	cmd := exec.Command("unshare", "--time", "--boottime", strconv.Itoa(shift), os.Args[0], "-test.run=^$")
+	cmd.Env = testenv.ChildEnviron(env...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(out, r), "%s", out)
+}
+
 func uptime(t *testing.T) float64 {
 	up, err := os.ReadFile("/proc/uptime")
 	require.NoError(t, err)
@@ -134,22 +155,15 @@ func TestTimeNamespaceFallsBackToTheWallClock(t *testing.T) {
 	// own, shares the boot id with this one. It must neither take over this
 	// process's live lock, nor clean it up, nor write a lock that looks 27 h
 	// long from here.
-	if out, err := exec.Command("unshare", "--time", "--boottime", "1", "true").CombinedOutput(); err != nil {
-		t.Skipf("cannot create a time namespace here (unshare --time: %v %s)", err, bytes.TrimSpace(out))
-	}
+	requireTimeNS(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	l := newLocker(t, dir)
 	lease, err := l.Obtain(ctx, "parent", 30*time.Second)
 	require.NoError(t, err)
 
-	cmd := exec.Command("unshare", "--time", "--boottime", strconv.Itoa(bootShift), os.Args[0], "-test.run=^$")
-	cmd.Env = testenv.ChildEnviron(envTimeNS + "=" + dir)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	require.NoError(t, err)
 	var r timeNSReport
-	require.NoError(t, json.Unmarshal(out, &r), "%s", out)
+	inTimeNS(t, bootShift, &r, envTimeNS+"="+dir)
 	require.Empty(t, r.ObtainErr)
 	require.Greater(t, r.Uptime-uptime(t), float64(bootShift-1000), "the child's boot clock was not shifted")
 
@@ -170,18 +184,11 @@ func TestReusedTimeNamespaceID(t *testing.T) {
 	// boot clock is 27 h behind takes a key for 30s and exits; one in the
 	// next namespace, clock 27 h ahead, very likely under the same id, must
 	// still find the key held, not 27 h expired.
-	if out, err := exec.Command("unshare", "--time", "--boottime", "1", "true").CombinedOutput(); err != nil {
-		t.Skipf("cannot create a time namespace here (unshare --time: %v %s)", err, bytes.TrimSpace(out))
-	}
+	requireTimeNS(t)
 	dir := t.TempDir()
 	step := func(step string, shift int) stepReport {
-		cmd := exec.Command("unshare", "--time", "--boottime", strconv.Itoa(shift), os.Args[0], "-test.run=^$")
-		cmd.Env = testenv.ChildEnviron(envTimeNS+"="+dir, envTimeNSStep+"="+step)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		require.NoError(t, err)
 		var r stepReport
-		require.NoError(t, json.Unmarshal(out, &r), "%s", out)
+		inTimeNS(t, shift, &r, envTimeNS+"="+dir, envTimeNSStep+"="+step)
 		require.Empty(t, r.Err)
 		return r
 	}
