@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/joblock/joblock/lock"
@@ -166,20 +167,83 @@ func (r *record) toRecord(now instant) lock.Record {
 
 // encodePadded appends rec as one line of JSON to b, padded with spaces to
 // at least size bytes so a shorter record overwrites a longer one without a
-// truncate and the file stays valid JSON. HTML characters are not escaped,
-// so keys holding them stay plain strings that parseRecord's fast path
-// reads.
+// truncate and the file stays valid JSON. The bytes are those encoding/json
+// writes for a *record with HTML escaping off (FuzzParseRecord holds the two
+// to the same output), so keys holding <, > or & stay plain strings that
+// parseRecord's fast path reads. Written out by hand: a lock file is
+// encoded on every obtain, renewal and release, and reflection made that a
+// visible part of each.
 func encodePadded(b []byte, rec *record, size int) []byte {
+	start := len(b)
+	b = append(b, `{"lock_id":`...)
+	b = appendJSONString(b, rec.LockID)
+	if rec.Key != "" {
+		b = append(b, `,"key":`...)
+		b = appendJSONString(b, rec.Key)
+	}
+	b = append(b, `,"expires_at":`...)
+	b = strconv.AppendInt(b, rec.ExpiresAt, 10)
+	b = append(b, `,"acquired_at":`...)
+	b = strconv.AppendInt(b, rec.AcquiredAt, 10)
+	b = append(b, `,"pid":`...)
+	b = strconv.AppendInt(b, int64(rec.PID), 10)
+	if rec.Host != "" {
+		b = append(b, `,"host":`...)
+		b = appendJSONString(b, rec.Host)
+	}
+	if rec.Fence != 0 {
+		b = append(b, `,"fence":`...)
+		b = strconv.AppendUint(b, rec.Fence, 10)
+	}
+	if rec.State != "" {
+		b = append(b, `,"state":`...)
+		b = appendJSONString(b, rec.State)
+	}
+	b = appendIntField(b, `,"expires_at_ms":`, rec.ExpiresAtMs)
+	b = appendIntField(b, `,"acquired_at_ms":`, rec.AcquiredAtMs)
+	if rec.BootID != "" {
+		b = append(b, `,"boot_id":`...)
+		b = appendJSONString(b, rec.BootID)
+	}
+	b = appendIntField(b, `,"boot_expires_ns":`, rec.BootExpires)
+	b = appendIntField(b, `,"limit":`, int64(rec.Limit))
+	b = append(b, '}')
+	for pad := size - 1 - (len(b) - start); pad > 0; pad -= len(spaces) {
+		b = append(b, spaces[:min(pad, len(spaces))]...)
+	}
+	return append(b, '\n')
+}
+
+// appendIntField appends name and v unless v is zero (omitempty).
+func appendIntField(b []byte, name string, v int64) []byte {
+	if v == 0 {
+		return b
+	}
+	return strconv.AppendInt(append(b, name...), v, 10)
+}
+
+// appendJSONString appends s as a JSON string. The strings of records this
+// engine writes (hex tokens, host names, boot identifiers, most keys) are
+// printable ASCII without quotes or backslashes and are copied as they are;
+// any other goes through encoding/json, which escapes control characters,
+// replaces invalid UTF-8 with U+FFFD and escapes U+2028 and U+2029.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
+			return appendEscapedJSONString(b, s)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+func appendEscapedJSONString(b []byte, s string) []byte {
 	w := bytes.NewBuffer(b)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	// Strings and integers only: encoding cannot fail, and invalid UTF-8
-	// becomes U+FFFD.
-	_ = enc.Encode(rec)
+	// A string always encodes; the encoder ends it with a newline.
+	_ = enc.Encode(s)
 	b = w.Bytes()
-	b = b[:len(b)-1] // Encode's newline
-	for len(b)+1 < size {
-		b = append(b, ' ')
-	}
-	return append(b, '\n')
+	return b[:len(b)-1]
 }

@@ -1,7 +1,9 @@
 package filelock
 
 import (
+	"bytes"
 	"encoding/json"
+	"math"
 	"math/big"
 	"testing"
 	"time"
@@ -34,6 +36,43 @@ func TestRecordRoundTrip(t *testing.T) {
 			assert.Equal(t, tt.give, got)
 		})
 	}
+}
+
+// encodeWithJSON is what encodePadded wrote before it was written out by
+// hand, and what it must still write: encoding/json with HTML escaping off,
+// padded with spaces to size bytes.
+func encodeWithJSON(t *testing.T, rec *record, size int) []byte {
+	t.Helper()
+	var w bytes.Buffer
+	enc := json.NewEncoder(&w)
+	enc.SetEscapeHTML(false)
+	require.NoError(t, enc.Encode(rec))
+	b := bytes.TrimSuffix(w.Bytes(), []byte("\n"))
+	for len(b)+1 < size {
+		b = append(b, ' ')
+	}
+	return append(b, '\n')
+}
+
+func TestEncodePaddedWritesWhatEncodingJSONWrites(t *testing.T) {
+	strs := []string{"", "k", "lock_0123abcd", "a \"quoted\" \\ key", "<&>", "tab\tnl\ncr\rbs\bff\f\x00\x1f\x7f",
+		"ü/日本", "\u2028\u2029", "bad\xff\xfeutf8", "\xe2\x80", "~ !#"}
+	ints := []int64{0, 1, -1, 1700000000500, math.MaxInt64, math.MinInt64}
+	for i, s := range strs {
+		for j, n := range ints {
+			rec := record{LockID: s, Key: strs[(i+1)%len(strs)], Host: strs[(i+2)%len(strs)], State: strs[(i+3)%len(strs)],
+				BootID: strs[(i+4)%len(strs)], ExpiresAt: n, AcquiredAt: ints[(j+1)%len(ints)], PID: int(ints[(j+2)%len(ints)]),
+				Fence: uint64(ints[(j+3)%len(ints)]), ExpiresAtMs: ints[(j+4)%len(ints)], AcquiredAtMs: ints[(j+5)%len(ints)],
+				BootExpires: n, Limit: int(ints[(j+1)%len(ints)])}
+			for _, size := range []int{0, 1, 60, 500} {
+				assert.Equal(t, string(encodeWithJSON(t, &rec, size)), string(encodePadded(nil, &rec, size)), "%+v size %d", rec, size)
+			}
+		}
+	}
+	// Appended to a buffer that holds something already, the padding counts
+	// only the record.
+	rec := record{LockID: "l", Key: "k"}
+	assert.Equal(t, "xyz"+string(encodeWithJSON(t, &rec, 100)), string(encodePadded([]byte("xyz"), &rec, 100)))
 }
 
 func TestParseRecordRejects(t *testing.T) {
@@ -73,7 +112,9 @@ func FuzzParseRecord(f *testing.F) {
 		if !ok {
 			return
 		}
-		again, ok := parseRecord(encodePadded(nil, &rec, len(b)))
+		enc := encodePadded(nil, &rec, len(b))
+		assert.Equal(t, string(encodeWithJSON(t, &rec, len(b))), string(enc), "record parsed from %q", b)
+		again, ok := parseRecord(enc)
 		require.True(t, ok, "a record parsed from %q does not parse back", b)
 		assert.Equal(t, rec, again)
 
