@@ -218,7 +218,7 @@ func obtainer(l Locker, key string, limit int, ttl time.Duration) (func(context.
 func (r *Renewer) finish(ctx context.Context, held *Renewal, cfg runConfig, obtained time.Time, ok bool) Outcome {
 	lease, lost := held.Stop()
 	out := Outcome{Ran: true, Lease: lease, Lost: lost}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.releaseTO)
+	rctx, cancel := detachedTimeout(ctx, cfg.releaseTO)
 	defer cancel()
 	var err error
 	left := time.Until(obtained.Add(cfg.window))
