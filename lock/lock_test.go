@@ -239,6 +239,32 @@ func TestRenewerUsesOneGoroutineForManyLeases(t *testing.T) {
 		"the renewer's goroutine outlived its last lease")
 }
 
+// The renewer sleeps until its first lease falls due; a shorter lease held
+// after a longer one is due first and must wake it.
+func TestRenewerRenewsAShortLeaseHeldAfterALongOne(t *testing.T) {
+	ctx := context.Background()
+	engine := newEngine(t)
+	r := lock.NewRenewer(engine)
+	long, err := engine.Obtain(ctx, "long", time.Hour)
+	require.NoError(t, err)
+	_, heldLong := r.Hold(ctx, long, time.Hour, 0)
+	const ttl = 450 * time.Millisecond
+	short, err := engine.Obtain(ctx, "short", ttl)
+	require.NoError(t, err)
+	workCtx, heldShort := r.Hold(ctx, short, ttl, 0)
+	time.Sleep(3 * ttl)
+	require.NoError(t, workCtx.Err(), "the short lease was not renewed")
+	_, err = engine.Obtain(ctx, "short", ttl)
+	require.ErrorIs(t, err, lock.ErrNotObtained)
+	renewed, lost := heldShort.Stop()
+	require.NoError(t, lost)
+	assert.True(t, renewed.ExpiresAt.After(short.ExpiresAt), "the short lease was renewed")
+	_, lost = heldLong.Stop()
+	require.NoError(t, lost)
+	require.NoError(t, engine.Release(ctx, renewed))
+	require.NoError(t, engine.Release(ctx, long))
+}
+
 func TestRunReleasesOnPanic(t *testing.T) {
 	ctx := context.Background()
 	engine := newEngine(t)

@@ -159,10 +159,16 @@ func (r *Renewer) Hold(ctx context.Context, lease Lease, ttl, margin time.Durati
 	heap.Push(&r.due, h)
 	start := !r.alive
 	r.alive = true
+	// The goroutine sleeps until the first lease falls due: it needs
+	// waking only when this one is now first. With one lease length for
+	// all work, a lease held later is due later, so a worker running many
+	// short tasks at once does not wake it for each.
+	first := h.index == 0
 	r.mu.Unlock()
-	if start {
+	switch {
+	case start:
 		go r.loop()
-	} else {
+	case first:
 		r.poke()
 	}
 	return h, h
@@ -206,9 +212,14 @@ func (h *Renewal) Stop() (Lease, error) {
 	if settled != nil {
 		<-settled
 	}
-	r.poke()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// The goroutine wakes when the first lease falls due, even if it was
+	// this one, and finds the next; it needs waking now only to start its
+	// idle linger once no lease is left.
+	if len(r.due) == 0 {
+		r.poke()
+	}
 	return h.lease, h.lost
 }
 
