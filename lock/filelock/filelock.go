@@ -37,9 +37,9 @@ type Locker struct {
 
 	fds        fdPool
 	floor      floorCache
-	seen       [seenSlots]atomic.Uint64 // see known
-	publishVia atomic.Int32             // see publish
-	scratch    sync.Pool                // of *scratch
+	seen       [seenSets]seenSet // see known
+	publishVia atomic.Int32      // see publish
+	scratch    sync.Pool         // of *scratch
 }
 
 var _ lock.Limiter = (*Locker)(nil)

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -536,29 +537,40 @@ func writeAll(fd int, b []byte, off int64) error {
 
 // The seen table remembers, per Locker, which keys' files were there the
 // last time it looked, so that Obtain tries the likelier of its two ways
-// first: creating the file, or opening it. It only ever costs a wasted
-// system call when wrong; both ways handle either case.
-const seenSlots = 1024
+// first: creating the file, or opening it. It only ever costs wasted system
+// calls when wrong; both ways handle either case. Each of its sets holds
+// two keys, the one seen last first, so that a few keys that come back
+// often are not pushed out by each other: with one key per set, a hundred
+// keys reused in turn collided in most runs, and each collision made every
+// use of the two keys a failed create.
+const seenSets = 4096
 
-func seenSlot(id fileID) (int, uint64) {
-	return int(binary.LittleEndian.Uint16(id[:2]) % seenSlots), binary.LittleEndian.Uint64(id[8:]) | 1
+type seenSet [2]atomic.Uint64
+
+func (l *Locker) seenSlot(id fileID) (*seenSet, uint64) {
+	return &l.seen[binary.LittleEndian.Uint16(id[:2])%seenSets], binary.LittleEndian.Uint64(id[8:]) | 1
 }
 
 func (l *Locker) known(id fileID) bool {
-	i, tag := seenSlot(id)
-	return l.seen[i].Load() == tag
+	set, tag := l.seenSlot(id)
+	return set[0].Load() == tag || set[1].Load() == tag
 }
 
 func (l *Locker) remember(id fileID) {
-	i, tag := seenSlot(id)
-	if l.seen[i].Load() != tag {
-		l.seen[i].Store(tag)
+	set, tag := l.seenSlot(id)
+	if set[0].Load() == tag || set[1].Load() == tag {
+		return
 	}
+	// Two goroutines racing here may lose a key from the set: a
+	// wasted system call later, not a wrong answer.
+	set[1].Store(set[0].Load())
+	set[0].Store(tag)
 }
 
 func (l *Locker) forget(id fileID) {
-	i, tag := seenSlot(id)
-	l.seen[i].CompareAndSwap(tag, 0)
+	set, tag := l.seenSlot(id)
+	set[0].CompareAndSwap(tag, 0)
+	set[1].CompareAndSwap(tag, 0)
 }
 
 // isPermission reports whether err says this process may not open a file.
