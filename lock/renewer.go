@@ -35,6 +35,7 @@ type Renewer struct {
 	refreshing int                  // renewals on the wire
 	alive      bool                 // the goroutine runs
 	idleSince  time.Time            // when it last had nothing to do; zero while busy
+	wakeAt     time.Time            // when it wakes unless poked; zero when it is not sleeping
 	waiters    map[string][]*waiter // by key, longest waiting first
 }
 
@@ -159,16 +160,17 @@ func (r *Renewer) Hold(ctx context.Context, lease Lease, ttl, margin time.Durati
 	heap.Push(&r.due, h)
 	start := !r.alive
 	r.alive = true
-	// The goroutine sleeps until the first lease falls due: it needs
-	// waking only when this one is now first. With one lease length for
-	// all work, a lease held later is due later, so a worker running many
-	// short tasks at once does not wake it for each.
-	first := h.index == 0
+	// The goroutine sleeps until the first lease falls due, or until its
+	// idle linger ends: it needs waking only when this lease falls due
+	// before that. With one lease length for all work, a lease held later
+	// is due later, so a worker running short tasks does not wake it for
+	// each.
+	early := h.when().Before(r.wakeAt)
 	r.mu.Unlock()
 	switch {
 	case start:
 		go r.loop()
-	case first:
+	case early:
 		r.poke()
 	}
 	return h, h
@@ -215,10 +217,14 @@ func (h *Renewal) Stop() (Lease, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// The goroutine wakes when the first lease falls due, even if it was
-	// this one, and finds the next; it needs waking now only to start its
-	// idle linger once no lease is left.
-	if len(r.due) == 0 {
-		r.poke()
+	// this one, and finds the next. Once no lease is left it lingers from
+	// now, and needs waking only if it would sleep longer than that.
+	if len(r.due) == 0 && r.refreshing == 0 {
+		now := time.Now()
+		r.idleSince = now
+		if r.wakeAt.After(now.Add(idleLinger)) {
+			r.poke()
+		}
 	}
 	return h.lease, h.lost
 }
@@ -278,22 +284,33 @@ func (r *Renewer) step(now time.Time) (time.Duration, bool) {
 		r.refreshing++
 		go r.refresh(h)
 	}
+	wait := r.sleepLocked(now)
+	if wait <= 0 {
+		r.alive, r.idleSince, r.wakeAt = false, time.Time{}, time.Time{}
+		return 0, true
+	}
+	// Hold pokes the goroutine for a lease due before this. It sets its
+	// timer a moment after now, and so wakes that moment later: far
+	// inside the third of a lease that renewals leave before it runs out.
+	r.wakeAt = now.Add(wait)
+	return wait, false
+}
+
+// sleepLocked says how long the renewer's goroutine may sleep, zero when
+// it should exit.
+func (r *Renewer) sleepLocked(now time.Time) time.Duration {
 	switch {
 	case len(r.due) > 0:
 		r.idleSince = time.Time{}
-		return time.Until(r.due[0].when()), false
+		return max(r.due[0].when().Sub(now), time.Nanosecond)
 	case r.refreshing > 0:
 		r.idleSince = time.Time{}
-		return time.Hour, false // a finished renewal pokes
+		return time.Hour // a finished renewal pokes
 	case r.idleSince.IsZero():
 		r.idleSince = now
 	}
 	// Linger for new leases, then exit if none came.
-	if left := idleLinger - now.Sub(r.idleSince); left > 0 {
-		return left, false
-	}
-	r.alive, r.idleSince = false, time.Time{}
-	return 0, true
+	return max(idleLinger-now.Sub(r.idleSince), 0)
 }
 
 func renewalError(err error) error {
