@@ -78,6 +78,8 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 	}
 	redisPID := serverPID(ctx, rdb)
 	fmt.Printf("\n### asynq throughput\n\nA trivial handler, concurrency 10, %d tasks per measurement, real Redis. "+
+		"Every run of a setup sits between two runs without middleware, one just before and one just after it; "+
+		"its ratio is the median over the rounds of its rate over the mean of those two. Rates and CPU are medians over the rounds. "+
 		"CPU is this process's and the Redis server's together, per task: what the middleware costs on a machine whose cores are all busy.\n", o.tasks)
 	// One unmeasured run first: the first server of a process pays for
 	// warming up what every later one reuses.
@@ -85,7 +87,7 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 		return err
 	}
 	cpu := map[string]*measurement{}
-	ms, err := interleave(o.rounds, names, func(name string) (float64, error) {
+	ms, ratios, err := bracket(o.rounds, names[0], names[1:], func(name string) (float64, error) {
 		rate, perTask, err := asynqRun(ctx, o, rdb, byName[name], redisPID)
 		if cpu[name] == nil {
 			cpu[name] = &measurement{name: name}
@@ -96,11 +98,15 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 	if err != nil {
 		return err
 	}
-	base, baseCPU := ms[0].median(), cpu[ms[0].name].median()
+	baseCPU := cpu[ms[0].name].median()
 	table("setup", "tasks/s", "vs no middleware", "CPU µs/task", "CPU added")
-	for _, m := range ms {
+	for i, m := range ms {
+		ratio := 1.0
+		if i > 0 {
+			ratio = ratios[i-1].median()
+		}
 		c := cpu[m.name].median()
-		row(m.name, thousands(m.median()), fmt.Sprintf("%.2fx", m.median()/base), fmt.Sprintf("%.0f", c), fmt.Sprintf("%+.0f", c-baseCPU))
+		row(m.name, thousands(m.median()), fmt.Sprintf("%.2fx", ratio), fmt.Sprintf("%.0f", c), fmt.Sprintf("%+.0f", c-baseCPU))
 	}
 	if redisPID == 0 {
 		fmt.Println("\n(The Redis server is not on this machine: CPU counts this process only.)")

@@ -156,6 +156,51 @@ func interleave(rounds int, names []string, measure func(name string) (float64, 
 	return ms, nil
 }
 
+// bracket runs base before each contender and once more after the last,
+// in each of rounds rounds, so that every run of a contender sits between
+// two runs of base, one just before it and one just after. A contender's
+// ratio in a round is its value over the mean of those two; ratios holds
+// them, one measurement per contender, and ms every value, base's first.
+// On a shared machine the speed drifts over a round by more than the
+// differences measured; a ratio of runs taken side by side cancels most
+// of that drift, where a ratio of medians taken minutes apart does not.
+// Each round starts one contender further along, as in interleave.
+func bracket(rounds int, base string, names []string, measure func(name string) (float64, error)) (ms, ratios []*measurement, err error) {
+	ms = []*measurement{{name: base}}
+	for _, n := range names {
+		ms = append(ms, &measurement{name: n})
+		ratios = append(ratios, &measurement{name: n})
+	}
+	run := func(m *measurement, r int) (float64, error) {
+		v, err := measure(m.name)
+		if err != nil {
+			return 0, fmt.Errorf("%s, round %d: %w", m.name, r+1, err)
+		}
+		m.values = append(m.values, v)
+		return v, nil
+	}
+	for r := range rounds {
+		before, err := run(ms[0], r)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := range names {
+			k := (i + r) % len(names)
+			v, err := run(ms[k+1], r)
+			if err != nil {
+				return nil, nil, err
+			}
+			after, err := run(ms[0], r)
+			if err != nil {
+				return nil, nil, err
+			}
+			ratios[k].values = append(ratios[k].values, v/((before+after)/2))
+			before = after
+		}
+	}
+	return ms, ratios, nil
+}
+
 func table(header ...string) {
 	fmt.Println()
 	fmt.Println("| " + strings.Join(header, " | ") + " |")

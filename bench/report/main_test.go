@@ -1,0 +1,47 @@
+package main
+
+import (
+	"testing"
+)
+
+// Under a speed that drifts steadily from run to run, bracket's ratios are
+// the contenders' own factors, where a ratio of medians is not; and every
+// run of a contender has a run of the base on both sides.
+func TestBracketCancelsDrift(t *testing.T) {
+	factor := map[string]float64{"base": 1, "a": 0.9, "b": 0.8, "c": 1.1}
+	var order []string
+	measure := func(name string) (float64, error) {
+		speed := 1000 - 10*float64(len(order)) // slower at every run
+		order = append(order, name)
+		return speed * factor[name], nil
+	}
+	const rounds = 3
+	ms, ratios, err := bracket(rounds, "base", []string{"a", "b", "c"}, measure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(order) != rounds*7 {
+		t.Fatalf("%d runs, want %d: %v", len(order), rounds*7, order)
+	}
+	for i, name := range order {
+		if (i%7)%2 == 0 && name != "base" || (i%7)%2 == 1 && name == "base" {
+			t.Fatalf("run %d is %s: %v", i, name, order)
+		}
+	}
+	if order[1] != "a" || order[8] != "b" || order[15] != "c" {
+		t.Errorf("rounds do not start one contender further along: %v", order)
+	}
+	for _, r := range ratios {
+		if len(r.values) != rounds {
+			t.Errorf("%s: %d ratios", r.name, len(r.values))
+		}
+		for _, v := range r.values {
+			if d := v - factor[r.name]; d > 1e-9 || d < -1e-9 {
+				t.Errorf("%s: ratio %v, want %v", r.name, v, factor[r.name])
+			}
+		}
+	}
+	if len(ms) != 4 || ms[0].name != "base" || len(ms[0].values) != rounds*4 || len(ms[1].values) != rounds {
+		t.Errorf("measurements %+v", ms)
+	}
+}
