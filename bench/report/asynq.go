@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,7 +89,12 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 	}
 	cpu := map[string]*measurement{}
 	ms, ratios, err := bracket(o.rounds, names[0], names[1:], func(name string) (float64, error) {
-		rate, perTask, err := asynqRun(ctx, o, rdb, byName[name], redisPID)
+		var rate float64
+		var perTask time.Duration
+		var err error
+		pprof.Do(ctx, pprof.Labels("setup", name), func(ctx context.Context) {
+			rate, perTask, err = asynqRun(ctx, o, rdb, byName[name], redisPID)
+		})
 		if cpu[name] == nil {
 			cpu[name] = &measurement{name: name}
 		}
@@ -97,6 +103,14 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 	})
 	if err != nil {
 		return err
+	}
+	if o.raw {
+		for i, m := range ms {
+			fmt.Fprintf(os.Stderr, "%-40.40s %v\n", m.name, m.values)
+			if i > 0 {
+				fmt.Fprintf(os.Stderr, "%-40.40s %v\n", "  ratios", ratios[i-1].values)
+			}
+		}
 	}
 	baseCPU := cpu[ms[0].name].median()
 	table("setup", "tasks/s", "vs no middleware", "CPU µs/task", "CPU added")

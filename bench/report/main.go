@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strings"
@@ -30,6 +31,8 @@ type options struct {
 	rounds    int
 	tasks     int
 	only      string
+	profile   string
+	raw       bool
 }
 
 func main() {
@@ -42,9 +45,24 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds per figure (the median is shown)")
 	flag.IntVar(&o.tasks, "tasks", 10000, "asynq tasks per measurement")
 	flag.StringVar(&o.only, "only", "", "run only these sections, comma-separated: asynq, middleware, file, redis, scale, limits")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile to this file; the asynq runs are labelled setup=<name> (go tool pprof -tagfocus)")
+	flag.BoolVar(&o.raw, "raw", false, "print every asynq run's rate, and every ratio, to stderr")
 	flag.Parse()
+	if o.profile != "" {
+		f, err := os.Create(o.profile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
