@@ -20,6 +20,7 @@ var errPanicked = errors.New("middleware: the handler panicked; its lock was rel
 
 // process runs one task under its lock.
 func (m *middleware) process(ctx context.Context, t *asynq.Task, next asynq.Handler) error {
+	_ = growStack() // before the calls that would grow it deep down
 	r := m.ruleFor(t.Type())
 	queue, _ := asynq.GetQueueName(ctx)
 	id, _ := asynq.GetTaskID(ctx)
