@@ -512,14 +512,6 @@ func (l *Locker) writeSized(fd int, b []byte, size int64) error {
 	return writeAll(fd, b, 0)
 }
 
-var spaces = func() []byte {
-	b := make([]byte, 4096)
-	for i := range b {
-		b[i] = ' '
-	}
-	return b
-}()
-
 func writeAll(fd int, b []byte, off int64) error {
 	for len(b) > 0 {
 		n, err := unix.Pwrite(fd, b, off)

@@ -214,6 +214,9 @@ func encodePadded(b []byte, rec *record, size int) []byte {
 	return append(b, '\n')
 }
 
+// spaces pads records (encodePadded) and grows files (writeSized).
+var spaces = bytes.Repeat([]byte{' '}, 4096)
+
 // appendIntField appends name and v unless v is zero (omitempty).
 func appendIntField(b []byte, name string, v int64) []byte {
 	if v == 0 {
