@@ -265,6 +265,25 @@ func TestRenewerRenewsAShortLeaseHeldAfterALongOne(t *testing.T) {
 	require.NoError(t, engine.Release(ctx, long))
 }
 
+// A lease obtained a while before it is held has less than a third of its
+// length before the work would be told it is lost: its first renewal comes
+// before that point, not a third of the lease after Hold.
+func TestRenewerRenewsALeaseHeldLate(t *testing.T) {
+	ctx := context.Background()
+	engine := newEngine(t)
+	const ttl = 1200 * time.Millisecond
+	lease, err := engine.Obtain(ctx, "k", ttl)
+	require.NoError(t, err)
+	time.Sleep(500 * time.Millisecond) // 700ms left, margin 400ms: 300ms to renew in
+	workCtx, held := lock.NewRenewer(engine).Hold(ctx, lease, ttl, 0)
+	time.Sleep(ttl)
+	renewed, lost := held.Stop()
+	require.NoError(t, context.Cause(workCtx))
+	require.NoError(t, lost)
+	assert.True(t, renewed.ExpiresAt.After(lease.ExpiresAt), "the lease was renewed")
+	require.NoError(t, engine.Release(ctx, renewed))
+}
+
 func TestRunReleasesOnPanic(t *testing.T) {
 	ctx := context.Background()
 	engine := newEngine(t)

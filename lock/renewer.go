@@ -148,14 +148,22 @@ type Renewal struct {
 // its context still holds its lock until it returns.
 func (r *Renewer) Hold(ctx context.Context, lease Lease, ttl, margin time.Duration) (context.Context, *Renewal) {
 	// On this process's monotonic clock from here on.
-	deadline := time.Now().Add(time.Until(lease.ExpiresAt))
+	now := time.Now()
+	deadline := now.Add(lease.ExpiresAt.Sub(now))
 	if margin <= 0 {
 		margin = ttl / 3
 	}
 	margin = min(margin, ttl/2)
+	// The first renewal comes a third of the lease from now, or, for a
+	// lease obtained a while ago, half way to the point where the work
+	// would be told it is lost, so that it is tried before then.
+	next := now.Add(ttl / 3)
+	if cut := deadline.Add(-margin); next.After(cut) {
+		next = now.Add(max(cut.Sub(now)/2, 0))
+	}
 	workCtx, cancel := context.WithCancelCause(ctx)
 	h := &Renewal{Context: workCtx, r: r, cancel: cancel, ttl: ttl, margin: margin,
-		lease: lease, deadline: deadline, next: time.Now().Add(ttl / 3), index: -1}
+		lease: lease, deadline: deadline, next: next, index: -1}
 	r.mu.Lock()
 	heap.Push(&r.due, h)
 	start := !r.alive
