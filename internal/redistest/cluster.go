@@ -2,7 +2,6 @@ package redistest
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"os"
 	"os/exec"
@@ -34,7 +33,7 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 	}
 	c := &Cluster{}
 	for range masters {
-		s := &Server{Kind: KindServer, dir: t.TempDir(), Prefix: "joblocktest:" + rand.Text()[:10] + ":"}
+		s := newServer(t)
 		var bus int // the default, port+10000, may be taken or out of range
 		s.argsFor = func(port int, dir string) []string {
 			return append(serverArgs(port, dir), "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),

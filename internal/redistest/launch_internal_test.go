@@ -18,7 +18,7 @@ func TestLaunchChoosesAgainWhenThePortWasTaken(t *testing.T) {
 		t.Skip("needs redis-server")
 	}
 	other := Start(t)
-	s := &Server{Kind: KindServer, dir: t.TempDir(), argsFor: serverArgs}
+	s := newServer(t)
 	t.Cleanup(s.Stop)
 	err := func() error {
 		s.setPort(other.port)

@@ -78,14 +78,11 @@ func (s *Server) extend(args ...string) {
 // t ends.
 func New(t testing.TB) *Server {
 	t.Helper()
-	prefix := "joblocktest:" + rand.Text()[:10] + ":"
 	if addr := os.Getenv("REDIS_ADDR"); addr != "" {
-		return &Server{Addr: addr, Kind: KindExternal, Prefix: prefix}
+		return &Server{Addr: addr, Kind: KindExternal, Prefix: newPrefix()}
 	}
 	if _, err := exec.LookPath("redis-server"); err == nil {
-		s := Start(t)
-		s.Prefix = prefix
-		return s
+		return Start(t)
 	}
 	if os.Getenv("JOBLOCK_TEST_REDIS") == "server" {
 		t.Fatal("redistest: JOBLOCK_TEST_REDIS=server but no redis-server on PATH and no REDIS_ADDR")
@@ -93,7 +90,16 @@ func New(t testing.TB) *Server {
 	m := miniredis.RunT(t)
 	realTime(t, m)
 	t.Logf("redistest: no REDIS_ADDR and no redis-server on PATH: using in-process miniredis at %s", m.Addr())
-	return &Server{Addr: m.Addr(), Kind: KindMiniredis, Prefix: prefix}
+	return &Server{Addr: m.Addr(), Kind: KindMiniredis, Prefix: newPrefix()}
+}
+
+// newPrefix is a key prefix of a test's own.
+func newPrefix() string { return "joblocktest:" + rand.Text()[:10] + ":" }
+
+// newServer is a redis-server of t's own, not yet launched: in a directory
+// of its own, with a key prefix of its own, on serverArgs.
+func newServer(t testing.TB) *Server {
+	return &Server{Kind: KindServer, dir: t.TempDir(), Prefix: newPrefix(), argsFor: serverArgs}
 }
 
 // RequireReal skips t, saying why, when s is the in-process miniredis
@@ -142,7 +148,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		}
 		t.Skip("redistest: needs a real redis-server of the test's own (miniredis cannot stand in) and none is on PATH: install redis-server")
 	}
-	s := &Server{Kind: KindServer, dir: t.TempDir(), Prefix: "joblocktest:" + rand.Text()[:10] + ":", argsFor: serverArgs}
+	s := newServer(t)
 	for _, o := range opts {
 		o(s)
 	}
