@@ -163,15 +163,22 @@ func interleave(rounds int, names []string, measure func(name string) (float64, 
 		// Each round starts one place further along, so no setup is always
 		// the one measured first (or right after a given other).
 		for i := range ms {
-			m := ms[(i+r)%len(ms)]
-			v, err := measure(m.name)
-			if err != nil {
-				return nil, fmt.Errorf("%s, round %d: %w", m.name, r+1, err)
+			if _, err := ms[(i+r)%len(ms)].add(measure, r); err != nil {
+				return nil, err
 			}
-			m.values = append(m.values, v)
 		}
 	}
 	return ms, nil
+}
+
+// add measures m once, in round r, and keeps the value.
+func (m *measurement) add(measure func(name string) (float64, error), r int) (float64, error) {
+	v, err := measure(m.name)
+	if err != nil {
+		return 0, fmt.Errorf("%s, round %d: %w", m.name, r+1, err)
+	}
+	m.values = append(m.values, v)
+	return v, nil
 }
 
 // bracket runs base before each contender and once more after the last,
@@ -189,26 +196,18 @@ func bracket(rounds int, base string, names []string, measure func(name string) 
 		ms = append(ms, &measurement{name: n})
 		ratios = append(ratios, &measurement{name: n})
 	}
-	run := func(m *measurement, r int) (float64, error) {
-		v, err := measure(m.name)
-		if err != nil {
-			return 0, fmt.Errorf("%s, round %d: %w", m.name, r+1, err)
-		}
-		m.values = append(m.values, v)
-		return v, nil
-	}
 	for r := range rounds {
-		before, err := run(ms[0], r)
+		before, err := ms[0].add(measure, r)
 		if err != nil {
 			return nil, nil, err
 		}
 		for i := range names {
 			k := (i + r) % len(names)
-			v, err := run(ms[k+1], r)
+			v, err := ms[k+1].add(measure, r)
 			if err != nil {
 				return nil, nil, err
 			}
-			after, err := run(ms[0], r)
+			after, err := ms[0].add(measure, r)
 			if err != nil {
 				return nil, nil, err
 			}

@@ -5,8 +5,8 @@ import (
 )
 
 // Under a speed that drifts steadily from run to run, bracket's ratios are
-// the contenders' own factors, where a ratio of medians is not; and every
-// run of a contender has a run of the base on both sides.
+// the contenders' own factors; and every run of a contender has a run of
+// the base on both sides.
 func TestBracketCancelsDrift(t *testing.T) {
 	factor := map[string]float64{"base": 1, "a": 0.9, "b": 0.8, "c": 1.1}
 	var order []string
