@@ -36,7 +36,19 @@ type asynqSetup struct {
 	// floor, instead of an engine, is a hand-written middleware doing the
 	// least a lock of its kind must do per task: what no design goes below.
 	floor func() (asynq.MiddlewareFunc, func(), error)
+	// goal, if not 0, is the ratio to asynq alone the setup should reach,
+	// and bound names the floor that bounds it: a goal above its floor's
+	// ratio is out of reach on the machine of the run.
+	goal  float64
+	bound string
 }
+
+// The floors that bound the goals.
+const (
+	recordFloorName  = "floor: a record read and rewritten under flock before and after each task, files kept open, no middleware, 100 keys"
+	guardedFloorName = "floor: a new key's record linked in whole, released by a compare-and-set under flock, no middleware, tmpfs"
+	redisFloorName   = "floor: SET NX PX + compare-and-delete EVAL per task, no middleware"
+)
 
 func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 	defaultDir := engine.DefaultDir()
@@ -62,15 +74,16 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 	}
 	setups := []asynqSetup{
 		{name: "no middleware"},
-		{name: "file engine, 100 keys reused", locker: fileIn(defaultDir), keys: 100},
-		{name: "file engine, a new key per task, tmpfs (/dev/shm)", locker: fileIn("/dev/shm/joblock-bench")},
-		{name: fmt.Sprintf("file engine, a new key per task, default directory (%s, %s)", defaultDir, fsType(defaultDir)), locker: fileIn(defaultDir)},
-		{name: "Redis engine, a new key per task", locker: redisEngine},
+		{name: "file engine, 100 keys reused", locker: fileIn(defaultDir), keys: 100, goal: 0.95, bound: recordFloorName},
+		{name: "file engine, a new key per task, tmpfs (/dev/shm)", locker: fileIn("/dev/shm/joblock-bench"), goal: 0.90, bound: guardedFloorName},
+		{name: fmt.Sprintf("file engine, a new key per task, default directory (%s, %s)", defaultDir, fsType(defaultDir)), locker: fileIn(defaultDir),
+			goal: 0.75, bound: guardedFloorName},
+		{name: "Redis engine, a new key per task", locker: redisEngine, goal: 0.85, bound: redisFloorName},
 		{name: "the middleware over an engine that does nothing (its own cost)", locker: func() (lock.Locker, func(), error) { return nopLocker{}, func() {}, nil }},
-		{name: "floor: a record read and rewritten under flock before and after each task, files kept open, no middleware, 100 keys", floor: recordFloor(defaultDir), keys: 100},
+		{name: recordFloorName, floor: recordFloor(defaultDir), keys: 100},
 		{name: "floor: the spec's create-write-close-unlink per task, no middleware, tmpfs", floor: specFloor("/dev/shm/joblock-bench")},
-		{name: "floor: a new key's record linked in whole, released by a compare-and-set under flock, no middleware, tmpfs", floor: guardedFloor("/dev/shm/joblock-bench")},
-		{name: "floor: SET NX PX + compare-and-delete EVAL per task, no middleware", floor: redisFloor(rdb)},
+		{name: guardedFloorName, floor: guardedFloor("/dev/shm/joblock-bench")},
+		{name: redisFloorName, floor: redisFloor(rdb)},
 	}
 	names := make([]string, len(setups))
 	byName := map[string]asynqSetup{}
@@ -82,10 +95,15 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 		"Every run of a setup sits between two runs without middleware, one just before and one just after it; "+
 		"its ratio is the median over the rounds of its rate over the mean of those two. Rates and CPU are medians over the rounds. "+
 		"CPU is this process's and the Redis server's together, per task: what the middleware costs on a machine whose cores are all busy.\n", o.tasks)
-	// One unmeasured run first: the first server of a process pays for
-	// warming up what every later one reuses.
-	if _, _, err := asynqRun(ctx, o, rdb, setups[0], redisPID); err != nil {
-		return err
+	// One unmeasured run of every setup first: the first server of a
+	// process, and the first run of each setup, pay for warming up what
+	// every later one reuses (measured, the first round's ratios came out
+	// lowest without it).
+	var duplicates int64
+	for _, s := range setups {
+		if _, _, err := asynqRun(ctx, o, rdb, s, redisPID, &duplicates); err != nil {
+			return fmt.Errorf("%s, warming up: %w", s.name, err)
+		}
 	}
 	cpu := map[string]*measurement{}
 	ms, ratios, err := bracket(o.rounds, names[0], names[1:], func(name string) (float64, error) {
@@ -93,7 +111,7 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 		var perTask time.Duration
 		var err error
 		pprof.Do(ctx, pprof.Labels("setup", name), func(ctx context.Context) {
-			rate, perTask, err = asynqRun(ctx, o, rdb, byName[name], redisPID)
+			rate, perTask, err = asynqRun(ctx, o, rdb, byName[name], redisPID, &duplicates)
 		})
 		if cpu[name] == nil {
 			cpu[name] = &measurement{name: name}
@@ -113,19 +131,51 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 		}
 	}
 	baseCPU := cpu[ms[0].name].median()
+	ratioOf := map[string]float64{ms[0].name: 1}
 	table("setup", "tasks/s", "vs no middleware", "CPU µs/task", "CPU added")
 	for i, m := range ms {
-		ratio := 1.0
 		if i > 0 {
-			ratio = ratios[i-1].median()
+			ratioOf[m.name] = ratios[i-1].median()
 		}
 		c := cpu[m.name].median()
-		row(m.name, thousands(m.median()), fmt.Sprintf("%.2fx", ratio), fmt.Sprintf("%.0f", c), fmt.Sprintf("%+.0f", c-baseCPU))
+		row(m.name, thousands(m.median()), fmt.Sprintf("%.2fx", ratioOf[m.name]), fmt.Sprintf("%.0f", c), fmt.Sprintf("%+.0f", c-baseCPU))
 	}
 	if redisPID == 0 {
 		fmt.Println("\n(The Redis server is not on this machine: CPU counts this process only.)")
 	}
+	fmt.Printf("\nTasks that met their key held by another task and were sent back as duplicates, over every run of every setup: %d.\n", duplicates)
+	goals(setups, ratioOf)
 	return nil
+}
+
+// goals prints each goal beside what its setup and the floor that bounds
+// it measured in this run. A floor does per task less than any design
+// that keeps the lock's guarantees, without the middleware: a goal above
+// its floor's ratio is out of reach of every design on this machine.
+func goals(setups []asynqSetup, ratioOf map[string]float64) {
+	fmt.Printf("\n#### Against the goals\n\nEach goal is a ratio to asynq alone, as in the table above, from the same run.\n")
+	table("setup", "goal", "measured", "its floor", "verdict")
+	for _, s := range setups {
+		if s.goal == 0 {
+			continue
+		}
+		got, floor := ratioOf[s.name], ratioOf[s.bound]
+		row(s.name, fmt.Sprintf("%.2fx", s.goal), fmt.Sprintf("%.2fx", got), fmt.Sprintf("%.2fx (%s)", floor, strings.TrimPrefix(s.bound, "floor: ")),
+			verdict(s.goal, got, floor))
+	}
+}
+
+// verdict says whether a setup that measured got met goal, and if not,
+// whether its floor, which measured floor, leaves the goal within reach.
+func verdict(goal, got, floor float64) string {
+	switch {
+	case got >= goal:
+		return "met"
+	case floor < goal:
+		return "not met; out of reach here, its floor is below the goal"
+	default:
+		return "not met, though its floor reaches the goal"
+	}
 }
 
 // serverPID is the Redis server's process id when it runs on this machine,
@@ -173,7 +223,8 @@ func cpuTime(pid int) time.Duration {
 
 // asynqRun enqueues o.tasks tasks, then times a real asynq server (and the
 // middleware, if the setup has an engine) handling all of them.
-func asynqRun(ctx context.Context, o options, rdb *redis.Client, s asynqSetup, redisPID int) (rate float64, cpuPerTask time.Duration, err error) {
+// Tasks the middleware sent back as duplicates are added to *duplicates.
+func asynqRun(ctx context.Context, o options, rdb *redis.Client, s asynqSetup, redisPID int, duplicates *int64) (rate float64, cpuPerTask time.Duration, err error) {
 	queue := "bench-" + rand.Text()[:10]
 	client := asynq.NewClientFromRedisClient(rdb)
 	for i := range o.tasks {
@@ -208,7 +259,13 @@ func asynqRun(ctx context.Context, o options, rdb *redis.Client, s asynqSetup, r
 			return 0, 0, err
 		}
 		defer closeFn()
-		mw, err := middleware.New(l, middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}"}))
+		var dups atomic.Int64
+		defer func() { *duplicates += dups.Load() }()
+		mw, err := middleware.New(l, middleware.WithDefaultRule(middleware.Rule{Template: "job-{{.id}}"}), middleware.WithObserver(func(e middleware.Event) {
+			if e.Kind == middleware.Duplicate {
+				dups.Add(1)
+			}
+		}))
 		if err != nil {
 			return 0, 0, err
 		}

@@ -45,3 +45,20 @@ func TestBracketCancelsDrift(t *testing.T) {
 		t.Errorf("measurements %+v", ms)
 	}
 }
+
+func TestVerdict(t *testing.T) {
+	for _, tt := range []struct {
+		goal, got, floor float64
+		want             string
+	}{
+		{0.90, 0.90, 0.80, "met"},
+		{0.90, 0.95, 0.99, "met"},
+		{0.90, 0.85, 0.89, "not met; out of reach here, its floor is below the goal"},
+		{0.90, 0.85, 0.90, "not met, though its floor reaches the goal"},
+		{0.90, 0.85, 0.97, "not met, though its floor reaches the goal"},
+	} {
+		if got := verdict(tt.goal, tt.got, tt.floor); got != tt.want {
+			t.Errorf("verdict(goal %.2f, got %.2f, floor %.2f) = %q, want %q", tt.goal, tt.got, tt.floor, got, tt.want)
+		}
+	}
+}
