@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"testing"
+
+	"github.com/joblock/joblock/internal/redistest"
 )
 
 // Under a speed that drifts steadily from run to run, bracket's ratios are
@@ -60,5 +63,61 @@ func TestVerdict(t *testing.T) {
 		if got := verdict(tt.goal, tt.got, tt.floor); got != tt.want {
 			t.Errorf("verdict(goal %.2f, got %.2f, floor %.2f) = %q, want %q", tt.goal, tt.got, tt.floor, got, tt.want)
 		}
+	}
+}
+
+func TestVerdictComparesAsPrinted(t *testing.T) {
+	// 0.8484 prints as 0.85: a floor shown at the goal reaches it.
+	if got, want := verdict(0.85, 0.78, 0.8484), "not met, though its floor reaches the goal"; got != want {
+		t.Errorf("verdict = %q, want %q", got, want)
+	}
+	if got, want := verdict(0.95, 0.9449, 0.99), "not met, though its floor reaches the goal"; got != want {
+		t.Errorf("verdict = %q, want %q", got, want)
+	}
+}
+
+// The fenced floor must do what it stands for: refuse a held key, and hand
+// out a larger token each time, even when the key's counter was lost.
+func TestFencedObtain(t *testing.T) {
+	srv := redistest.New(t)
+	srv.RequireReal(t, "the fenced floor")
+	c := srv.Client(t)
+	ctx := context.Background()
+	key := srv.Prefix + "{k}"
+	keys := []string{key, key + ":fence"}
+	obtain := func(holder string) int64 {
+		t.Helper()
+		n, err := fencedObtain.Run(ctx, c, keys, holder, 10000, 60000).Int64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	first := obtain("a")
+	if first <= 0 {
+		t.Fatalf("first obtain returned %d, want a token", first)
+	}
+	if n := obtain("b"); n != 0 {
+		t.Fatalf("obtain of a held key returned %d, want 0", n)
+	}
+	// A counter far ahead of the clock: the next token follows it.
+	if err := c.Set(ctx, key+":fence", first+1e12, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := handRelease.Run(ctx, c, []string{key}, "a").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := obtain("c"); n != first+1e12+1 {
+		t.Fatalf("obtain after the counter was at %d returned %d", first+int64(1e12), n)
+	}
+	// The counter lost: the clock keeps the token above the first.
+	if err := c.Del(ctx, keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := obtain("d"); n <= first {
+		t.Fatalf("obtain after the counter was lost returned %d, not above %d", n, first)
+	}
+	if err := c.Del(ctx, keys...).Err(); err != nil {
+		t.Fatal(err)
 	}
 }
