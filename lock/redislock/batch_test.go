@@ -140,7 +140,7 @@ func TestQueuedCallerWithdrawsOnDeadline(t *testing.T) {
 	// must never be sent.
 	var wg sync.WaitGroup
 	var slowDone atomic.Int32
-	for i := range 4 {
+	for i := range redislock.MaxInFlight {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -149,14 +149,14 @@ func TestQueuedCallerWithdrawsOnDeadline(t *testing.T) {
 			assert.NoError(t, err)
 		}()
 	}
-	require.Eventually(t, func() bool { return gated.Load() == 4 }, 10*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return gated.Load() == redislock.MaxInFlight }, 10*time.Second, time.Millisecond,
 		"the slow calls did not take every in-flight slot")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_, err := l.Obtain(ctx, "queued", 5*time.Second)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Zero(t, slowDone.Load(), "a queued caller waited for the calls ahead of it, past its deadline")
-	assert.EqualValues(t, 4, gated.Load(), "the queued call went out")
+	assert.EqualValues(t, redislock.MaxInFlight, gated.Load(), "the queued call went out")
 	close(gate)
 	wg.Wait()
 
