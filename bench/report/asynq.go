@@ -94,7 +94,7 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 	}
 	redisPID := serverPID(ctx, rdb)
 	fmt.Printf("\n### asynq throughput\n\nA trivial handler, concurrency 10, %d tasks per measurement, real Redis. "+
-		"Every run of a setup sits between two runs without middleware, one just before and one just after it; "+
+		"After one unmeasured run of every setup, every run of a setup sits between two runs without middleware, one just before and one just after it; "+
 		"its ratio is the median over the rounds of its rate over the mean of those two. Rates and CPU are medians over the rounds. "+
 		"CPU is this process's and the Redis server's together, per task: what the middleware costs on a machine whose cores are all busy.\n", o.tasks)
 	// One unmeasured run of every setup first: the first server of a
@@ -108,7 +108,7 @@ func asynqSection(ctx context.Context, o options, rdb *redis.Client) error {
 		}
 	}
 	cpu := map[string]*measurement{}
-	ms, ratios, err := bracket(o.rounds, names[0], names[1:], func(name string) (float64, error) {
+	ms, ratios, err := bracket(o.asynqRuns, names[0], names[1:], func(name string) (float64, error) {
 		var rate float64
 		var perTask time.Duration
 		var err error

@@ -29,6 +29,7 @@ import (
 type options struct {
 	redisAddr string
 	rounds    int
+	asynqRuns int // rounds of the asynq section
 	tasks     int
 	only      string
 	profile   string
@@ -43,11 +44,15 @@ func main() {
 	}
 	flag.StringVar(&o.redisAddr, "redis", addr, "Redis address [REDIS_ADDR]")
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds per figure (the median is shown)")
+	flag.IntVar(&o.asynqRuns, "asynq-rounds", 0, "rounds of the asynq section, whose runs move most from one to the next (default: -rounds)")
 	flag.IntVar(&o.tasks, "tasks", 10000, "asynq tasks per measurement")
 	flag.StringVar(&o.only, "only", "", "run only these sections, comma-separated: asynq, middleware, file, redis, scale, limits")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile to this file; the asynq runs are labelled setup=<name> (go tool pprof -tagfocus)")
 	flag.BoolVar(&o.raw, "raw", false, "print every asynq run's rate, and every ratio, to stderr")
 	flag.Parse()
+	if o.asynqRuns <= 0 {
+		o.asynqRuns = o.rounds
+	}
 	if o.profile != "" {
 		f, err := os.Create(o.profile)
 		if err == nil {
@@ -123,10 +128,15 @@ func machine(w *os.File, o options) {
 	}
 	kernel, _ := exec.Command("uname", "-sr").Output()
 	redisVersion, _ := exec.Command("redis-server", "--version").Output()
-	fmt.Fprintf(w, "Measured %s on %s, %d CPUs (%s), %s, %s; Redis %s; medians of %d interleaved rounds.\n",
+	rounds, command := fmt.Sprintf("%d", o.rounds), fmt.Sprintf("-rounds %d", o.rounds)
+	if o.asynqRuns != o.rounds {
+		rounds += fmt.Sprintf(" (%d in the asynq section)", o.asynqRuns)
+		command += fmt.Sprintf(" -asynq-rounds %d", o.asynqRuns)
+	}
+	fmt.Fprintf(w, "Measured %s on %s, %d CPUs (%s), %s, %s; Redis %s; medians of %s interleaved rounds.\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU(), cpu,
-		strings.TrimSpace(string(kernel)), runtime.Version(), redisField(string(redisVersion)), o.rounds)
-	fmt.Fprintf(w, "Regenerate with `cd bench && go run ./report -rounds %d`.\n", o.rounds)
+		strings.TrimSpace(string(kernel)), runtime.Version(), redisField(string(redisVersion)), rounds)
+	fmt.Fprintf(w, "Regenerate with `cd bench && go run ./report %s`.\n", command)
 }
 
 func redisField(v string) string {
