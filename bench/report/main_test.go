@@ -121,3 +121,12 @@ func TestFencedObtain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestAtGoal(t *testing.T) {
+	if got, want := atGoal(0.85, []float64{0.8484, 0.84, 0.9, 1.2, 0.5}), "3 of 5"; got != want {
+		t.Errorf("atGoal = %q, want %q", got, want)
+	}
+	if got, want := atGoal(0.85, nil), "0 of 0"; got != want {
+		t.Errorf("atGoal = %q, want %q", got, want)
+	}
+}
