@@ -59,7 +59,7 @@ func pairsFor(d time.Duration, pair func(i int) error) (float64, error) {
 
 func fileSection(ctx context.Context, o options, _ *redis.Client) error {
 	defaultDir := engine.DefaultDir()
-	tmpfs := "/dev/shm/joblock-bench"
+	tmpfs := tmpfsParent
 	type contender struct {
 		name string
 		run  func() (float64, error)

@@ -69,6 +69,7 @@ func drain(ctx context.Context, rdb *redis.Client, r drainRun) (drained, error) 
 	queue := "bench-limits-" + rand.Text()[:10]
 	prefix := "joblockbench:" + rand.Text()[:8] + ":"
 	defer deleteRedisPrefix(ctx, rdb, prefix)
+	defer deleteQueue(ctx, rdb, queue) // after the servers are shut down
 	locker := redislock.New(rdb, redislock.WithPrefix(prefix))
 	var out drained
 	var refusals, handedOff atomic.Int64
@@ -126,7 +127,6 @@ func drain(ctx context.Context, rdb *redis.Client, r drainRun) (drained, error) 
 		}
 	}
 	start := time.Now()
-	var servers []*asynq.Server
 	for range 2 {
 		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{Concurrency: 10, Queues: map[string]int{queue: 1},
 			IsFailure: middleware.IsFailure(nil), RetryDelayFunc: middleware.RetryDelayFunc(nil),
@@ -134,7 +134,7 @@ func drain(ctx context.Context, rdb *redis.Client, r drainRun) (drained, error) 
 		if err := srv.Start(mux); err != nil {
 			return out, err
 		}
-		servers = append(servers, srv)
+		defer srv.Shutdown()
 	}
 	select {
 	case <-all:
@@ -142,10 +142,6 @@ func drain(ctx context.Context, rdb *redis.Client, r drainRun) (drained, error) 
 		return out, fmt.Errorf("only %d of %d tasks ran", done.Load(), r.tasks)
 	}
 	out.took = time.Since(start)
-	for _, srv := range servers {
-		srv.Shutdown()
-	}
-	_ = asynq.NewInspectorFromRedisClient(rdb).DeleteQueue(queue, true)
 	out.refusals, out.handedOff = refusals.Load(), handedOff.Load()
 	return out, nil
 }

@@ -104,6 +104,7 @@ func run(o options) error {
 		}
 	}
 	machine(os.Stdout, o)
+	defer os.Remove(tmpfsParent) // only if empty: every setup removes its own directory
 	for _, s := range sections {
 		if only != nil && !slices.Contains(only, s.name) {
 			continue

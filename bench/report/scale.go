@@ -149,7 +149,19 @@ func specStats(dir string) error {
 }
 
 func deleteRedisPrefix(ctx context.Context, rdb *redis.Client, prefix string) {
-	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	deleteRedisMatch(ctx, rdb, prefix+"*")
+}
+
+// deleteQueue removes an asynq queue of the report's own and every key
+// asynq keeps for it, its statistics included, which DeleteQueue leaves.
+func deleteQueue(ctx context.Context, rdb *redis.Client, queue string) {
+	_ = asynq.NewInspectorFromRedisClient(rdb).DeleteQueue(queue, true)
+	deleteRedisMatch(ctx, rdb, "asynq:{"+queue+"}:*") // "{" is no glob character
+}
+
+// deleteRedisMatch deletes every key matching the SCAN pattern.
+func deleteRedisMatch(ctx context.Context, rdb *redis.Client, pattern string) {
+	iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 	var batch []string
 	for iter.Next(ctx) {
 		batch = append(batch, iter.Val())

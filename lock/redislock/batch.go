@@ -31,12 +31,11 @@ type batcher struct {
 
 // maxInFlight is how many batches may be on the wire at once. One would
 // serialise every caller behind one round trip; a few keep the connection
-// pool busy while later arrivals gather into the next batch. On two cores,
-// with new keys, eight measured as fast as no batching at all at eight and
-// ten callers (asynq's Concurrency is ten by default), where four queued
-// callers that had no need to wait and lost about a tenth of the pairs per
-// second; from 32 callers on, eight batched about as well as four, and at
-// 128 both did about half as many pairs again as no batching.
+// pool busy while later arrivals gather into the next batch. Eight lets
+// as many callers as asynq's default Concurrency (ten) mostly go out at
+// once, each on a round trip of its own, where four made callers queue
+// for a batch while connections sat idle; under more callers than that,
+// batches form as before.
 const maxInFlight = 8
 
 type call struct {
