@@ -385,8 +385,12 @@ func fencedFloor(c *redis.Client) func() (asynq.MiddlewareFunc, func(), error) {
 		return func(next asynq.Handler) asynq.Handler {
 				return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 					holder, key := rand.Text()+" 1700000000000 1 h", prefix+"{"+taskKey(t)+"}"
-					if err := fencedObtain.Run(ctx, c, []string{key, key + ":fence"}, holder, redisTTL.Milliseconds(), time.Minute.Milliseconds()).Err(); err != nil {
+					fence, err := fencedObtain.Run(ctx, c, []string{key, key + ":fence"}, holder, redisTTL.Milliseconds(), time.Minute.Milliseconds()).Int64()
+					if err != nil {
 						return err
+					}
+					if fence == 0 {
+						return fmt.Errorf("fenced floor: %s is held", key)
 					}
 					defer handRelease.Run(ctx, c, []string{key}, holder)
 					return next.ProcessTask(ctx, t)

@@ -59,7 +59,6 @@ func pairsFor(d time.Duration, pair func(i int) error) (float64, error) {
 
 func fileSection(ctx context.Context, o options, _ *redis.Client) error {
 	defaultDir := engine.DefaultDir()
-	tmpfs := tmpfsParent
 	type contender struct {
 		name string
 		run  func() (float64, error)
@@ -91,8 +90,8 @@ func fileSection(ctx context.Context, o options, _ *redis.Client) error {
 	contenders := []contender{
 		{"joblock, one hot key (" + fsType(defaultDir) + ")", engineRun(defaultDir, hot)},
 		{"joblock, 100 keys reused (" + fsType(defaultDir) + ")", engineRun(defaultDir, reused)},
-		{"joblock, a new key each time, tmpfs", engineRun(tmpfs, fresh)},
-		{"the spec's create-write-close-unlink (PHP's syscalls), tmpfs", specRun(tmpfs)},
+		{"joblock, a new key each time, tmpfs", engineRun(tmpfsParent, fresh)},
+		{"the spec's create-write-close-unlink (PHP's syscalls), tmpfs", specRun(tmpfsParent)},
 		{"joblock, a new key each time, " + fsType(defaultDir) + " (the default directory)", engineRun(defaultDir, fresh)},
 		{"the spec's create-write-close-unlink, " + fsType(defaultDir), specRun(defaultDir)},
 		{"gofrs/flock TryLock+Unlock, one file (no TTL, owner or fencing: the floor)", flockRun(defaultDir)},

@@ -3,7 +3,7 @@
 // Every figure is the median of interleaved rounds, so a noisy neighbour
 // slows every contender of a round alike.
 //
-//	cd bench && go run ./report            # all sections, about 10 minutes
+//	cd bench && go run ./report            # all sections, 3 rounds each
 //	cd bench && go run ./report -only redis,scale
 //
 // It needs a Redis (-redis, default REDIS_ADDR or 127.0.0.1:6379), where it
@@ -48,7 +48,7 @@ func main() {
 	flag.IntVar(&o.tasks, "tasks", 10000, "asynq tasks per measurement")
 	flag.StringVar(&o.only, "only", "", "run only these sections, comma-separated: asynq, middleware, file, redis, scale, limits")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile to this file; the asynq runs are labelled setup=<name> (go tool pprof -tagfocus)")
-	flag.BoolVar(&o.raw, "raw", false, "print every asynq run's rate, and every ratio, to stderr")
+	flag.BoolVar(&o.raw, "raw", false, "print every asynq run's rate and CPU per task, and every ratio, to stderr")
 	flag.Parse()
 	if o.asynqRuns <= 0 {
 		o.asynqRuns = o.rounds
